@@ -1,0 +1,83 @@
+//! Interactive threshold signing (3+1 rounds) by exactly t parties.
+//!
+//! The node hashes the message itself ([`HashAlgo::data_to_sign`]): the engine
+//! only ever signs data whose preimage this node has seen.
+
+use cggmp24::key_share::AnyKeyShare;
+use round_based::Mpc;
+use sha2::Digest;
+
+use super::{Curve, EngineError, KeyShare, Signature};
+
+/// Signing protocol message.
+pub type Msg = cggmp24::signing::msg::Msg<Curve, sha2::Sha256>;
+
+/// How a node hashes the message bytes it is asked to sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HashAlgo {
+    /// SHA-256 (generic messages).
+    Sha256,
+    /// Keccak-256 (Ethereum).
+    Keccak256,
+    /// SHA-256 applied twice (Bitcoin).
+    DoubleSha256,
+}
+
+impl HashAlgo {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Sha256 => "sha256",
+            HashAlgo::Keccak256 => "keccak256",
+            HashAlgo::DoubleSha256 => "double_sha256",
+        }
+    }
+
+    /// Hashes `msg` and returns what the engine signs plus the 32-byte digest.
+    pub fn data_to_sign(self, msg: &[u8]) -> (cggmp24::DataToSign<Curve>, [u8; 32]) {
+        match self {
+            HashAlgo::Sha256 => {
+                let d: [u8; 32] = sha2::Sha256::digest(msg).into();
+                (cggmp24::DataToSign::digest::<sha2::Sha256>(msg), d)
+            }
+            HashAlgo::Keccak256 => {
+                let d: [u8; 32] = sha3::Keccak256::digest(msg).into();
+                (cggmp24::DataToSign::digest::<sha3::Keccak256>(msg), d)
+            }
+            HashAlgo::DoubleSha256 => {
+                let inner = sha2::Sha256::digest(msg);
+                let d: [u8; 32] = sha2::Sha256::digest(inner).into();
+                // The outer hash over the inner digest that we computed ourselves.
+                let outer = sha2::Sha256::new().chain_update(inner);
+                (cggmp24::DataToSign::from_digest(outer), d)
+            }
+        }
+    }
+}
+
+/// Runs full signing as signer `i` (0-based among the signers);
+/// `parties_at_keygen[j]` is the keygen index of signer `j`.
+pub async fn run<M>(
+    eid: &[u8; 32],
+    i: u16,
+    parties_at_keygen: &[u16],
+    share: &KeyShare,
+    data: cggmp24::DataToSign<Curve>,
+    party: M,
+) -> Result<Signature, EngineError>
+where
+    M: Mpc<ProtocolMessage = Msg>,
+{
+    if parties_at_keygen.len() != usize::from(share.min_signers()) {
+        return Err(EngineError::InvalidInput(format!(
+            "{} signers given, the key needs exactly {}",
+            parties_at_keygen.len(),
+            share.min_signers()
+        )));
+    }
+    cggmp24::signing(cggmp24::ExecutionId::new(eid), i, parties_at_keygen, share)
+        .sign(&mut rand_core::OsRng, party, &data)
+        .await
+        .map_err(|e| EngineError::from_engine(&e))
+}

@@ -1,0 +1,181 @@
+//! Engine tests: three parties on threads, wired through the real envelope
+//! delivery (signing, verification, sequence checks) by an in-memory router.
+//! Primes come from the committed TEST-ONLY fixtures.
+
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use round_based::MpcParty;
+
+use super::*;
+use crate::envelope::{Envelope, Protocol};
+use crate::identity::IdentityKey;
+use crate::session::{self, Received, SessionInfo};
+
+const FIXTURE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/primes.test-only.txt"
+));
+
+/// Largest payload seen per protocol (to keep the limits honest).
+static MAX_SEEN: Mutex<Vec<(Protocol, usize)>> = Mutex::new(Vec::new());
+
+struct Net {
+    keys: Vec<Arc<IdentityKey>>,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        Net { keys: (0..n).map(|_| Arc::new(IdentityKey::generate())).collect() }
+    }
+
+    /// Runs `f(i, party)` for each listed member on its own thread, routing
+    /// envelopes between them. `members[j]` is the global party index of
+    /// protocol index j.
+    fn run<M, T, F, Fut>(&self, protocol: Protocol, sid: [u8; 32], members: &[usize], f: F) -> Vec<T>
+    where
+        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        T: Send + 'static,
+        F: Fn(u16, MpcParty<M, (session::IncomingStream<M>, session::OutgoingSink<M>)>) -> Fut
+            + Send
+            + Sync
+            + Clone
+            + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let parties: Vec<_> = members.iter().map(|&g| self.keys[g].party_id()).collect();
+        let mut inboxes = Vec::new();
+        let mut handles = Vec::new();
+        let (out_tx, mut out_rx) = mpsc::unbounded::<Envelope>();
+        for (j, &g) in members.iter().enumerate() {
+            let (in_tx, in_rx) = mpsc::channel(1024);
+            inboxes.push(in_tx);
+            let info = Arc::new(SessionInfo { id: sid, protocol, me: j as u16, parties: parties.clone() });
+            let (inc, out) = session::delivery::<M>(info, self.keys[g].clone(), in_rx, out_tx.clone());
+            let f = f.clone();
+            handles.push(std::thread::spawn(move || {
+                futures::executor::block_on(f(j as u16, MpcParty::connected((inc, out))))
+            }));
+        }
+        drop(out_tx);
+        let router_parties = parties.clone();
+        let router = std::thread::spawn(move || {
+            futures::executor::block_on(async move {
+                while let Some(env) = out_rx.next().await {
+                    {
+                        let mut m = MAX_SEEN.lock().unwrap();
+                        m.push((env.protocol, env.payload.len()));
+                    }
+                    let bytes = env.encode();
+                    let from = router_parties[usize::from(env.sender)];
+                    for (k, inbox) in inboxes.iter_mut().enumerate() {
+                        let to_k = match env.recipient {
+                            None => k != usize::from(env.sender),
+                            Some(r) => usize::from(r) == k,
+                        };
+                        if to_k {
+                            let envelope = Envelope::decode(&bytes).expect("own envelope decodes");
+                            let _ = inbox.try_send(Received { envelope, from });
+                        }
+                    }
+                }
+            })
+        });
+        let out = handles.into_iter().map(|h| h.join().expect("party thread")).collect();
+        router.join().expect("router");
+        out
+    }
+}
+
+#[test]
+fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
+    let primes = crate::primes::fixtures_from_text(FIXTURE).unwrap();
+    assert!(primes.len() >= 3, "fixtures hold at least three prime sets");
+    let net = Net::new(3);
+    let primes = Arc::new(Mutex::new(primes.into_iter().take(3).map(Some).collect::<Vec<_>>()));
+
+    // Given aux info for the party set
+    let t0 = std::time::Instant::now();
+    let aux_sid = [1u8; 32];
+    let auxes = net.run(Protocol::AuxInfo, aux_sid, &[0, 1, 2], move |i, party| {
+        let p = primes.lock().unwrap()[usize::from(i)].take().unwrap();
+        async move { aux::run(&aux_sid, i, 3, p, party).await }
+    });
+    eprintln!("aux info: {:?}", t0.elapsed());
+    let auxes: Vec<AuxInfo> = auxes.into_iter().map(|r| r.unwrap()).collect();
+
+    // When the three parties run 2-of-3 keygen
+    let t0 = std::time::Instant::now();
+    let kg_sid = [2u8; 32];
+    let shares = net.run(Protocol::Keygen, kg_sid, &[0, 1, 2], move |i, party| async move {
+        keygen::run(&kg_sid, i, 3, 2, party).await
+    });
+    eprintln!("keygen: {:?}", t0.elapsed());
+    let shares: Vec<Arc<KeyShare>> = shares
+        .into_iter()
+        .zip(auxes)
+        .map(|(s, a)| {
+            let full = keygen::complete(s.unwrap(), a).unwrap();
+            // Stored form round-trips.
+            Arc::new(decode_share(encode_share(&full).expose()).unwrap())
+        })
+        .collect();
+    let pk = public_key(&shares[0]);
+    assert!(shares.iter().all(|s| public_key(s) == pk), "all parties agree on the key");
+
+    // Then every pair signs, and k256 verifies each signature
+    for (pair, hash) in [([0usize, 1], sign::HashAlgo::Sha256), ([0, 2], sign::HashAlgo::Keccak256), ([1, 2], sign::HashAlgo::DoubleSha256)] {
+        let msg = format!("message for pair {pair:?}").into_bytes();
+        let sid = crate::session::sign_execution_id("k", &[pair[0] as u16, pair[1] as u16], b"r", &[0; 32]);
+        let s2 = shares.clone();
+        let m2 = msg.clone();
+        let t0 = std::time::Instant::now();
+        let sigs = net.run(Protocol::Sign, sid, &pair, move |i, party| {
+            let share = s2[pair[usize::from(i)]].clone();
+            let m = m2.clone();
+            async move {
+                let (data, _) = hash.data_to_sign(&m);
+                let at_keygen = [pair[0] as u16, pair[1] as u16];
+                sign::run(&sid, i, &at_keygen, &share, data, party).await
+            }
+        });
+        eprintln!("sign {pair:?}: {:?}", t0.elapsed());
+        let (_, digest) = hash.data_to_sign(&msg);
+        for s in sigs {
+            let s = s.unwrap();
+            let mut rs = [0u8; 64];
+            s.write_to_slice(&mut rs);
+            let fin = crate::chain::finish_signature(&pk, &digest, &rs).unwrap();
+            assert!(fin.v <= 1);
+        }
+    }
+    let seen = MAX_SEEN.lock().unwrap();
+    for p in [Protocol::AuxInfo, Protocol::Keygen, Protocol::Sign] {
+        let max = seen.iter().filter(|(q, _)| *q == p).map(|(_, l)| *l).max().unwrap_or(0);
+        eprintln!("largest {p:?} payload: {max} bytes (limit {})", p.max_payload());
+        assert!(max * 2 <= p.max_payload(), "{p:?} payloads must stay well under the limit");
+    }
+}
+
+#[test]
+fn sign__should_abort_naming_culprit_when_peer_sends_garbage() {
+    // A peer whose first message is not a protocol message is blamed.
+    let keys: Vec<_> = (0..2).map(|_| Arc::new(IdentityKey::generate())).collect();
+    let info = Arc::new(SessionInfo {
+        id: [5; 32],
+        protocol: Protocol::Keygen,
+        me: 0,
+        parties: keys.iter().map(|k| k.party_id()).collect(),
+    });
+    let (mut in_tx, in_rx) = mpsc::channel(8);
+    let (out_tx, _out_rx) = mpsc::unbounded();
+    let (inc, out) = session::delivery::<keygen::Msg>(info, keys[0].clone(), in_rx, out_tx);
+    let garbage = Envelope::seal(&keys[1], [5; 32], Protocol::Keygen, 0, 1, None, b"\xff\xff".to_vec());
+    in_tx.try_send(Received { envelope: garbage, from: keys[1].party_id() }).unwrap();
+    let r = futures::executor::block_on(keygen::run(&[5; 32], 0, 2, 2, MpcParty::connected((inc, out))));
+    match r {
+        Err(EngineError::Misbehaved { culprit, .. }) => assert_eq!(culprit, 1),
+        other => panic!("expected culprit 1, got {:?}", other.map(|_| ())),
+    }
+}

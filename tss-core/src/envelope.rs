@@ -1,0 +1,249 @@
+//! Signed envelopes: the only form in which protocol messages cross the wire.
+//!
+//! ```text
+//! envelope = magic "TSE1" | session_id[32] | protocol u8 | seq u32 | sender u16
+//!          | recipient_flag u8 (0 broadcast, 1 p2p) | recipient u16
+//!          | payload_len u32 | payload | signature[64]
+//! signature = Ed25519(sender identity, "tss-envelope/v1" | envelope without signature)
+//! ```
+//! All integers are big-endian. [`Envelope::decode`] checks the length of the
+//! payload against the per-protocol limit *before* allocating and refuses
+//! trailing bytes; the signature is checked by [`crate::session`] against the
+//! session's pinned identities.
+
+use crate::identity::{IdentityKey, PartyId};
+
+const MAGIC: &[u8; 4] = b"TSE1";
+const SIGN_DOMAIN: &[u8] = b"tss-envelope/v1";
+const HEADER_LEN: usize = 4 + 32 + 1 + 4 + 2 + 1 + 2 + 4;
+const SIG_LEN: usize = 64;
+
+/// Which protocol a session runs. Determines the payload size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// CGGMP24 auxiliary info (Paillier keys, ring-Pedersen parameters, proofs).
+    AuxInfo,
+    /// CGGMP24 threshold DKG.
+    Keygen,
+    /// CGGMP24 interactive signing (3+1 rounds).
+    Sign,
+}
+
+impl Protocol {
+    /// Wire tag.
+    pub fn tag(self) -> u8 {
+        match self {
+            Protocol::AuxInfo => 1,
+            Protocol::Keygen => 2,
+            Protocol::Sign => 3,
+        }
+    }
+
+    /// Parses a wire tag.
+    pub fn from_tag(t: u8) -> Option<Self> {
+        Some(match t {
+            1 => Protocol::AuxInfo,
+            2 => Protocol::Keygen,
+            3 => Protocol::Sign,
+            _ => return None,
+        })
+    }
+
+    /// Largest payload a single message of this protocol may carry. Measured
+    /// sizes (see `docs/FORMATS.md`) with a margin of about 4x.
+    pub fn max_payload(self) -> usize {
+        match self {
+            Protocol::AuxInfo => 4 << 20,
+            Protocol::Keygen => 64 << 10,
+            Protocol::Sign => 512 << 10,
+        }
+    }
+
+    /// Largest encoded envelope of any protocol (for transport limits).
+    pub const MAX_ENVELOPE: usize = (4 << 20) + HEADER_LEN + SIG_LEN;
+}
+
+/// A decoded envelope. Its signature is not yet checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Session (execution) id.
+    pub session_id: [u8; 32],
+    /// Protocol of the session.
+    pub protocol: Protocol,
+    /// Sequence number within the session, from 0, counted separately for the
+    /// sender's broadcasts and for its p2p messages to each recipient.
+    pub seq: u32,
+    /// Sender's index in the session.
+    pub sender: u16,
+    /// `None` for broadcast, else the recipient's index.
+    pub recipient: Option<u16>,
+    /// Serialized protocol message (opaque here).
+    pub payload: Vec<u8>,
+    /// Ed25519 signature of the sender.
+    pub signature: [u8; 64],
+}
+
+/// Why envelope bytes were refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Shorter than a header, or lengths do not add up.
+    #[error("malformed envelope: {0}")]
+    Malformed(&'static str),
+    /// Payload larger than the protocol allows.
+    #[error("payload of {len} bytes exceeds the {limit}-byte limit of {protocol:?} messages")]
+    TooLarge {
+        /// Protocol named in the header.
+        protocol: Protocol,
+        /// Declared payload length.
+        len: usize,
+        /// Limit for that protocol.
+        limit: usize,
+    },
+}
+
+impl Envelope {
+    /// Builds and signs an envelope.
+    pub fn seal(
+        key: &IdentityKey,
+        session_id: [u8; 32],
+        protocol: Protocol,
+        seq: u32,
+        sender: u16,
+        recipient: Option<u16>,
+        payload: Vec<u8>,
+    ) -> Self {
+        let mut e = Envelope {
+            session_id,
+            protocol,
+            seq,
+            sender,
+            recipient,
+            payload,
+            signature: [0; 64],
+        };
+        e.signature = key.sign(&e.signed_bytes());
+        e
+    }
+
+    fn header(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(MAGIC);
+        h[4..36].copy_from_slice(&self.session_id);
+        h[36] = self.protocol.tag();
+        h[37..41].copy_from_slice(&self.seq.to_be_bytes());
+        h[41..43].copy_from_slice(&self.sender.to_be_bytes());
+        h[43] = u8::from(self.recipient.is_some());
+        h[44..46].copy_from_slice(&self.recipient.unwrap_or(0).to_be_bytes());
+        // Payload length is bounded by the protocol limit (< 4 GiB).
+        h[46..50].copy_from_slice(&(self.payload.len() as u32).to_be_bytes());
+        h
+    }
+
+    /// The bytes the sender signs.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(SIGN_DOMAIN.len() + HEADER_LEN + self.payload.len());
+        v.extend_from_slice(SIGN_DOMAIN);
+        v.extend_from_slice(&self.header());
+        v.extend_from_slice(&self.payload);
+        v
+    }
+
+    /// Checks the signature under `sender`'s identity.
+    pub fn verify(&self, sender: &PartyId) -> Result<(), crate::identity::IdentityError> {
+        sender.verify(&self.signed_bytes(), &self.signature)
+    }
+
+    /// Canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(HEADER_LEN + self.payload.len() + SIG_LEN);
+        v.extend_from_slice(&self.header());
+        v.extend_from_slice(&self.payload);
+        v.extend_from_slice(&self.signature);
+        v
+    }
+
+    /// Parses an encoding produced by [`Envelope::encode`]. Hostile input:
+    /// never panics, never allocates more than the protocol's limit.
+    pub fn decode(b: &[u8]) -> Result<Self, EnvelopeError> {
+        if b.len() < HEADER_LEN + SIG_LEN {
+            return Err(EnvelopeError::Malformed("shorter than header and signature"));
+        }
+        if &b[0..4] != MAGIC {
+            return Err(EnvelopeError::Malformed("bad magic (not an envelope, or another version)"));
+        }
+        let protocol = Protocol::from_tag(b[36]).ok_or(EnvelopeError::Malformed("unknown protocol"))?;
+        let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let len = u32_at(46) as usize;
+        if len > protocol.max_payload() {
+            return Err(EnvelopeError::TooLarge { protocol, len, limit: protocol.max_payload() });
+        }
+        if b.len() != HEADER_LEN + len + SIG_LEN {
+            return Err(EnvelopeError::Malformed("length field does not match the envelope size"));
+        }
+        let recipient = match b[43] {
+            0 if u16_at(44) == 0 => None,
+            1 => Some(u16_at(44)),
+            _ => return Err(EnvelopeError::Malformed("bad recipient field")),
+        };
+        let mut session_id = [0u8; 32];
+        session_id.copy_from_slice(&b[4..36]);
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&b[HEADER_LEN + len..]);
+        Ok(Envelope {
+            session_id,
+            protocol,
+            seq: u32_at(37),
+            sender: u16_at(41),
+            recipient,
+            payload: b[HEADER_LEN..HEADER_LEN + len].to_vec(),
+            signature,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &IdentityKey) -> Envelope {
+        Envelope::seal(key, [7; 32], Protocol::Sign, 3, 1, Some(0), b"payload".to_vec())
+    }
+
+    #[test]
+    fn envelope__should_roundtrip_and_verify() {
+        let k = IdentityKey::generate();
+        let e = sample(&k);
+        let d = Envelope::decode(&e.encode()).unwrap();
+        assert_eq!(d, e);
+        d.verify(&k.party_id()).unwrap();
+        assert!(d.verify(&IdentityKey::generate().party_id()).is_err());
+    }
+
+    #[test]
+    fn envelope__should_fail_verify_when_any_byte_flips() {
+        let k = IdentityKey::generate();
+        let bytes = sample(&k).encode();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(e) = Envelope::decode(&b) {
+                assert!(e.verify(&k.party_id()).is_err(), "flip at {i} still verified");
+            }
+        }
+    }
+
+    #[test]
+    fn decode__should_refuse_huge_length_prefix_before_allocating() {
+        let k = IdentityKey::generate();
+        let mut b = sample(&k).encode();
+        b[46..50].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(Envelope::decode(&b), Err(EnvelopeError::TooLarge { .. })));
+        assert!(Envelope::decode(&b[..10]).is_err());
+        let mut t = sample(&k).encode();
+        t.push(0);
+        assert!(Envelope::decode(&t).is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! Threshold-signature engines and everything in `tss-node` that needs no network.
+//!
+//! - [`secret`]: secret newtypes that zeroize on drop and never print.
+//! - [`identity`]: Ed25519 party identities.
+//! - [`envelope`]: signed envelopes that carry every protocol message.
+//! - [`session`]: execution ids and the bridge from verified envelopes to a
+//!   `round-based` delivery.
+//! - [`ecdsa`]: the CGGMP24 engines (aux info, keygen, signing).
+//! - [`primes`]: safe primes for Paillier keys.
+//! - [`store`]: the sealed key-value store.
+//! - [`chain`]: signature encodings (DER, r||s||v, Ethereum addresses).
+//!
+//! Nothing here opens a socket or owns an async runtime: engines are plain
+//! `async fn`s driven by whatever executor the caller chooses.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(non_snake_case))]
+
+#[cfg(not(any(feature = "pure-rust", feature = "gmp")))]
+compile_error!("select a big-integer backend: feature `pure-rust` (default) or `gmp`");
+#[cfg(all(feature = "pure-rust", feature = "gmp"))]
+compile_error!(
+    "features `pure-rust` and `gmp` are exclusive: build with `--no-default-features --features gmp`"
+);
+
+pub mod chain;
+pub mod ecdsa;
+pub mod envelope;
+pub mod error;
+pub mod identity;
+pub mod primes;
+pub mod secret;
+pub mod session;
+pub mod store;
+
+pub use error::{Culprit, Error};

@@ -1,0 +1,1057 @@
+//! The node's sealed store: sled, every value sealed with an AEAD under a key
+//! derived from the store passphrase.
+//!
+//! The API is blocking (sled does disk I/O and opening runs Argon2id): async
+//! callers use `spawn_blocking`. [`Store`] is a cheap `Clone` handle.
+//!
+//! # Layout
+//!
+//! One sled database per directory, one tree per [`RecordKind`]:
+//!
+//! | tree             | content                                              |
+//! |------------------|------------------------------------------------------|
+//! | `meta`           | `kdf` (unsealed KDF record), `check` (sealed)         |
+//! | `primes`         | pregenerated safe primes, one record per set          |
+//! | `aux_info`       | aux info (Paillier keys and proofs) per key           |
+//! | `key_share`      | key shares                                           |
+//! | `key_info`       | public key information                               |
+//! | `seen_execution` | execution ids already run (replay protection)        |
+//! | `presignature`   | presignatures, single use ([`Store::take`])          |
+//!
+//! The tree name is also the record kind's tag ([`RecordKind::tag`]).
+//!
+//! # Records
+//!
+//! - `meta/kdf`, unsealed: `version (1 byte = 1) || m_kib (u32 BE) || t (u32
+//!   BE) || p (u32 BE) || salt (16 bytes)`. Version 1 means Argon2id v1.3
+//!   with a 32-byte output. Created with m = 64 MiB, t = 3, p = 1; opening
+//!   uses the stored values, so changing the defaults needs a migration.
+//! - Every other value is sealed with XChaCha20-Poly1305:
+//!   `version (1 byte = 1) || nonce (24 bytes, random) || ciphertext || tag (16 bytes)`.
+//! - Associated data: `"tss-store/v1" || tag || 0x00 || key length (u32 BE)
+//!   || key || version`. A value copied to another record key or another kind
+//!   no longer opens ([`StoreError::Corrupt`]).
+//! - `meta/check` is a known plaintext sealed under the tag `meta`; failing to
+//!   open it at [`Store::open`] means the passphrase is wrong.
+//!
+//! # What the disk sees, and what is not protected
+//!
+//! Values are confidential and authenticated. Record keys, tree names, value
+//! lengths and the KDF record are stored in clear: never put secrets in keys.
+//! Sealing does not detect deletion of records or a rollback of the whole
+//! directory to an older copy (a presignature taken since then would come
+//! back); protect the directory itself against that.
+//!
+//! # Durability
+//!
+//! [`Store::put`] and [`Store::insert_new`] are durable after
+//! [`Store::flush`] (sled also flushes in the background every 500 ms).
+//! [`Store::take`] flushes before it returns the value, so a taken record does
+//! not come back after a crash.
+
+mod seal;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::secret::{Passphrase, SecretBytes};
+
+use self::seal::{KdfParams, KdfRecord, OpenError, StorageKey};
+
+/// Name of the unsealed metadata tree (also the tag of the sealed check record).
+const META_TREE: &str = "meta";
+/// Key of the KDF record in [`META_TREE`].
+const KDF_KEY: &[u8] = b"kdf";
+/// Key of the check record in [`META_TREE`].
+const CHECK_KEY: &[u8] = b"check";
+/// Plaintext of the check record.
+const CHECK_PLAINTEXT: &[u8] = b"tss-store check v1";
+/// The file sled keeps its data in; its presence means a store exists.
+const SLED_DB_FILE: &str = "db";
+/// The file sled writes its configuration to.
+const SLED_CONF_FILE: &str = "conf";
+
+/// Errors from the sealed store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No store in the directory.
+    #[error("no store at {}: create one first (or check the configured data directory)", dir.display())]
+    NotFound {
+        /// The directory that was searched.
+        dir: PathBuf,
+    },
+    /// A store already exists where one was to be created.
+    #[error("a store already exists at {}: open it, or choose another directory", dir.display())]
+    AlreadyExists {
+        /// The directory that holds the existing store.
+        dir: PathBuf,
+    },
+    /// The passphrase does not derive the store's key.
+    #[error(
+        "the store passphrase is wrong: the check record does not decrypt (store at {})",
+        dir.display()
+    )]
+    WrongPassphrase {
+        /// The directory of the store.
+        dir: PathBuf,
+    },
+    /// A record does not open: modified on disk, or moved from another record
+    /// key or kind.
+    #[error(
+        "record {kind}/{key} is corrupt: {reason}; restore the store from a backup or remove the record"
+    )]
+    Corrupt {
+        /// Tag of the record's tree ([`RecordKind::tag`]).
+        kind: &'static str,
+        /// The record key, hex.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The underlying storage failed (sled or file-system error).
+    #[error("store I/O error: {0}")]
+    Io(String),
+    /// The store (or a record in it) uses a format this build does not read.
+    #[error(
+        "the store at {} uses a format this build cannot read: {detail}; use a matching build or migrate the store",
+        dir.display()
+    )]
+    UnsupportedFormat {
+        /// The directory of the store.
+        dir: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+}
+
+/// What a record is; each kind lives in its own tree and is sealed under its
+/// own tag, so a value cannot be passed off as another kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// Pregenerated safe primes for aux-info runs.
+    Primes,
+    /// Aux info (Paillier keys and ring-Pedersen parameters).
+    AuxInfo,
+    /// Key shares.
+    KeyShare,
+    /// Public information about a key.
+    KeyInfo,
+    /// Execution ids already run, for replay protection.
+    SeenExecution,
+    /// Presignatures; single use, read them with [`Store::take`].
+    Presignature,
+}
+
+impl RecordKind {
+    /// Every kind.
+    pub const ALL: &'static [RecordKind] = &[
+        RecordKind::Primes,
+        RecordKind::AuxInfo,
+        RecordKind::KeyShare,
+        RecordKind::KeyInfo,
+        RecordKind::SeenExecution,
+        RecordKind::Presignature,
+    ];
+
+    /// Stable tag, bound into each sealed value. Part of the on-disk format:
+    /// never change one.
+    pub const fn tag(self) -> &'static str {
+        match self {
+            RecordKind::Primes => "primes",
+            RecordKind::AuxInfo => "aux_info",
+            RecordKind::KeyShare => "key_share",
+            RecordKind::KeyInfo => "key_info",
+            RecordKind::SeenExecution => "seen_execution",
+            RecordKind::Presignature => "presignature",
+        }
+    }
+
+    /// Name of the sled tree holding this kind (the same as [`Self::tag`]).
+    pub const fn tree_name(self) -> &'static str {
+        self.tag()
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.tag())
+    }
+}
+
+/// One open tree per kind.
+struct Trees {
+    primes: sled::Tree,
+    aux_info: sled::Tree,
+    key_share: sled::Tree,
+    key_info: sled::Tree,
+    seen_execution: sled::Tree,
+    presignature: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db, dir: &Path) -> Result<Self, StoreError> {
+        let open = |kind: RecordKind| {
+            db.open_tree(kind.tree_name())
+                .map_err(|e| io_error(dir, &format!("opening tree {kind}"), e))
+        };
+        Ok(Self {
+            primes: open(RecordKind::Primes)?,
+            aux_info: open(RecordKind::AuxInfo)?,
+            key_share: open(RecordKind::KeyShare)?,
+            key_info: open(RecordKind::KeyInfo)?,
+            seen_execution: open(RecordKind::SeenExecution)?,
+            presignature: open(RecordKind::Presignature)?,
+        })
+    }
+
+    fn get(&self, kind: RecordKind) -> &sled::Tree {
+        match kind {
+            RecordKind::Primes => &self.primes,
+            RecordKind::AuxInfo => &self.aux_info,
+            RecordKind::KeyShare => &self.key_share,
+            RecordKind::KeyInfo => &self.key_info,
+            RecordKind::SeenExecution => &self.seen_execution,
+            RecordKind::Presignature => &self.presignature,
+        }
+    }
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Trees,
+    key: StorageKey,
+    dir: PathBuf,
+}
+
+/// Handle to an open sealed store. Cheap to clone (shared inside); blocking.
+///
+/// sled locks the directory, so one process opens a store once and shares
+/// clones of the handle.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(dir: &Path, what: &str, e: impl fmt::Display) -> StoreError {
+    StoreError::Io(format!("store at {}: {what}: {e}", dir.display()))
+}
+
+fn sled_exists(dir: &Path) -> bool {
+    dir.join(SLED_DB_FILE).exists() || dir.join(SLED_CONF_FILE).exists()
+}
+
+/// Creates `dir` (and parents) readable by the owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+impl Store {
+    /// Creates a new store in `dir` (created if missing) sealed under `pass`.
+    ///
+    /// Derives the storage key with Argon2id (m = 64 MiB, t = 3, p = 1, random
+    /// 16-byte salt), which takes a noticeable fraction of a second. Refuses
+    /// with [`StoreError::AlreadyExists`] if a store is already there.
+    pub fn create(dir: &Path, pass: &Passphrase) -> Result<Store, StoreError> {
+        Self::create_with_params(dir, pass, KdfParams::FIXED)
+    }
+
+    /// [`Store::create`] with cheap Argon2 parameters, for unit tests only.
+    #[cfg(test)]
+    pub(crate) fn create_for_tests(dir: &Path, pass: &Passphrase) -> Result<Store, StoreError> {
+        Self::create_with_params(dir, pass, KdfParams::CHEAP)
+    }
+
+    fn create_with_params(
+        dir: &Path,
+        pass: &Passphrase,
+        params: KdfParams,
+    ) -> Result<Store, StoreError> {
+        let already = || StoreError::AlreadyExists {
+            dir: dir.to_path_buf(),
+        };
+        if sled_exists(dir) {
+            return Err(already());
+        }
+        create_private_dir(dir).map_err(|e| io_error(dir, "creating the directory", e))?;
+
+        let record =
+            KdfRecord::generate(params).map_err(|e| io_error(dir, "generating the salt", e))?;
+        let key = seal::derive_key(pass, &record.salt, &record.params)
+            .map_err(|e| io_error(dir, "deriving the storage key", e))?;
+        let check = seal::seal(&key, META_TREE, CHECK_KEY, CHECK_PLAINTEXT)
+            .map_err(|e| io_error(dir, "sealing the check record", e))?;
+
+        // create_new makes sled refuse an existing data file, closing the race
+        // with another creator between the check above and here.
+        let db = sled::Config::new()
+            .path(dir)
+            .create_new(true)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::AlreadyExists => {
+                    already()
+                }
+                e => io_error(dir, "creating the database", e),
+            })?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(|e| io_error(dir, "opening the meta tree", e))?;
+        // One batch: a crash leaves either both records or neither.
+        let mut batch = sled::Batch::default();
+        batch.insert(KDF_KEY, record.encode());
+        batch.insert(CHECK_KEY, check);
+        meta.apply_batch(batch)
+            .map_err(|e| io_error(dir, "writing the meta records", e))?;
+        db.flush().map_err(|e| io_error(dir, "flushing", e))?;
+
+        let trees = Trees::open(&db, dir)?;
+        tracing::info!(dir = %dir.display(), "created sealed store");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                key,
+                dir: dir.to_path_buf(),
+            }),
+        })
+    }
+
+    /// Opens the store in `dir` with `pass`.
+    ///
+    /// Errors: [`StoreError::NotFound`] if there is no store,
+    /// [`StoreError::WrongPassphrase`] if the check record does not decrypt,
+    /// [`StoreError::UnsupportedFormat`] for an unknown KDF or seal version,
+    /// [`StoreError::Io`] if sled fails (for example when another process
+    /// holds the store open).
+    pub fn open(dir: &Path, pass: &Passphrase) -> Result<Store, StoreError> {
+        if !dir.join(SLED_DB_FILE).is_file() {
+            return Err(StoreError::NotFound {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let unsupported = |detail: String| StoreError::UnsupportedFormat {
+            dir: dir.to_path_buf(),
+            detail,
+        };
+
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            io_error(
+                dir,
+                "opening the database (is another process using it?)",
+                e,
+            )
+        })?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(|e| io_error(dir, "opening the meta tree", e))?;
+        let read = |key: &[u8]| -> Result<sled::IVec, StoreError> {
+            meta.get(key).map_err(|e| io_error(dir, "reading the meta tree", e))?.ok_or_else(|| {
+                unsupported(format!(
+                    "no {} record in the meta tree (not a sealed store, or its creation was interrupted)",
+                    String::from_utf8_lossy(key)
+                ))
+            })
+        };
+
+        let record = KdfRecord::decode(&read(KDF_KEY)?).map_err(|e| unsupported(e.to_string()))?;
+        let key = seal::derive_key(pass, &record.salt, &record.params)
+            .map_err(|e| io_error(dir, "deriving the storage key", e))?;
+        let check = match seal::open(&key, META_TREE, CHECK_KEY, &read(CHECK_KEY)?) {
+            Ok(check) => check,
+            Err(OpenError::Authentication) => {
+                return Err(StoreError::WrongPassphrase {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(unsupported(format!("check record: {e}"))),
+        };
+        if check.expose() != CHECK_PLAINTEXT {
+            return Err(unsupported("check record has unexpected content".into()));
+        }
+
+        let trees = Trees::open(&db, dir)?;
+        tracing::info!(dir = %dir.display(), "opened sealed store");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                key,
+                dir: dir.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn tree(&self, kind: RecordKind) -> &sled::Tree {
+        self.inner.trees.get(kind)
+    }
+
+    fn io(&self, what: &str, kind: RecordKind, e: impl fmt::Display) -> StoreError {
+        io_error(&self.inner.dir, &format!("{what} in {kind}"), e)
+    }
+
+    fn seal(&self, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        seal::seal(&self.inner.key, kind.tag(), key, value)
+            .map_err(|e| self.io(&format!("sealing record {}", hex::encode(key)), kind, e))
+    }
+
+    fn unseal(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes, StoreError> {
+        seal::open(&self.inner.key, kind.tag(), key, sealed).map_err(|e| match e {
+            OpenError::UnknownVersion(v) => StoreError::UnsupportedFormat {
+                dir: self.inner.dir.clone(),
+                detail: format!(
+                    "record {kind}/{} has seal version {v} (this build reads version {})",
+                    hex::encode(key),
+                    seal::SEAL_VERSION
+                ),
+            },
+            e => StoreError::Corrupt {
+                kind: kind.tag(),
+                key: hex::encode(key),
+                reason: e.to_string(),
+            },
+        })
+    }
+
+    /// Seals `value` and stores it under `key`, replacing any previous value.
+    /// Durable after [`Store::flush`].
+    pub fn put(&self, kind: RecordKind, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.seal(kind, key, value)?;
+        self.tree(kind)
+            .insert(key, sealed)
+            .map_err(|e| self.io("writing", kind, e))?;
+        Ok(())
+    }
+
+    /// Reads and opens the value under `key`, if any.
+    pub fn get(&self, kind: RecordKind, key: &[u8]) -> Result<Option<SecretBytes>, StoreError> {
+        match self
+            .tree(kind)
+            .get(key)
+            .map_err(|e| self.io("reading", kind, e))?
+        {
+            Some(sealed) => self.unseal(kind, key, &sealed).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes the value under `key` and returns it; at most one caller gets
+    /// a given value.
+    ///
+    /// The removal is flushed to disk before the value is returned, so a
+    /// taken record does not come back after a crash. A record that does not
+    /// open is left in place (the error says which). If the flush fails the
+    /// value is dropped and the error returned: it is never handed out with a
+    /// removal that might not be durable.
+    pub fn take(&self, kind: RecordKind, key: &[u8]) -> Result<Option<SecretBytes>, StoreError> {
+        let tree = self.tree(kind);
+        loop {
+            let Some(sealed) = tree.get(key).map_err(|e| self.io("reading", kind, e))? else {
+                return Ok(None);
+            };
+            let value = self.unseal(kind, key, &sealed)?;
+            let swapped = tree
+                .compare_and_swap(key, Some(&sealed), None as Option<&[u8]>)
+                .map_err(|e| self.io("removing", kind, e))?;
+            if swapped.is_ok() {
+                self.flush()?;
+                return Ok(Some(value));
+            }
+            // Replaced or taken concurrently since we read it: read again.
+        }
+    }
+
+    /// Stores `value` under `key` only if `key` is absent, atomically.
+    /// Returns `false` (and changes nothing) if a value already existed.
+    /// Durable after [`Store::flush`].
+    pub fn insert_new(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let sealed = self.seal(kind, key, value)?;
+        let swapped = self
+            .tree(kind)
+            .compare_and_swap(key, None as Option<&[u8]>, Some(sealed))
+            .map_err(|e| self.io("inserting", kind, e))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Whether a value exists under `key` (without opening it).
+    pub fn contains(&self, kind: RecordKind, key: &[u8]) -> Result<bool, StoreError> {
+        self.tree(kind)
+            .contains_key(key)
+            .map_err(|e| self.io("reading", kind, e))
+    }
+
+    /// All keys of a kind, in ascending byte order.
+    pub fn keys(&self, kind: RecordKind) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.tree(kind)
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map(|k| k.to_vec())
+                    .map_err(|e| self.io("listing", kind, e))
+            })
+            .collect()
+    }
+
+    /// The smallest key of a kind, if any.
+    pub fn first_key(&self, kind: RecordKind) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.tree(kind).iter().keys().next() {
+            Some(k) => k
+                .map(|k| Some(k.to_vec()))
+                .map_err(|e| self.io("listing", kind, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of records of a kind (walks the tree).
+    pub fn len(&self, kind: RecordKind) -> Result<usize, StoreError> {
+        Ok(self.tree(kind).len())
+    }
+
+    /// Writes everything to disk and waits for it (fsync).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .flush()
+            .map_err(|e| io_error(&self.inner.dir, "flushing", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(non_snake_case)]
+mod tests {
+    use super::*;
+
+    fn pass(s: &str) -> Passphrase {
+        Passphrase::new(s.into())
+    }
+
+    /// A fresh store in a tempdir (cheap KDF).
+    fn new_store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create_for_tests(&tmp.path().join("store"), &pass("pw")).unwrap();
+        (tmp, store)
+    }
+
+    /// Raw sled tree of a kind, to tamper with sealed bytes.
+    fn raw(store: &Store, kind: RecordKind) -> &sled::Tree {
+        store.tree(kind)
+    }
+
+    #[test]
+    fn store__should_round_trip_values_across_reopen() {
+        // Given a store with values of two kinds
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::create_for_tests(&dir, &pass("pw")).unwrap();
+        store
+            .put(RecordKind::KeyShare, b"key-1", b"share bytes")
+            .unwrap();
+        store
+            .put(RecordKind::KeyInfo, b"key-1", b"info bytes")
+            .unwrap();
+        store
+            .put(RecordKind::KeyShare, b"key-1", b"share bytes v2")
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+
+        // When reopening with the same passphrase
+        let store = Store::open(&dir, &pass("pw")).unwrap();
+
+        // Then the values read back, per kind
+        assert_eq!(
+            store
+                .get(RecordKind::KeyShare, b"key-1")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"share bytes v2"
+        );
+        assert_eq!(
+            store
+                .get(RecordKind::KeyInfo, b"key-1")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"info bytes"
+        );
+        assert!(store.get(RecordKind::AuxInfo, b"key-1").unwrap().is_none());
+        assert!(store.get(RecordKind::KeyShare, b"key-2").unwrap().is_none());
+        // And a clone shares the same store
+        let clone = store.clone();
+        clone.put(RecordKind::Primes, b"p", b"q").unwrap();
+        assert!(store.contains(RecordKind::Primes, b"p").unwrap());
+        assert_eq!(store.dir(), dir);
+    }
+
+    #[test]
+    fn create__should_use_the_fixed_kdf_params() {
+        // Given a store created through the production path
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::create(&dir, &pass("pw")).unwrap();
+        store.put(RecordKind::KeyShare, b"k", b"v").unwrap();
+        // Then the KDF record holds m = 64 MiB, t = 3, p = 1
+        let meta = store.inner.db.open_tree(META_TREE).unwrap();
+        let record = KdfRecord::decode(&meta.get(KDF_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            record.params,
+            KdfParams {
+                m_kib: 65536,
+                t: 3,
+                p: 1
+            }
+        );
+        drop((meta, store));
+        // And it reopens
+        let store = Store::open(&dir, &pass("pw")).unwrap();
+        assert_eq!(
+            store
+                .get(RecordKind::KeyShare, b"k")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"v"
+        );
+    }
+
+    #[test]
+    fn create__should_refuse_an_existing_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::create_for_tests(&dir, &pass("pw")).unwrap();
+        store.put(RecordKind::KeyShare, b"k", b"v").unwrap();
+        drop(store);
+        let err = Store::create_for_tests(&dir, &pass("other")).unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+        assert!(err.to_string().contains(&dir.display().to_string()));
+        // And the existing store is untouched
+        let store = Store::open(&dir, &pass("pw")).unwrap();
+        assert_eq!(
+            store
+                .get(RecordKind::KeyShare, b"k")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"v"
+        );
+    }
+
+    #[test]
+    fn create__should_make_the_directory_private() {
+        let (_tmp, store) = new_store();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(store.dir()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+        }
+        let _ = store;
+    }
+
+    #[test]
+    fn open__should_refuse_wrong_passphrase() {
+        // Given a store
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        drop(Store::create_for_tests(&dir, &pass("right")).unwrap());
+        // When opening with another passphrase
+        let err = Store::open(&dir, &pass("wrong")).unwrap_err();
+        // Then it is refused with an actionable message
+        assert!(matches!(err, StoreError::WrongPassphrase { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("the store passphrase is wrong: the check record does not decrypt"),
+            "{msg}"
+        );
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn open__should_report_not_found_without_creating_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nothing-here");
+        let err = Store::open(&missing, &pass("pw")).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("nothing-here"));
+        assert!(!missing.exists());
+        // An empty existing directory is not a store either
+        let err = Store::open(tmp.path(), &pass("pw")).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn open__should_refuse_unknown_kdf_version() {
+        // Given a store whose KDF record claims version 2
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::create_for_tests(&dir, &pass("pw")).unwrap();
+        let meta = store.inner.db.open_tree(META_TREE).unwrap();
+        let mut record = meta.get(KDF_KEY).unwrap().unwrap().to_vec();
+        record[0] = 2;
+        meta.insert(KDF_KEY, record).unwrap();
+        store.flush().unwrap();
+        drop((meta, store));
+        // When opening it
+        let err = Store::open(&dir, &pass("pw")).unwrap_err();
+        // Then the format is refused
+        assert!(
+            matches!(err, StoreError::UnsupportedFormat { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn open__should_refuse_a_store_without_meta_records() {
+        // Given a sled database that is not a sealed store
+        let tmp = tempfile::tempdir().unwrap();
+        drop(sled::Config::new().path(tmp.path()).open().unwrap());
+        // Then open refuses it, and create refuses to overwrite it
+        let err = Store::open(tmp.path(), &pass("pw")).unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnsupportedFormat { .. }),
+            "{err:?}"
+        );
+        let err = Store::create_for_tests(tmp.path(), &pass("pw")).unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn open__should_fail_while_another_handle_holds_the_store() {
+        let (_tmp, store) = new_store();
+        let err = Store::open(store.dir(), &pass("pw")).unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+    }
+
+    #[test]
+    fn get__should_fail_when_value_copied_to_another_key() {
+        // Given a value sealed under one key
+        let (_tmp, store) = new_store();
+        store
+            .put(RecordKind::KeyShare, b"alice", b"alice share")
+            .unwrap();
+        // When its sealed bytes are copied under another key
+        let tree = raw(&store, RecordKind::KeyShare);
+        let sealed = tree.get(b"alice").unwrap().unwrap();
+        tree.insert(b"mallory", sealed).unwrap();
+        // Then reading it fails as corrupt, naming kind and key
+        let err = store.get(RecordKind::KeyShare, b"mallory").unwrap_err();
+        match &err {
+            StoreError::Corrupt { kind, key, .. } => {
+                assert_eq!(*kind, "key_share");
+                assert_eq!(key, &hex::encode(b"mallory"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains(&hex::encode(b"mallory")));
+        // And the original still opens
+        assert_eq!(
+            store
+                .get(RecordKind::KeyShare, b"alice")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"alice share"
+        );
+    }
+
+    #[test]
+    fn get__should_fail_when_value_copied_into_another_kind() {
+        // Given a presignature
+        let (_tmp, store) = new_store();
+        store
+            .put(RecordKind::Presignature, b"id", b"presig")
+            .unwrap();
+        // When its sealed bytes are copied into the key-share tree, same key
+        let sealed = raw(&store, RecordKind::Presignature)
+            .get(b"id")
+            .unwrap()
+            .unwrap();
+        raw(&store, RecordKind::KeyShare)
+            .insert(b"id", sealed)
+            .unwrap();
+        // Then it does not open as a key share
+        let err = store.get(RecordKind::KeyShare, b"id").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    kind: "key_share",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn get__should_fail_when_a_ciphertext_byte_is_flipped() {
+        let (_tmp, store) = new_store();
+        store.put(RecordKind::AuxInfo, b"k", b"aux info").unwrap();
+        let tree = raw(&store, RecordKind::AuxInfo);
+        let mut sealed = tree.get(b"k").unwrap().unwrap().to_vec();
+        sealed[1 + 24 + 2] ^= 0x80;
+        tree.insert(b"k", sealed).unwrap();
+        let err = store.get(RecordKind::AuxInfo, b"k").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    kind: "aux_info",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // And take leaves the corrupt record in place
+        assert!(store.take(RecordKind::AuxInfo, b"k").is_err());
+        assert!(store.contains(RecordKind::AuxInfo, b"k").unwrap());
+    }
+
+    #[test]
+    fn get__should_report_unknown_seal_version_as_unsupported() {
+        let (_tmp, store) = new_store();
+        store.put(RecordKind::KeyInfo, b"k", b"v").unwrap();
+        let tree = raw(&store, RecordKind::KeyInfo);
+        let mut sealed = tree.get(b"k").unwrap().unwrap().to_vec();
+        sealed[0] = 9;
+        tree.insert(b"k", sealed).unwrap();
+        let err = store.get(RecordKind::KeyInfo, b"k").unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnsupportedFormat { .. }),
+            "{err:?}"
+        );
+        // And a truncated value is corrupt
+        tree.insert(b"k", &[1u8, 2, 3][..]).unwrap();
+        let err = store.get(RecordKind::KeyInfo, b"k").unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn disk__should_not_contain_plaintext_values() {
+        // Given values containing a marker, in every kind
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let marker = b"PLAINTEXT-MARKER-7f3a9c";
+        let store = Store::create_for_tests(&dir, &pass("pw")).unwrap();
+        let mut value = b"prefix ".to_vec();
+        value.extend_from_slice(marker);
+        value.extend_from_slice(&[0x11; 4096]);
+        for (i, kind) in RecordKind::ALL.iter().enumerate() {
+            for j in 0..20u8 {
+                store.put(*kind, &[i as u8, j], &value).unwrap();
+            }
+        }
+        // Record keys are stored in clear: a control that the scan sees data
+        let key_marker = b"KEY-MARKER-51d2e8";
+        store.put(RecordKind::KeyInfo, key_marker, &value).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        // When scanning every file under the directory
+        let mut files = 0;
+        let mut key_marker_seen = false;
+        let mut stack = vec![dir.clone()];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                files += 1;
+                key_marker_seen |= bytes.windows(key_marker.len()).any(|w| w == key_marker);
+                // Then the marker appears nowhere
+                assert!(
+                    !bytes.windows(marker.len()).any(|w| w == marker),
+                    "plaintext found in {}",
+                    path.display()
+                );
+            }
+        }
+        assert!(files > 0);
+        assert!(key_marker_seen, "the scan did not see the stored keys");
+        // And the values are really there
+        let store = Store::open(&dir, &pass("pw")).unwrap();
+        assert_eq!(
+            store
+                .get(RecordKind::Presignature, &[5, 3])
+                .unwrap()
+                .unwrap()
+                .expose(),
+            &value[..]
+        );
+    }
+
+    #[test]
+    fn take__should_remove_the_value_durably() {
+        // Given a presignature
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::create_for_tests(&dir, &pass("pw")).unwrap();
+        store
+            .put(RecordKind::Presignature, b"p1", b"presig 1")
+            .unwrap();
+        store
+            .put(RecordKind::Presignature, b"p2", b"presig 2")
+            .unwrap();
+        store.flush().unwrap();
+        // When taking it
+        let taken = store
+            .take(RecordKind::Presignature, b"p1")
+            .unwrap()
+            .unwrap();
+        // Then it is returned once and gone
+        assert_eq!(taken.expose(), b"presig 1");
+        assert!(store
+            .take(RecordKind::Presignature, b"p1")
+            .unwrap()
+            .is_none());
+        assert!(!store.contains(RecordKind::Presignature, b"p1").unwrap());
+        // And it stays gone after reopening (take flushed; no explicit flush here)
+        drop(store);
+        let store = Store::open(&dir, &pass("pw")).unwrap();
+        assert!(store
+            .get(RecordKind::Presignature, b"p1")
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store.keys(RecordKind::Presignature).unwrap(),
+            vec![b"p2".to_vec()]
+        );
+    }
+
+    #[test]
+    fn take__should_hand_each_value_to_one_thread_only() {
+        let (_tmp, store) = new_store();
+        for i in 0..50u8 {
+            store.put(RecordKind::Presignature, &[i], &[i]).unwrap();
+        }
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    for i in 0..50u8 {
+                        if let Some(v) = store.take(RecordKind::Presignature, &[i]).unwrap() {
+                            got.push(v.expose()[0]);
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all: Vec<u8> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..50u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn insert_new__should_insert_only_once() {
+        let (_tmp, store) = new_store();
+        assert!(store
+            .insert_new(RecordKind::SeenExecution, b"exec-1", b"first")
+            .unwrap());
+        assert!(!store
+            .insert_new(RecordKind::SeenExecution, b"exec-1", b"second")
+            .unwrap());
+        assert_eq!(
+            store
+                .get(RecordKind::SeenExecution, b"exec-1")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"first"
+        );
+        // Same key in another kind is independent
+        assert!(store
+            .insert_new(RecordKind::KeyInfo, b"exec-1", b"x")
+            .unwrap());
+    }
+
+    #[test]
+    fn keys__should_list_in_byte_order_per_kind() {
+        let (_tmp, store) = new_store();
+        assert!(store.first_key(RecordKind::Primes).unwrap().is_none());
+        assert_eq!(store.len(RecordKind::Primes).unwrap(), 0);
+        for k in [&b"b"[..], b"a", b"c"] {
+            store.put(RecordKind::Primes, k, b"v").unwrap();
+        }
+        store.put(RecordKind::AuxInfo, b"0", b"v").unwrap();
+        assert_eq!(
+            store.keys(RecordKind::Primes).unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(
+            store.first_key(RecordKind::Primes).unwrap(),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(store.len(RecordKind::Primes).unwrap(), 3);
+        assert_eq!(store.len(RecordKind::AuxInfo).unwrap(), 1);
+        assert!(store.contains(RecordKind::Primes, b"a").unwrap());
+        assert!(!store.contains(RecordKind::Primes, b"0").unwrap());
+    }
+
+    #[test]
+    fn record_kind__should_have_distinct_stable_tags() {
+        let tags: Vec<_> = RecordKind::ALL.iter().map(|k| k.tag()).collect();
+        assert_eq!(
+            tags,
+            [
+                "primes",
+                "aux_info",
+                "key_share",
+                "key_info",
+                "seen_execution",
+                "presignature"
+            ]
+        );
+        let mut names: Vec<_> = RecordKind::ALL.iter().map(|k| k.tree_name()).collect();
+        names.push(META_TREE);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RecordKind::ALL.len() + 1);
+        assert!(tags.iter().all(|t| !t.as_bytes().contains(&0)));
+    }
+
+    #[test]
+    fn debug__should_print_only_the_directory() {
+        let (_tmp, store) = new_store();
+        let s = format!("{store:?}");
+        assert_eq!(s, format!("Store {{ dir: {:?}, .. }}", store.dir()));
+    }
+}
