@@ -1,1 +1,16 @@
-//! placeholder
+//! The DKG ceremony's state, without any network.
+//!
+//! - [`record`]: what each party stores about a key and about its party
+//!   set's aux info, and the rules for key ids.
+//!
+//! The ceremony's steps (DESIGN.md, "Keygen"):
+//! 1. the coordinator proposes `keygen(key_id, parties, t)`; each party checks
+//!    the proposer is a pinned party and the party set is its own;
+//! 2. if the party set has no aux info yet, they run aux-info generation first
+//!    (primes from each node's pool); aux info is reused for later keys;
+//! 3. DKG; each party completes its share with the aux info and seals it;
+//! 4. (key certificates and transcripts: issue #4).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod record;

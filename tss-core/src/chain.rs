@@ -54,7 +54,8 @@ pub fn finish_signature(
     let sig = K256Signature::from_slice(rs).map_err(|_| SignatureError::BadScalars)?;
     let sig = sig.normalize_s().unwrap_or(sig);
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
-    vk.verify_prehash(digest, &sig).map_err(|_| SignatureError::DoesNotVerify)?;
+    vk.verify_prehash(digest, &sig)
+        .map_err(|_| SignatureError::DoesNotVerify)?;
     let recid = RecoveryId::trial_recovery_from_prehash(&vk, digest, &sig)
         .map_err(|_| SignatureError::DoesNotVerify)?;
     let bytes = sig.to_bytes();
@@ -105,7 +106,12 @@ mod tests {
         let out = finish_signature(pk.as_bytes(), &digest, &hs).unwrap();
         let low = K256Signature::from_slice(&[out.r, out.s].concat()).unwrap();
         assert!(low.normalize_s().is_none(), "s must be low");
-        let rec = VerifyingKey::recover_from_prehash(&digest, &low, RecoveryId::from_byte(out.v).unwrap()).unwrap();
+        let rec = VerifyingKey::recover_from_prehash(
+            &digest,
+            &low,
+            RecoveryId::from_byte(out.v).unwrap(),
+        )
+        .unwrap();
         assert_eq!(&rec, sk.verifying_key());
         let mut bad = hs;
         bad[40] ^= 1;
@@ -119,6 +125,9 @@ mod tests {
         k[31] = 1;
         let sk = SigningKey::from_slice(&k).unwrap();
         let pk = sk.verifying_key().to_encoded_point(true);
-        assert_eq!(eth_address(pk.as_bytes()).unwrap(), "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf");
+        assert_eq!(
+            eth_address(pk.as_bytes()).unwrap(),
+            "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"
+        );
     }
 }

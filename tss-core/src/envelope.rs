@@ -50,18 +50,19 @@ impl Protocol {
         })
     }
 
-    /// Largest payload a single message of this protocol may carry. Measured
-    /// sizes (see `docs/FORMATS.md`) with a margin of about 4x.
+    /// Largest payload a single message of this protocol may carry: the
+    /// largest measured message (aux info 212 KB, keygen 411 B, signing 28 KB;
+    /// see `docs/FORMATS.md`) with a margin of about 4x or more.
     pub fn max_payload(self) -> usize {
         match self {
-            Protocol::AuxInfo => 4 << 20,
-            Protocol::Keygen => 64 << 10,
-            Protocol::Sign => 512 << 10,
+            Protocol::AuxInfo => 1 << 20,
+            Protocol::Keygen => 16 << 10,
+            Protocol::Sign => 128 << 10,
         }
     }
 
     /// Largest encoded envelope of any protocol (for transport limits).
-    pub const MAX_ENVELOPE: usize = (4 << 20) + HEADER_LEN + SIG_LEN;
+    pub const MAX_ENVELOPE: usize = (1 << 20) + HEADER_LEN + SIG_LEN;
 }
 
 /// A decoded envelope. Its signature is not yet checked.
@@ -168,20 +169,31 @@ impl Envelope {
     /// never panics, never allocates more than the protocol's limit.
     pub fn decode(b: &[u8]) -> Result<Self, EnvelopeError> {
         if b.len() < HEADER_LEN + SIG_LEN {
-            return Err(EnvelopeError::Malformed("shorter than header and signature"));
+            return Err(EnvelopeError::Malformed(
+                "shorter than header and signature",
+            ));
         }
         if &b[0..4] != MAGIC {
-            return Err(EnvelopeError::Malformed("bad magic (not an envelope, or another version)"));
+            return Err(EnvelopeError::Malformed(
+                "bad magic (not an envelope, or another version)",
+            ));
         }
-        let protocol = Protocol::from_tag(b[36]).ok_or(EnvelopeError::Malformed("unknown protocol"))?;
+        let protocol =
+            Protocol::from_tag(b[36]).ok_or(EnvelopeError::Malformed("unknown protocol"))?;
         let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
         let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let len = u32_at(46) as usize;
         if len > protocol.max_payload() {
-            return Err(EnvelopeError::TooLarge { protocol, len, limit: protocol.max_payload() });
+            return Err(EnvelopeError::TooLarge {
+                protocol,
+                len,
+                limit: protocol.max_payload(),
+            });
         }
         if b.len() != HEADER_LEN + len + SIG_LEN {
-            return Err(EnvelopeError::Malformed("length field does not match the envelope size"));
+            return Err(EnvelopeError::Malformed(
+                "length field does not match the envelope size",
+            ));
         }
         let recipient = match b[43] {
             0 if u16_at(44) == 0 => None,
@@ -209,7 +221,15 @@ mod tests {
     use super::*;
 
     fn sample(key: &IdentityKey) -> Envelope {
-        Envelope::seal(key, [7; 32], Protocol::Sign, 3, 1, Some(0), b"payload".to_vec())
+        Envelope::seal(
+            key,
+            [7; 32],
+            Protocol::Sign,
+            3,
+            1,
+            Some(0),
+            b"payload".to_vec(),
+        )
     }
 
     #[test]
@@ -230,7 +250,10 @@ mod tests {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             if let Ok(e) = Envelope::decode(&b) {
-                assert!(e.verify(&k.party_id()).is_err(), "flip at {i} still verified");
+                assert!(
+                    e.verify(&k.party_id()).is_err(),
+                    "flip at {i} still verified"
+                );
             }
         }
     }
@@ -240,7 +263,10 @@ mod tests {
         let k = IdentityKey::generate();
         let mut b = sample(&k).encode();
         b[46..50].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(Envelope::decode(&b), Err(EnvelopeError::TooLarge { .. })));
+        assert!(matches!(
+            Envelope::decode(&b),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
         assert!(Envelope::decode(&b[..10]).is_err());
         let mut t = sample(&k).encode();
         t.push(0);

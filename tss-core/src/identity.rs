@@ -106,7 +106,10 @@ mod tests {
         let k = IdentityKey::generate();
         let sig = k.sign(b"hello");
         assert_eq!(k.party_id().verify(b"hello", &sig), Ok(()));
-        assert_eq!(k.party_id().verify(b"hellO", &sig), Err(IdentityError::BadSignature));
+        assert_eq!(
+            k.party_id().verify(b"hellO", &sig),
+            Err(IdentityError::BadSignature)
+        );
         assert_eq!(format!("{k:?}"), "IdentityKey(<redacted>)");
         let k2 = IdentityKey::from_secret(&k.to_secret()).unwrap();
         assert_eq!(k2.party_id(), k.party_id());

@@ -16,7 +16,8 @@ use crate::secret::SecretBytes;
 pub type Primes = cggmp24::PregeneratedPrimes<SecurityLevel128>;
 
 /// Bit length of each prime at our security level.
-pub const PRIME_BITS: u32 = <SecurityLevel128 as cggmp24::security_level::SecurityLevel>::RSA_PRIME_BITLEN;
+pub const PRIME_BITS: u32 =
+    <SecurityLevel128 as cggmp24::security_level::SecurityLevel>::RSA_PRIME_BITLEN;
 
 /// Errors from decoding stored or fixture primes.
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +120,16 @@ pub fn generate(threads: usize) -> Primes {
             });
         }
     });
-    let found = found.into_inner().expect("no thread panicked while holding the lock");
-    let ints: [Integer; 4] = found.try_into().ok().expect("exactly four primes were collected");
-    Primes::try_from(ints).ok().expect("generated primes have the required size")
+    let found = found
+        .into_inner()
+        .expect("no thread panicked while holding the lock");
+    let ints: [Integer; 4] = found
+        .try_into()
+        .ok()
+        .expect("exactly four primes were collected");
+    Primes::try_from(ints)
+        .ok()
+        .expect("generated primes have the required size")
 }
 
 #[cfg(test)]
@@ -130,7 +138,10 @@ mod tests {
 
     #[test]
     fn decode__should_refuse_garbage_and_small_numbers() {
-        assert!(matches!(decode(b"\x00\x01"), Err(PrimesError::Malformed(_))));
+        assert!(matches!(
+            decode(b"\x00\x01"),
+            Err(PrimesError::Malformed(_))
+        ));
         let small = Encoded {
             v: 1,
             primes: (0..4).map(|_| serde_bytes_vec::Bytes(vec![7])).collect(),

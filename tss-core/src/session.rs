@@ -130,7 +130,11 @@ fn check(
     let e = &r.envelope;
     let n = info.parties.len() as u16;
     // The transport-authenticated peer is the one we can blame.
-    let transport_index = info.parties.iter().position(|p| *p == r.from).map(|i| i as u16);
+    let transport_index = info
+        .parties
+        .iter()
+        .position(|p| *p == r.from)
+        .map(|i| i as u16);
     let blame = |reason: &str| DeliveryError::Misbehaved {
         culprit: transport_index.unwrap_or(e.sender),
         reason: reason.to_owned(),
@@ -152,7 +156,9 @@ fn check(
             return Err(blame("p2p message addressed to another party"));
         }
     }
-    let expected = next_seq.entry((e.sender, e.recipient.is_some())).or_insert(0);
+    let expected = next_seq
+        .entry((e.sender, e.recipient.is_some()))
+        .or_insert(0);
     if e.seq != *expected {
         return Err(blame(&format!(
             "sequence number {} where {} was expected (duplicate, replay or gap)",
@@ -211,29 +217,36 @@ where
     });
     let mut broadcast_seq = 0u32;
     let mut p2p_seq: HashMap<u16, u32> = HashMap::new();
-    let outgoing = outbound
-        .sink_map_err(|_| DeliveryError::Closed)
-        .with(move |out: Outgoing<M>| {
-            let mut payload = Vec::new();
-            let r = ciborium::into_writer(&out.msg, &mut payload)
-                .map_err(|e| DeliveryError::Encode(e.to_string()))
-                .map(|()| {
-                    let recipient = match out.recipient {
-                        MessageDestination::AllParties => None,
-                        MessageDestination::OneParty(p) => Some(p),
-                    };
-                    let seq = match recipient {
-                        None => &mut broadcast_seq,
-                        Some(r) => p2p_seq.entry(r).or_insert(0),
-                    };
-                    let env = Envelope::seal(
-                        &key, info.id, info.protocol, *seq, info.me, recipient, payload,
-                    );
-                    *seq += 1;
-                    env
-                });
-            futures::future::ready(r)
-        });
+    let outgoing =
+        outbound
+            .sink_map_err(|_| DeliveryError::Closed)
+            .with(move |out: Outgoing<M>| {
+                let mut payload = Vec::new();
+                let r = ciborium::into_writer(&out.msg, &mut payload)
+                    .map_err(|e| DeliveryError::Encode(e.to_string()))
+                    .map(|()| {
+                        let recipient = match out.recipient {
+                            MessageDestination::AllParties => None,
+                            MessageDestination::OneParty(p) => Some(p),
+                        };
+                        let seq = match recipient {
+                            None => &mut broadcast_seq,
+                            Some(r) => p2p_seq.entry(r).or_insert(0),
+                        };
+                        let env = Envelope::seal(
+                            &key,
+                            info.id,
+                            info.protocol,
+                            *seq,
+                            info.me,
+                            recipient,
+                            payload,
+                        );
+                        *seq += 1;
+                        env
+                    });
+                futures::future::ready(r)
+            });
     (Box::pin(incoming), Box::pin(outgoing))
 }
 
@@ -255,7 +268,15 @@ mod tests {
     fn env(keys: &[IdentityKey], sender: u16, seq: u32, sid: [u8; 32]) -> Envelope {
         let mut payload = Vec::new();
         ciborium::into_writer(&42u32, &mut payload).unwrap();
-        Envelope::seal(&keys[usize::from(sender)], sid, Protocol::Sign, seq, sender, None, payload)
+        Envelope::seal(
+            &keys[usize::from(sender)],
+            sid,
+            Protocol::Sign,
+            seq,
+            sender,
+            None,
+            payload,
+        )
     }
 
     async fn first(
@@ -282,26 +303,65 @@ mod tests {
             &info,
             &keys,
             vec![
-                Received { envelope: env(&keys, 1, 0, [1; 32]), from: p(1) },
-                Received { envelope: env(&keys, 1, 0, [1; 32]), from: p(1) },
+                Received {
+                    envelope: env(&keys, 1, 0, [1; 32]),
+                    from: p(1),
+                },
+                Received {
+                    envelope: env(&keys, 1, 0, [1; 32]),
+                    from: p(1),
+                },
             ],
         )
         .await;
         assert_eq!(got[0], Ok(42));
-        assert!(matches!(&got[1], Err(DeliveryError::Misbehaved { culprit: 1, reason }) if reason.contains("sequence")));
+        assert!(
+            matches!(&got[1], Err(DeliveryError::Misbehaved { culprit: 1, reason }) if reason.contains("sequence"))
+        );
 
         // Party 2 relays an envelope signed by party 1: blamed on 2.
-        let got = first(&info, &keys, vec![Received { envelope: env(&keys, 1, 0, [1; 32]), from: p(2) }]).await;
-        assert!(matches!(&got[0], Err(DeliveryError::Misbehaved { culprit: 2, .. })));
+        let got = first(
+            &info,
+            &keys,
+            vec![Received {
+                envelope: env(&keys, 1, 0, [1; 32]),
+                from: p(2),
+            }],
+        )
+        .await;
+        assert!(matches!(
+            &got[0],
+            Err(DeliveryError::Misbehaved { culprit: 2, .. })
+        ));
 
         // Another session's message.
-        let got = first(&info, &keys, vec![Received { envelope: env(&keys, 1, 0, [9; 32]), from: p(1) }]).await;
-        assert!(matches!(&got[0], Err(DeliveryError::Misbehaved { culprit: 1, reason }) if reason.contains("another session")));
+        let got = first(
+            &info,
+            &keys,
+            vec![Received {
+                envelope: env(&keys, 1, 0, [9; 32]),
+                from: p(1),
+            }],
+        )
+        .await;
+        assert!(
+            matches!(&got[0], Err(DeliveryError::Misbehaved { culprit: 1, reason }) if reason.contains("another session"))
+        );
 
         // Forged signature.
         let mut e = env(&keys, 1, 0, [1; 32]);
         e.signature = keys[2].sign(&e.signed_bytes());
-        let got = first(&info, &keys, vec![Received { envelope: e, from: p(1) }]).await;
-        assert!(matches!(&got[0], Err(DeliveryError::Misbehaved { culprit: 1, reason }) if reason.contains("signature")));
+        let got = first(
+            &info,
+            &keys,
+            vec![Received {
+                envelope: e,
+                from: p(1),
+            }],
+        )
+        .await;
+        assert!(
+            matches!(&got[0], Err(DeliveryError::Misbehaved { culprit: 1, reason }) if reason.contains("signature"))
+        );
     }
 }

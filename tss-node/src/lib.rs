@@ -1,1 +1,34 @@
-//! placeholder
+//! `tss-node`: the threshold-signing daemon, and the pieces `tssctl` shares.
+//!
+//! - [`config`]: `node.toml` and party entries; [`init`]: creating a party;
+//! - [`tls`]: pinned mutual TLS; [`service`]: the Signer and Peer gRPC services;
+//! - [`node`]: shared state, session registry, engine runner;
+//! - [`flows`]: one party's part in each session; [`coordinator`]: driving a
+//!   request across parties; [`pool`]: the safe-prime pool;
+//! - [`run`]: start-up; [`error`]: the typed RPC error and its status mapping;
+//! - [`client`] and [`demo`]: used by `tssctl`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod coordinator;
+pub mod demo;
+pub mod error;
+pub mod flows;
+pub mod init;
+pub mod node;
+pub mod pool;
+pub mod run;
+pub mod service;
+pub mod tls;
+
+/// Installs the log subscriber (stderr, `RUST_LOG`, else `default_level`).
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -97,16 +97,28 @@ struct Versioned<T> {
 fn encode_versioned<T: serde::Serialize>(body: &T) -> SecretBytes {
     let mut out = Vec::new();
     // Serializing into a Vec cannot fail for these types.
-    ciborium::into_writer(&Versioned { v: SHARE_FORMAT_VERSION, body }, &mut out)
-        .expect("CBOR into Vec");
+    ciborium::into_writer(
+        &Versioned {
+            v: SHARE_FORMAT_VERSION,
+            body,
+        },
+        &mut out,
+    )
+    .expect("CBOR into Vec");
     SecretBytes::new(out)
 }
 
-fn decode_versioned<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, EngineError> {
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    b: &[u8],
+    what: &str,
+) -> Result<T, EngineError> {
     let v: Versioned<T> = ciborium::from_reader(b)
         .map_err(|e| EngineError::InvalidInput(format!("stored {what} does not decode: {e}")))?;
     if v.v != SHARE_FORMAT_VERSION {
-        return Err(EngineError::InvalidInput(format!("stored {what} has unknown format version {}", v.v)));
+        return Err(EngineError::InvalidInput(format!(
+            "stored {what} has unknown format version {}",
+            v.v
+        )));
     }
     Ok(v.body)
 }

@@ -27,13 +27,21 @@ struct Net {
 
 impl Net {
     fn new(n: usize) -> Self {
-        Net { keys: (0..n).map(|_| Arc::new(IdentityKey::generate())).collect() }
+        Net {
+            keys: (0..n).map(|_| Arc::new(IdentityKey::generate())).collect(),
+        }
     }
 
     /// Runs `f(i, party)` for each listed member on its own thread, routing
     /// envelopes between them. `members[j]` is the global party index of
     /// protocol index j.
-    fn run<M, T, F, Fut>(&self, protocol: Protocol, sid: [u8; 32], members: &[usize], f: F) -> Vec<T>
+    fn run<M, T, F, Fut>(
+        &self,
+        protocol: Protocol,
+        sid: [u8; 32],
+        members: &[usize],
+        f: F,
+    ) -> Vec<T>
     where
         M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
         T: Send + 'static,
@@ -51,8 +59,14 @@ impl Net {
         for (j, &g) in members.iter().enumerate() {
             let (in_tx, in_rx) = mpsc::channel(1024);
             inboxes.push(in_tx);
-            let info = Arc::new(SessionInfo { id: sid, protocol, me: j as u16, parties: parties.clone() });
-            let (inc, out) = session::delivery::<M>(info, self.keys[g].clone(), in_rx, out_tx.clone());
+            let info = Arc::new(SessionInfo {
+                id: sid,
+                protocol,
+                me: j as u16,
+                parties: parties.clone(),
+            });
+            let (inc, out) =
+                session::delivery::<M>(info, self.keys[g].clone(), in_rx, out_tx.clone());
             let f = f.clone();
             handles.push(std::thread::spawn(move || {
                 futures::executor::block_on(f(j as u16, MpcParty::connected((inc, out))))
@@ -82,7 +96,10 @@ impl Net {
                 }
             })
         });
-        let out = handles.into_iter().map(|h| h.join().expect("party thread")).collect();
+        let out = handles
+            .into_iter()
+            .map(|h| h.join().expect("party thread"))
+            .collect();
         router.join().expect("router");
         out
     }
@@ -93,7 +110,9 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
     let primes = crate::primes::fixtures_from_text(FIXTURE).unwrap();
     assert!(primes.len() >= 3, "fixtures hold at least three prime sets");
     let net = Net::new(3);
-    let primes = Arc::new(Mutex::new(primes.into_iter().take(3).map(Some).collect::<Vec<_>>()));
+    let primes = Arc::new(Mutex::new(
+        primes.into_iter().take(3).map(Some).collect::<Vec<_>>(),
+    ));
 
     // Given aux info for the party set
     let t0 = std::time::Instant::now();
@@ -108,9 +127,12 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
     // When the three parties run 2-of-3 keygen
     let t0 = std::time::Instant::now();
     let kg_sid = [2u8; 32];
-    let shares = net.run(Protocol::Keygen, kg_sid, &[0, 1, 2], move |i, party| async move {
-        keygen::run(&kg_sid, i, 3, 2, party).await
-    });
+    let shares = net.run(
+        Protocol::Keygen,
+        kg_sid,
+        &[0, 1, 2],
+        move |i, party| async move { keygen::run(&kg_sid, i, 3, 2, party).await },
+    );
     eprintln!("keygen: {:?}", t0.elapsed());
     let shares: Vec<Arc<KeyShare>> = shares
         .into_iter()
@@ -122,12 +144,24 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
         })
         .collect();
     let pk = public_key(&shares[0]);
-    assert!(shares.iter().all(|s| public_key(s) == pk), "all parties agree on the key");
+    assert!(
+        shares.iter().all(|s| public_key(s) == pk),
+        "all parties agree on the key"
+    );
 
     // Then every pair signs, and k256 verifies each signature
-    for (pair, hash) in [([0usize, 1], sign::HashAlgo::Sha256), ([0, 2], sign::HashAlgo::Keccak256), ([1, 2], sign::HashAlgo::DoubleSha256)] {
+    for (pair, hash) in [
+        ([0usize, 1], sign::HashAlgo::Sha256),
+        ([0, 2], sign::HashAlgo::Keccak256),
+        ([1, 2], sign::HashAlgo::DoubleSha256),
+    ] {
         let msg = format!("message for pair {pair:?}").into_bytes();
-        let sid = crate::session::sign_execution_id("k", &[pair[0] as u16, pair[1] as u16], b"r", &[0; 32]);
+        let sid = crate::session::sign_execution_id(
+            "k",
+            &[pair[0] as u16, pair[1] as u16],
+            b"r",
+            &[0; 32],
+        );
         let s2 = shares.clone();
         let m2 = msg.clone();
         let t0 = std::time::Instant::now();
@@ -152,9 +186,20 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
     }
     let seen = MAX_SEEN.lock().unwrap();
     for p in [Protocol::AuxInfo, Protocol::Keygen, Protocol::Sign] {
-        let max = seen.iter().filter(|(q, _)| *q == p).map(|(_, l)| *l).max().unwrap_or(0);
-        eprintln!("largest {p:?} payload: {max} bytes (limit {})", p.max_payload());
-        assert!(max * 2 <= p.max_payload(), "{p:?} payloads must stay well under the limit");
+        let max = seen
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, l)| *l)
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "largest {p:?} payload: {max} bytes (limit {})",
+            p.max_payload()
+        );
+        assert!(
+            max * 2 <= p.max_payload(),
+            "{p:?} payloads must stay well under the limit"
+        );
     }
 }
 
@@ -171,9 +216,28 @@ fn sign__should_abort_naming_culprit_when_peer_sends_garbage() {
     let (mut in_tx, in_rx) = mpsc::channel(8);
     let (out_tx, _out_rx) = mpsc::unbounded();
     let (inc, out) = session::delivery::<keygen::Msg>(info, keys[0].clone(), in_rx, out_tx);
-    let garbage = Envelope::seal(&keys[1], [5; 32], Protocol::Keygen, 0, 1, None, b"\xff\xff".to_vec());
-    in_tx.try_send(Received { envelope: garbage, from: keys[1].party_id() }).unwrap();
-    let r = futures::executor::block_on(keygen::run(&[5; 32], 0, 2, 2, MpcParty::connected((inc, out))));
+    let garbage = Envelope::seal(
+        &keys[1],
+        [5; 32],
+        Protocol::Keygen,
+        0,
+        1,
+        None,
+        b"\xff\xff".to_vec(),
+    );
+    in_tx
+        .try_send(Received {
+            envelope: garbage,
+            from: keys[1].party_id(),
+        })
+        .unwrap();
+    let r = futures::executor::block_on(keygen::run(
+        &[5; 32],
+        0,
+        2,
+        2,
+        MpcParty::connected((inc, out)),
+    ));
     match r {
         Err(EngineError::Misbehaved { culprit, .. }) => assert_eq!(culprit, 1),
         other => panic!("expected culprit 1, got {:?}", other.map(|_| ())),

@@ -17,6 +17,7 @@
 //! | `key_info`       | public key information                               |
 //! | `seen_execution` | execution ids already run (replay protection)        |
 //! | `presignature`   | presignatures, single use ([`Store::take`])          |
+//! | `node_secret`    | the node's identity and TLS private keys             |
 //!
 //! The tree name is also the record kind's tag ([`RecordKind::tag`]).
 //!
@@ -143,6 +144,8 @@ pub enum RecordKind {
     SeenExecution,
     /// Presignatures; single use, read them with [`Store::take`].
     Presignature,
+    /// The node's own long-term secrets (identity key, TLS private key).
+    NodeSecret,
 }
 
 impl RecordKind {
@@ -154,6 +157,7 @@ impl RecordKind {
         RecordKind::KeyInfo,
         RecordKind::SeenExecution,
         RecordKind::Presignature,
+        RecordKind::NodeSecret,
     ];
 
     /// Stable tag, bound into each sealed value. Part of the on-disk format:
@@ -166,6 +170,7 @@ impl RecordKind {
             RecordKind::KeyInfo => "key_info",
             RecordKind::SeenExecution => "seen_execution",
             RecordKind::Presignature => "presignature",
+            RecordKind::NodeSecret => "node_secret",
         }
     }
 
@@ -189,6 +194,7 @@ struct Trees {
     key_info: sled::Tree,
     seen_execution: sled::Tree,
     presignature: sled::Tree,
+    node_secret: sled::Tree,
 }
 
 impl Trees {
@@ -204,6 +210,7 @@ impl Trees {
             key_info: open(RecordKind::KeyInfo)?,
             seen_execution: open(RecordKind::SeenExecution)?,
             presignature: open(RecordKind::Presignature)?,
+            node_secret: open(RecordKind::NodeSecret)?,
         })
     }
 
@@ -215,6 +222,7 @@ impl Trees {
             RecordKind::KeyInfo => &self.key_info,
             RecordKind::SeenExecution => &self.seen_execution,
             RecordKind::Presignature => &self.presignature,
+            RecordKind::NodeSecret => &self.node_secret,
         }
     }
 }

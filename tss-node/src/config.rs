@@ -1,0 +1,267 @@
+//! Node configuration (`node.toml`) and the public party entry (`party.toml`).
+//!
+//! ```toml
+//! name = "custodian-a"
+//! listen = "127.0.0.1:7001"
+//! store_dir = "store"                 # relative to this file
+//! tls_cert = "tls.crt"
+//! passphrase_file = "passphrase"      # or set TSS_PASSPHRASE; never on the command line
+//! threshold = 2
+//!
+//! [primes]
+//! pool_target = 1                     # safe-prime sets kept ready
+//!
+//! [timeouts]
+//! propose_ms = 3000
+//! sign_ms = 30000
+//! keygen_ms = 60000
+//! aux_ms = 1800000
+//!
+//! [[peers]]                           # one block per other party: paste its party.toml
+//! name = "custodian-b"
+//! address = "127.0.0.1:7002"
+//! identity = "<hex Ed25519 public key>"
+//! cert = """-----BEGIN CERTIFICATE-----..."""
+//!
+//! [[clients]]
+//! name = "gateway-1"
+//! role = "gateway"                    # or "admin"
+//! cert = """-----BEGIN CERTIFICATE-----..."""
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use tss_core::identity::PartyId;
+
+/// Environment variable that may hold the store passphrase.
+pub const PASSPHRASE_ENV: &str = "TSS_PASSPHRASE";
+
+/// A party's public entry: what the other parties pin.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PartyEntry {
+    /// Unique party name.
+    pub name: String,
+    /// Address of its gRPC listener.
+    pub address: SocketAddr,
+    /// Hex Ed25519 identity public key (signs envelopes).
+    pub identity: String,
+    /// PEM TLS certificate (pinned).
+    pub cert: String,
+}
+
+/// Role of a client.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May start keygen and read keys and health.
+    Admin,
+    /// May sign and read keys and health.
+    Gateway,
+}
+
+/// A client allowed to call the Signer API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Name (for logs and records).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// PEM TLS client certificate (pinned).
+    pub cert: String,
+}
+
+/// Safe-prime pool settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrimesConfig {
+    /// Number of prime sets to keep ready.
+    pub pool_target: usize,
+    /// Threads used by background generation.
+    pub threads: usize,
+}
+
+impl Default for PrimesConfig {
+    fn default() -> Self {
+        Self {
+            pool_target: 1,
+            threads: 1,
+        }
+    }
+}
+
+/// Per-phase timeouts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// A peer must answer a proposal within this.
+    pub propose_ms: u64,
+    /// One signing session (full protocol).
+    pub sign_ms: u64,
+    /// One keygen session.
+    pub keygen_ms: u64,
+    /// One aux-info session (includes on-demand prime generation at peers).
+    pub aux_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            propose_ms: 3_000,
+            sign_ms: 30_000,
+            keygen_ms: 60_000,
+            aux_ms: 1_800_000,
+        }
+    }
+}
+
+/// Limits that protect the node under load.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Protocol sessions this node runs at once (as coordinator or co-signer).
+    pub max_sessions: usize,
+    /// Largest message accepted by Sign, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 32,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `node.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This party's name.
+    pub name: String,
+    /// gRPC listen address (Signer and Peer services).
+    pub listen: SocketAddr,
+    /// Sealed store directory.
+    pub store_dir: PathBuf,
+    /// This party's TLS certificate (PEM). The private key is in the store.
+    pub tls_cert: PathBuf,
+    /// File holding the store passphrase (else `TSS_PASSPHRASE`).
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Signing threshold for new keys.
+    #[serde(default = "default_threshold")]
+    pub threshold: u16,
+    /// Safe-prime pool.
+    #[serde(default)]
+    pub primes: PrimesConfig,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Admission limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The other parties.
+    #[serde(default)]
+    pub peers: Vec<PartyEntry>,
+    /// Clients of the Signer API.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
+    /// TEST ONLY: pause points for fault tests; never set in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_hooks: Option<toml::Table>,
+}
+
+fn default_threshold() -> u16 {
+    2
+}
+
+impl NodeConfig {
+    /// Loads and checks a config; relative paths are resolved against its folder.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut cfg: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.store_dir = base.join(&cfg.store_dir);
+        cfg.tls_cert = base.join(&cfg.tls_cert);
+        if let Some(p) = &cfg.passphrase_file {
+            cfg.passphrase_file = Some(base.join(p));
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        names.insert(self.name.as_str());
+        for p in &self.peers {
+            if !names.insert(p.name.as_str()) {
+                bail!("party name {:?} appears twice in the config", p.name);
+            }
+            PartyId::from_hex(&p.identity)
+                .with_context(|| format!("peer {}: bad identity key", p.name))?;
+            crate::tls::cert_der_from_pem(&p.cert)
+                .with_context(|| format!("peer {}: bad certificate", p.name))?;
+        }
+        for c in &self.clients {
+            crate::tls::cert_der_from_pem(&c.cert)
+                .with_context(|| format!("client {}: bad certificate", c.name))?;
+        }
+        let n = self.peers.len() + 1;
+        if self.threshold < 2 || (!self.peers.is_empty() && usize::from(self.threshold) > n) {
+            bail!(
+                "threshold {} does not fit {} parties (2 <= t <= n)",
+                self.threshold,
+                n
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the store passphrase from the file or the environment.
+    pub fn passphrase(&self) -> anyhow::Result<tss_core::secret::Passphrase> {
+        read_passphrase(self.passphrase_file.as_deref())
+    }
+}
+
+/// Reads a passphrase from `file` if given, else from `TSS_PASSPHRASE`.
+pub fn read_passphrase(file: Option<&Path>) -> anyhow::Result<tss_core::secret::Passphrase> {
+    let s = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read passphrase file {}", f.display()))?,
+        None => std::env::var(PASSPHRASE_ENV).map_err(|_| {
+            anyhow::anyhow!(
+                "no store passphrase: set passphrase_file in the config or {PASSPHRASE_ENV}"
+            )
+        })?,
+    };
+    let p = tss_core::secret::Passphrase::new(s);
+    if p.expose().len() < 8 {
+        bail!("the store passphrase must have at least 8 characters");
+    }
+    Ok(p)
+}
+
+/// Writes a file readable by the owner only (0600), refusing to overwrite.
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}

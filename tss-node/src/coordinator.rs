@@ -1,0 +1,527 @@
+//! The coordinator: the node that received a client request drives the
+//! session with the other parties.
+//!
+//! Sign: pick a co-signer among the key's other parties; if it is down,
+//! declines, or the session fails, try the next. Fail with UNAVAILABLE only
+//! when no two parties can sign, naming each party that could not.
+//!
+//! Keygen: make sure the party set has aux info (run aux-info generation
+//! once if not), then propose the DKG to every party, start it, run it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keygen::record::KeyRecord;
+use proto::v1 as pb;
+use rand::RngCore;
+use tss_core::ecdsa::sign::HashAlgo;
+use tss_core::envelope::Protocol;
+use tss_core::identity::PartyId;
+use tss_core::session::{self, SessionInfo};
+use tss_core::store::RecordKind;
+
+use crate::error::{blocking, ApiError};
+use crate::flows;
+use crate::node::{Node, SessionFailure};
+
+/// Progress reports of a long request.
+pub type Progress = tokio::sync::mpsc::Sender<pb::KeygenProgress>;
+
+/// Maps the wire hash enum.
+pub fn hash_algo(h: i32) -> Result<HashAlgo, ApiError> {
+    match pb::HashAlgorithm::try_from(h) {
+        Ok(pb::HashAlgorithm::Sha256) => Ok(HashAlgo::Sha256),
+        Ok(pb::HashAlgorithm::Keccak256) => Ok(HashAlgo::Keccak256),
+        Ok(pb::HashAlgorithm::DoubleSha256) => Ok(HashAlgo::DoubleSha256),
+        Ok(pb::HashAlgorithm::Unspecified) => Err(ApiError::InvalidArgument(
+            "hash is not set: choose SHA256, KECCAK256 or DOUBLE_SHA256".into(),
+        )),
+        Err(_) => Err(ApiError::InvalidArgument(format!(
+            "unknown hash algorithm {h}: choose SHA256 (1), KECCAK256 (2) or DOUBLE_SHA256 (3)"
+        ))),
+    }
+}
+
+/// Checks a Sign request's fields (shared by coordinator and co-signers).
+pub fn check_sign_input(
+    node: &Node,
+    key_id: &str,
+    message: &[u8],
+    request_id: &[u8],
+) -> Result<(), ApiError> {
+    keygen::record::check_key_id(key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    if message.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "message is empty: send the bytes to sign".into(),
+        ));
+    }
+    if message.len() > node.cfg.limits.max_message_bytes {
+        return Err(ApiError::InvalidArgument(format!(
+            "message is {} bytes; this node signs messages of at most {} bytes",
+            message.len(),
+            node.cfg.limits.max_message_bytes
+        )));
+    }
+    if request_id.is_empty() || request_id.len() > 128 {
+        return Err(ApiError::InvalidArgument(
+            "request_id must be 1-128 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Records an execution id as used; refuses one seen before.
+pub async fn mark_seen(node: &Arc<Node>, eid: [u8; 32]) -> Result<(), ApiError> {
+    let n = node.clone();
+    let fresh = blocking(move || {
+        let fresh = n.store.insert_new(RecordKind::SeenExecution, &eid, &[1])?;
+        n.store.flush()?;
+        Ok(fresh)
+    })
+    .await?;
+    if fresh {
+        Ok(())
+    } else {
+        Err(ApiError::AlreadyExists(
+            "this request id was already used to sign this message with this key: use a new request id".into(),
+        ))
+    }
+}
+
+/// Signers' session info: protocol indices follow ascending keygen indices.
+pub fn sign_session(
+    record: &KeyRecord,
+    signers: &[u16],
+    me: u16,
+    eid: [u8; 32],
+) -> Result<SessionInfo, ApiError> {
+    let ids = record
+        .party_ids()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let parties = signers
+        .iter()
+        .map(|&s| ids.get(usize::from(s)).copied())
+        .collect::<Option<Vec<PartyId>>>()
+        .ok_or_else(|| ApiError::InvalidArgument("signer index out of range".into()))?;
+    let me = signers
+        .iter()
+        .position(|&s| s == me)
+        .ok_or_else(|| ApiError::Internal("this node is not among the signers".into()))?;
+    Ok(SessionInfo {
+        id: eid,
+        protocol: Protocol::Sign,
+        me: me as u16,
+        parties,
+    })
+}
+
+/// Sign as coordinator.
+pub async fn sign(
+    node: Arc<Node>,
+    client: &str,
+    req: pb::SignRequest,
+) -> Result<pb::SignResponse, ApiError> {
+    let started = Instant::now();
+    let hash = hash_algo(req.hash)?;
+    check_sign_input(&node, &req.key_id, &req.message, &req.request_id)?;
+    let n = node.clone();
+    let key_id = req.key_id.clone();
+    let record = blocking(move || flows::load_key_record(&n, &key_id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no key {:?}: create it with Keygen, or check the id",
+                req.key_id
+            ))
+        })?;
+    let (data, digest) = hash.data_to_sign(&req.message);
+    let me = record.my_index;
+    let ids = record
+        .party_ids()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let public_key = record
+        .public_key_bytes()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut failures = Vec::new();
+    for (cand, cand_id) in ids.iter().enumerate() {
+        let cand = cand as u16;
+        if cand == me {
+            continue;
+        }
+        let name = node
+            .party(cand_id)
+            .map_or_else(|| format!("party #{cand}"), |p| p.name.clone());
+        let Some(mut client_rpc) = node.party(cand_id).and_then(|p| p.client.clone()) else {
+            failures.push(format!("{name}: not in this node's config"));
+            continue;
+        };
+        let mut signers = vec![me, cand];
+        signers.sort_unstable();
+        let eid = session::sign_execution_id(&record.key_id, &signers, &req.request_id, &digest);
+        mark_seen(&node, eid).await?;
+        let info = sign_session(&record, &signers, me, eid)?;
+        let reg = node.register(info, false)?;
+        let proposal = pb::Proposal {
+            session_id: eid.to_vec(),
+            kind: Some(pb::proposal::Kind::Sign(pb::SignProposal {
+                key_id: record.key_id.clone(),
+                signers: signers.iter().map(|&s| u32::from(s)).collect(),
+                request_id: req.request_id.clone(),
+                message: req.message.clone(),
+                hash: req.hash,
+                requested_by: client.to_owned(),
+            })),
+        };
+        let propose_timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
+        match tokio::time::timeout(propose_timeout, client_rpc.propose(proposal)).await {
+            Err(_) => {
+                failures.push(format!(
+                    "{name}: no answer within {} ms",
+                    propose_timeout.as_millis()
+                ));
+                continue;
+            }
+            Ok(Err(status)) => {
+                failures.push(format!("{name}: unreachable ({})", status.message()));
+                continue;
+            }
+            Ok(Ok(reply)) if !reply.get_ref().accepted => {
+                failures.push(format!("{name}: declined ({})", reply.get_ref().reason));
+                continue;
+            }
+            Ok(Ok(_)) => {}
+        }
+        let n = node.clone();
+        let key_id = record.key_id.clone();
+        let share = blocking(move || flows::load_share(&n, &key_id)).await?;
+        let info = reg.info.clone();
+        match flows::sign(node.clone(), reg, share, signers.clone(), data).await {
+            Ok(sig) => {
+                let mut rs = [0u8; 64];
+                sig.write_to_slice(&mut rs);
+                // Independent check with k256 before anything is released.
+                let fin = tss_core::chain::finish_signature(&public_key, &digest, &rs).map_err(|e| {
+                    tracing::error!(error = %e, "combined signature does not verify; not released");
+                    ApiError::Internal(format!("the combined signature does not verify ({e}); nothing was released"))
+                })?;
+                let names = signers
+                    .iter()
+                    .map(|&s| {
+                        record
+                            .parties
+                            .get(usize::from(s))
+                            .map_or_else(String::new, |p| p.name.clone())
+                    })
+                    .collect();
+                return Ok(pb::SignResponse {
+                    r: fin.r.to_vec(),
+                    s: fin.s.to_vec(),
+                    v: u32::from(fin.v),
+                    der: fin.der.clone(),
+                    signature_rsv: fin.to_rsv().to_vec(),
+                    digest: digest.to_vec(),
+                    public_key: public_key.clone(),
+                    signers: names,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            Err(f) => {
+                tracing::warn!(co_signer = %name, failure = %f, "signing session failed; trying the next co-signer");
+                node.send_abort(&info, &f.to_string()).await;
+                failures.push(format!("{name}: {f}"));
+            }
+        }
+    }
+    Err(ApiError::Unavailable(format!(
+        "no two parties can sign key {}: {}",
+        record.key_id,
+        failures.join("; ")
+    )))
+}
+
+async fn progress(p: &Progress, started: Instant, stage: &str, detail: String) {
+    tracing::info!(stage, %detail, "keygen progress");
+    let _ = p
+        .send(pb::KeygenProgress {
+            stage: stage.into(),
+            detail,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+        .await;
+}
+
+/// Proposes a session to every other party; on any refusal aborts the ones
+/// that accepted. Returns the refusals if any.
+async fn propose_all(
+    node: &Arc<Node>,
+    info: &SessionInfo,
+    kind: pb::proposal::Kind,
+) -> Result<(), ApiError> {
+    let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
+    let mut calls = Vec::new();
+    for p in node.parties.iter().filter(|p| p.id != node.me) {
+        let Some(mut c) = p.client.clone() else {
+            continue;
+        };
+        let name = p.name.clone();
+        let req = pb::Proposal {
+            session_id: info.id.to_vec(),
+            kind: Some(kind.clone()),
+        };
+        calls.push(async move {
+            let r = match tokio::time::timeout(timeout, c.propose(req)).await {
+                Err(_) => Err(format!(
+                    "{name}: no answer within {} ms",
+                    timeout.as_millis()
+                )),
+                Ok(Err(s)) => Err(format!("{name}: unreachable ({})", s.message())),
+                Ok(Ok(r)) if !r.get_ref().accepted => {
+                    Err(format!("{name}: declined ({})", r.get_ref().reason))
+                }
+                Ok(Ok(_)) => Ok(()),
+            };
+            r
+        });
+    }
+    let results = futures::future::join_all(calls).await;
+    let refusals: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    node.send_abort(info, "another party refused").await;
+    Err(ApiError::Unavailable(format!(
+        "keygen needs all {} parties: {}",
+        node.parties.len(),
+        refusals.join("; ")
+    )))
+}
+
+async fn start_all(node: &Arc<Node>, info: &SessionInfo) -> Result<(), ApiError> {
+    let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
+    for p in node.parties.iter().filter(|p| p.id != node.me) {
+        let Some(mut c) = p.client.clone() else {
+            continue;
+        };
+        let r = tokio::time::timeout(
+            timeout,
+            c.start(pb::SessionRef {
+                session_id: info.id.to_vec(),
+            }),
+        )
+        .await;
+        if !matches!(r, Ok(Ok(_))) {
+            node.send_abort(info, "start failed").await;
+            return Err(ApiError::Unavailable(format!(
+                "{} did not take the start signal",
+                p.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `fut`, reporting progress every few seconds.
+async fn with_heartbeat<T>(
+    p: &Progress,
+    started: Instant,
+    stage: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    let stage_start = Instant::now();
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tick.tick() => progress(p, started, stage, format!("running for {} s", stage_start.elapsed().as_secs())).await,
+        }
+    }
+}
+
+fn failure(stage: &str, f: SessionFailure) -> ApiError {
+    match f {
+        SessionFailure::Timeout(_) => ApiError::DeadlineExceeded(format!("{stage} {f}")),
+        _ => ApiError::Unavailable(format!("{stage} failed: {f}")),
+    }
+}
+
+async fn run_aux(node: &Arc<Node>, p: &Progress, started: Instant) -> Result<(), ApiError> {
+    let set = session::party_set_id(&node.party_ids());
+    let mut nonce = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let eid = session::aux_execution_id(&set, &nonce);
+    let info = SessionInfo {
+        id: eid,
+        protocol: Protocol::AuxInfo,
+        me: node.my_index(),
+        parties: node.party_ids(),
+    };
+    let reg = node.register(info.clone(), false)?;
+    progress(
+        p,
+        started,
+        "aux_info",
+        "proposing aux-info generation to all parties".into(),
+    )
+    .await;
+    propose_all(
+        node,
+        &info,
+        pb::proposal::Kind::Aux(pb::AuxProposal {
+            party_set: set.to_vec(),
+            nonce: nonce.to_vec(),
+        }),
+    )
+    .await?;
+    start_all(node, &info).await?;
+    progress(
+        p,
+        started,
+        "aux_info",
+        format!(
+            "running (primes ready here: {}; a party with an empty pool generates now)",
+            node.primes.ready()
+        ),
+    )
+    .await;
+    let r = with_heartbeat(p, started, "aux_info", flows::aux(node.clone(), reg)).await;
+    if let Err(f) = r {
+        node.send_abort(&info, &f.to_string()).await;
+        return Err(failure("aux-info generation", f));
+    }
+    progress(
+        p,
+        started,
+        "aux_info",
+        "done; aux info sealed at every party".into(),
+    )
+    .await;
+    Ok(())
+}
+
+/// Keygen as coordinator.
+pub async fn keygen(
+    node: Arc<Node>,
+    client: &str,
+    key_id: String,
+    p: Progress,
+) -> Result<KeyRecord, ApiError> {
+    let started = Instant::now();
+    keygen::record::check_key_id(&key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let n = node.clone();
+    let k = key_id.clone();
+    if blocking(move || flows::load_key_record(&n, &k))
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::AlreadyExists(format!(
+            "key {key_id} already exists: choose another id"
+        )));
+    }
+    if node.parties.len() < usize::from(node.cfg.threshold) || node.parties.len() < 2 {
+        return Err(ApiError::FailedPrecondition(
+            "this node has no peers configured".into(),
+        ));
+    }
+    let set = session::party_set_id(&node.party_ids());
+    for attempt in 0..2 {
+        let n = node.clone();
+        let aux = match blocking(move || flows::load_aux(&n)).await? {
+            Some(a) => a,
+            None => {
+                run_aux(&node, &p, started).await?;
+                let n = node.clone();
+                blocking(move || flows::load_aux(&n))
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::Internal("aux info missing right after generation".into())
+                    })?
+            }
+        };
+        let mut nonce = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let eid = session::keygen_execution_id(&key_id, &set, &nonce);
+        let info = SessionInfo {
+            id: eid,
+            protocol: Protocol::Keygen,
+            me: node.my_index(),
+            parties: node.party_ids(),
+        };
+        let reg = node.register(info.clone(), false)?;
+        progress(
+            &p,
+            started,
+            "keygen",
+            format!(
+                "proposing key {key_id} (t={}) to all parties",
+                node.cfg.threshold
+            ),
+        )
+        .await;
+        let kind = pb::proposal::Kind::Keygen(pb::KeygenProposal {
+            key_id: key_id.clone(),
+            party_set: set.to_vec(),
+            nonce: nonce.to_vec(),
+            aux_id: aux.aux_id.to_vec(),
+            threshold: u32::from(node.cfg.threshold),
+            requested_by: client.to_owned(),
+        });
+        match propose_all(&node, &info, kind).await {
+            Ok(()) => {}
+            Err(ApiError::Unavailable(m)) if attempt == 0 && m.contains("missing aux info") => {
+                // A party lost or never stored this aux info: make new aux info.
+                drop(reg);
+                let n = node.clone();
+                blocking(move || {
+                    n.store.take(RecordKind::AuxInfo, &set)?;
+                    Ok(())
+                })
+                .await?;
+                progress(
+                    &p,
+                    started,
+                    "aux_info",
+                    format!("a party lacks the current aux info ({m}); generating anew"),
+                )
+                .await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        start_all(&node, &info).await?;
+        progress(
+            &p,
+            started,
+            "keygen",
+            "running distributed key generation".into(),
+        )
+        .await;
+        return match with_heartbeat(
+            &p,
+            started,
+            "keygen",
+            flows::keygen(node.clone(), reg, key_id.clone(), aux),
+        )
+        .await
+        {
+            Ok(rec) => {
+                progress(
+                    &p,
+                    started,
+                    "done",
+                    format!("key {key_id} sealed; public key {}", rec.public_key),
+                )
+                .await;
+                Ok(rec)
+            }
+            Err(f) => {
+                node.send_abort(&info, &f.to_string()).await;
+                Err(failure("keygen", f))
+            }
+        };
+    }
+    Err(ApiError::Unavailable(
+        "parties could not agree on aux info".into(),
+    ))
+}

@@ -1,0 +1,362 @@
+//! `tssctl demo`: a local three-party cluster, keygen, one signature checked
+//! with `k256`, step by step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use proto::v1 as pb;
+use sha2::Digest;
+
+use crate::client;
+use crate::config::{ClientEntry, NodeConfig, PartyEntry, Role};
+
+/// TEST-ONLY public primes shipped with the source, so that the demo does not
+/// spend minutes per party on prime generation.
+pub const FIXTURE_PRIMES: &str = include_str!("../../tests/fixtures/primes.test-only.txt");
+
+/// Party names of a local cluster.
+pub const NAMES: [&str; 3] = ["custodian-a", "custodian-b", "custodian-c"];
+
+/// A local cluster's folder layout.
+pub struct ClusterDirs {
+    /// Root folder.
+    pub root: PathBuf,
+    /// Party folders (holding node.toml).
+    pub parties: Vec<PathBuf>,
+    /// Admin client folder.
+    pub admin: PathBuf,
+    /// Gateway client folder.
+    pub gateway: PathBuf,
+    /// Listen addresses.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// A free loopback port (bound then released).
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+/// Creates three parties, an admin and a gateway client, and configs that
+/// pin each other. `test_primes`: preload party i with fixture prime set i.
+pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterDirs> {
+    std::fs::create_dir_all(root)?;
+    let admin = root.join("admin");
+    let gateway = root.join("gateway");
+    let admin_cert = crate::init::init_client(&admin, "admin")?;
+    let gateway_cert = crate::init::init_client(&gateway, "gateway")?;
+    let fixtures = if test_primes {
+        tss_core::primes::fixtures_from_text(FIXTURE_PRIMES)?
+    } else {
+        vec![]
+    };
+    let mut entries = Vec::new();
+    let mut parties = Vec::new();
+    let mut addrs = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let pass: [u8; 24] = rand::random();
+        let pass_file = dir.join("passphrase");
+        crate::config::write_private(&pass_file, hex::encode(pass).as_bytes())?;
+        let pass = crate::config::read_passphrase(Some(&pass_file))?;
+        let addr = free_addr()?;
+        let done = crate::init::init_party(&dir, name, addr, &pass, Some("passphrase".into()))?;
+        if let Some(p) = fixtures.get(i) {
+            let store = tss_core::store::Store::open(&dir.join("store"), &pass)?;
+            crate::init::import_primes(&store, std::slice::from_ref(p))?;
+        }
+        entries.push(done.entry);
+        parties.push(dir);
+        addrs.push(addr);
+    }
+    for (i, dir) in parties.iter().enumerate() {
+        let path = dir.join("node.toml");
+        let mut cfg = NodeConfig::load(&path)?;
+        // `load` made paths absolute; keep the file relocatable.
+        cfg.store_dir = "store".into();
+        cfg.tls_cert = "tls.crt".into();
+        cfg.passphrase_file = Some("passphrase".into());
+        cfg.peers = entries
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<PartyEntry>>();
+        cfg.clients = vec![
+            ClientEntry {
+                name: "admin".into(),
+                role: Role::Admin,
+                cert: admin_cert.clone(),
+            },
+            ClientEntry {
+                name: "gateway".into(),
+                role: Role::Gateway,
+                cert: gateway_cert.clone(),
+            },
+        ];
+        if test_primes {
+            // The fixture set covers aux info; do not generate more in the background.
+            cfg.primes.pool_target = 0;
+        }
+        std::fs::remove_file(&path)?;
+        crate::init::write_config(&path, &cfg)?;
+    }
+    let parties_toml: String = entries
+        .iter()
+        .map(|e| format!("[[parties]]\n{}\n", toml::to_string(e).unwrap_or_default()))
+        .collect();
+    std::fs::write(root.join("parties.toml"), parties_toml)?;
+    Ok(ClusterDirs {
+        root: root.to_owned(),
+        parties,
+        admin,
+        gateway,
+        addrs,
+    })
+}
+
+/// How to start a `tss-node` process: the binary beside the current
+/// executable, else this executable's hidden `node` subcommand (same code).
+pub fn node_command(config: &Path) -> anyhow::Result<Command> {
+    let me = std::env::current_exe()?;
+    let sibling = me.with_file_name(format!("tss-node{}", std::env::consts::EXE_SUFFIX));
+    let mut cmd = if sibling.exists() {
+        let mut c = Command::new(sibling);
+        c.arg("run");
+        c
+    } else {
+        let mut c = Command::new(me);
+        c.args(["node", "run"]);
+        c
+    };
+    cmd.arg("--config").arg(config);
+    Ok(cmd)
+}
+
+/// Running node processes; killed on drop.
+pub struct Processes(pub Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until a node answers Health.
+pub async fn wait_healthy(
+    c: &mut client::Client,
+    timeout: Duration,
+) -> anyhow::Result<pb::HealthResponse> {
+    let start = Instant::now();
+    loop {
+        match c.health(pb::HealthRequest {}).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e) if start.elapsed() > timeout => {
+                bail!("node did not become healthy: {}", e.message())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Connects, retrying while the node starts.
+pub async fn connect_retry(
+    addr: SocketAddr,
+    node_cert: &Path,
+    client_dir: &Path,
+    timeout: Duration,
+) -> anyhow::Result<client::Client> {
+    let start = Instant::now();
+    loop {
+        match client::connect_with_files(addr, node_cert, client_dir).await {
+            Ok(c) => return Ok(c),
+            Err(e) if start.elapsed() > timeout => return Err(e.context("node did not come up")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn step(t0: Instant, msg: &str) {
+    eprintln!("[{:>7.2} s] {msg}", t0.elapsed().as_secs_f64());
+}
+
+/// Runs the demo; returns the final JSON line.
+pub async fn run(keep: Option<PathBuf>, fresh_primes: bool) -> anyhow::Result<serde_json::Value> {
+    let t0 = Instant::now();
+    let tmp;
+    let root = match &keep {
+        Some(d) => {
+            if d.exists() && std::fs::read_dir(d)?.next().is_some() {
+                bail!(
+                    "{} exists and is not empty: choose a new folder for --keep",
+                    d.display()
+                );
+            }
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    if fresh_primes {
+        step(
+            t0,
+            "using fresh safe primes: each node generates its own (minutes per party)",
+        );
+    } else {
+        eprintln!("**********************************************************************");
+        eprintln!("* DEMO MODE: the parties use the committed TEST-ONLY safe primes.    *");
+        eprintln!("* Their factorisation is public: this key is NOT secure. Use         *");
+        eprintln!("* `tssctl demo --fresh-primes` or a real deployment for real keys.   *");
+        eprintln!("**********************************************************************");
+    }
+    step(t0, &format!("creating three parties in {}", root.display()));
+    let dirs = create_cluster(&root, !fresh_primes)?;
+    step(
+        t0,
+        "parties created: Ed25519 identities, TLS certificates, sealed stores, configs",
+    );
+    let mut procs = Processes(Vec::new());
+    let logs = root.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    for (i, dir) in dirs.parties.iter().enumerate() {
+        let log = std::fs::File::create(logs.join(format!("{}.log", NAMES[i])))?;
+        let mut cmd = node_command(&dir.join("node.toml"))?;
+        cmd.stdout(Stdio::null()).stderr(log);
+        procs.0.push(cmd.spawn().context("cannot start tss-node")?);
+        step(t0, &format!("started {} on {}", NAMES[i], dirs.addrs[i]));
+    }
+    let node_cert = |i: usize| dirs.parties[i].join("tls.crt");
+    for i in 0..3 {
+        let mut c = connect_retry(
+            dirs.addrs[i],
+            &node_cert(i),
+            &dirs.admin,
+            Duration::from_secs(30),
+        )
+        .await?;
+        wait_healthy(&mut c, Duration::from_secs(30)).await?;
+    }
+    let mut admin = client::connect_with_files(dirs.addrs[0], &node_cert(0), &dirs.admin).await?;
+    step(t0, "all three nodes healthy");
+
+    let key_id = "demo-key";
+    step(
+        t0,
+        &format!("keygen {key_id} through {} (2-of-3)", NAMES[0]),
+    );
+    let kg_start = Instant::now();
+    let mut stream = admin
+        .keygen(pb::KeygenRequest {
+            key_id: key_id.into(),
+        })
+        .await?
+        .into_inner();
+    let mut key = None;
+    while let Some(ev) = stream.message().await? {
+        match ev.event {
+            Some(pb::keygen_event::Event::Progress(p)) => step(
+                t0,
+                &format!(
+                    "  keygen [{} +{:.1} s] {}",
+                    p.stage,
+                    p.elapsed_ms as f64 / 1000.0,
+                    p.detail
+                ),
+            ),
+            Some(pb::keygen_event::Event::Done(k)) => key = Some(k),
+            None => {}
+        }
+    }
+    let key = key.context("keygen ended without a key")?;
+    step(
+        t0,
+        &format!(
+            "keygen done in {:.2} s: public key {}",
+            kg_start.elapsed().as_secs_f64(),
+            hex::encode(&key.public_key)
+        ),
+    );
+
+    let message = b"tss-node demo: 2-of-3 threshold ECDSA".to_vec();
+    let mut gw = client::connect_with_files(dirs.addrs[1], &node_cert(1), &dirs.gateway).await?;
+    step(
+        t0,
+        &format!(
+            "signing {:?} (sha256) through {}",
+            String::from_utf8_lossy(&message),
+            NAMES[1]
+        ),
+    );
+    let request_id: [u8; 16] = rand::random();
+    let sig = gw
+        .sign(pb::SignRequest {
+            key_id: key_id.into(),
+            message: message.clone(),
+            hash: pb::HashAlgorithm::Sha256 as i32,
+            request_id: request_id.to_vec(),
+        })
+        .await?
+        .into_inner();
+    step(
+        t0,
+        &format!(
+            "signed by {} in {} ms",
+            sig.signers.join(" + "),
+            sig.elapsed_ms
+        ),
+    );
+
+    // Independent verification with k256.
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key)?;
+    let digest = sha2::Sha256::digest(&message);
+    let ksig = k256::ecdsa::Signature::from_der(&sig.der)?;
+    let verified = vk.verify_prehash(&digest, &ksig).is_ok()
+        && k256::ecdsa::RecoveryId::from_byte(sig.v as u8)
+            .and_then(|rid| {
+                k256::ecdsa::VerifyingKey::recover_from_prehash(&digest, &ksig, rid).ok()
+            })
+            .is_some_and(|rec| rec == vk);
+    step(
+        t0,
+        &format!(
+            "k256 verification and key recovery: {}",
+            if verified { "OK" } else { "FAILED" }
+        ),
+    );
+    drop(procs);
+    step(t0, "nodes stopped");
+    if let Some(d) = &keep {
+        step(
+            t0,
+            &format!(
+                "cluster kept in {} (node.toml files, logs/, parties.toml)",
+                d.display()
+            ),
+        );
+    }
+    let out = serde_json::json!({
+        "public_key": hex::encode(&key.public_key),
+        "message": hex::encode(&message),
+        "hash": "sha256",
+        "der": hex::encode(&sig.der),
+        "r": hex::encode(&sig.r),
+        "s": hex::encode(&sig.s),
+        "v": sig.v,
+        "eth_address": key.eth_address,
+        "verified": verified,
+    });
+    if !verified {
+        bail!("signature did not verify: {out}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,157 @@
+//! What one party does in each kind of session, whether it coordinates or
+//! was asked to join: run the engine on the registered session and store
+//! the result.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keygen::record::{AuxRecord, KeyParty, KeyRecord, KEY_RECORD_VERSION};
+use tss_core::ecdsa::{self, KeyShare};
+use tss_core::store::RecordKind;
+
+use crate::error::{blocking, ApiError};
+use crate::node::{Node, Registered, SessionFailure};
+
+/// The party set's current aux info, if any.
+pub fn load_aux(node: &Node) -> Result<Option<AuxRecord>, ApiError> {
+    let set = tss_core::session::party_set_id(&node.party_ids());
+    match node.store.get(RecordKind::AuxInfo, &set)? {
+        None => Ok(None),
+        Some(b) => AuxRecord::decode(b.expose())
+            .map(Some)
+            .map_err(|e| ApiError::Internal(format!("stored aux info is unusable: {e}"))),
+    }
+}
+
+/// A key's public record.
+pub fn load_key_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>, ApiError> {
+    match node.store.get(RecordKind::KeyInfo, key_id.as_bytes())? {
+        None => Ok(None),
+        Some(b) => KeyRecord::decode(b.expose())
+            .map(Some)
+            .map_err(|e| ApiError::Internal(format!("key record of {key_id} is unusable: {e}"))),
+    }
+}
+
+/// A key's share.
+pub fn load_share(node: &Node, key_id: &str) -> Result<KeyShare, ApiError> {
+    let b = node
+        .store
+        .get(RecordKind::KeyShare, key_id.as_bytes())?
+        .ok_or_else(|| ApiError::NotFound(format!("no share of key {key_id} at this node")))?;
+    ecdsa::decode_share(b.expose())
+        .map_err(|e| ApiError::Internal(format!("share of {key_id} is unusable: {e}")))
+}
+
+/// Runs aux-info generation as one party and stores the result as the party
+/// set's current aux info.
+pub async fn aux(node: Arc<Node>, reg: Registered) -> Result<[u8; 32], SessionFailure> {
+    let info = reg.info.clone();
+    let n = info.parties.len() as u16;
+    let pool = node.primes.clone();
+    let primes = tokio::task::spawn_blocking(move || pool.take())
+        .await
+        .map_err(|e| SessionFailure::Engine(e.to_string()))?
+        .map_err(SessionFailure::Engine)?;
+    let eid = info.id;
+    let aux = reg
+        .run(
+            Duration::from_millis(node.cfg.timeouts.aux_ms),
+            move |party| async move { ecdsa::aux::run(&eid, info.me, n, primes, party).await },
+        )
+        .await?;
+    let record = AuxRecord { aux_id: eid, aux };
+    let set = tss_core::session::party_set_id(&node.party_ids());
+    let n2 = node.clone();
+    blocking(move || {
+        n2.store
+            .put(RecordKind::AuxInfo, &set, record.encode().expose())?;
+        n2.store.flush()?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| SessionFailure::Engine(e.to_string()))?;
+    tracing::info!(aux_id = %hex::encode(eid), "aux info stored");
+    Ok(eid)
+}
+
+/// Runs DKG as one party, completes the share with `aux` and seals it.
+pub async fn keygen(
+    node: Arc<Node>,
+    reg: Registered,
+    key_id: String,
+    aux: AuxRecord,
+) -> Result<KeyRecord, SessionFailure> {
+    let info = reg.info.clone();
+    let n = info.parties.len() as u16;
+    let t = node.cfg.threshold;
+    let eid = info.id;
+    let me = info.me;
+    let incomplete = reg
+        .run(
+            Duration::from_millis(node.cfg.timeouts.keygen_ms),
+            move |party| async move { ecdsa::keygen::run(&eid, me, n, t, party).await },
+        )
+        .await?;
+    let aux_id = aux.aux_id;
+    let share = ecdsa::keygen::complete(incomplete, aux.aux)
+        .map_err(|e| SessionFailure::Engine(e.to_string()))?;
+    let record = KeyRecord {
+        v: KEY_RECORD_VERSION,
+        key_id: key_id.clone(),
+        public_key: hex::encode(ecdsa::public_key(&share)),
+        threshold: t,
+        parties: node
+            .parties
+            .iter()
+            .map(|p| KeyParty {
+                name: p.name.clone(),
+                identity: p.id.to_hex(),
+            })
+            .collect(),
+        my_index: me,
+        aux_id: hex::encode(aux_id),
+        keygen_id: hex::encode(eid),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let n2 = node.clone();
+    let rec = record.clone();
+    blocking(move || {
+        let share_bytes = ecdsa::encode_share(&share);
+        // Share first, then the record that makes the key visible: a crash
+        // in between leaves no usable half key.
+        n2.store.put(
+            RecordKind::KeyShare,
+            rec.key_id.as_bytes(),
+            share_bytes.expose(),
+        )?;
+        n2.store.flush()?;
+        n2.store
+            .put(RecordKind::KeyInfo, rec.key_id.as_bytes(), &rec.encode())?;
+        n2.store.flush()?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| SessionFailure::Engine(e.to_string()))?;
+    tracing::info!(key_id, public_key = %record.public_key, "key generated and sealed");
+    Ok(record)
+}
+
+/// Runs full signing as one signer.
+pub async fn sign(
+    node: Arc<Node>,
+    reg: Registered,
+    share: KeyShare,
+    signers: Vec<u16>,
+    data: cggmp24::DataToSign<ecdsa::Curve>,
+) -> Result<ecdsa::Signature, SessionFailure> {
+    let eid = reg.info.id;
+    let me = reg.info.me;
+    reg.run(
+        Duration::from_millis(node.cfg.timeouts.sign_ms),
+        move |party| async move { ecdsa::sign::run(&eid, me, &signers, &share, data, party).await },
+    )
+    .await
+}

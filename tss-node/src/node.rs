@@ -1,0 +1,514 @@
+//! The node's shared state: identity, store, pinned parties and clients, the
+//! session registry, and the machinery that runs one protocol session.
+//!
+//! A session's engine runs on a blocking thread (`spawn_blocking` +
+//! `futures::executor::block_on`): CGGMP24 rounds are CPU-heavy and must not
+//! stall the reactor that answers Health and delivers messages. Outgoing
+//! envelopes go to one ordered queue per peer, each drained by its own task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use proto::v1::peer_client::PeerClient;
+use round_based::MpcParty;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tonic::transport::Channel;
+use tss_core::ecdsa::EngineError;
+use tss_core::envelope::Envelope;
+use tss_core::identity::{IdentityKey, PartyId};
+use tss_core::session::{self, IncomingStream, OutgoingSink, Received, SessionInfo};
+use tss_core::store::Store;
+
+use crate::config::{ClientEntry, NodeConfig};
+use crate::pool::PrimePool;
+use crate::tls;
+
+/// Largest gRPC message the Peer service accepts or sends.
+pub const MAX_PEER_MESSAGE: usize = tss_core::envelope::Protocol::MAX_ENVELOPE + 4096;
+
+/// A party of the cluster (ourselves included).
+pub struct Party {
+    /// Name.
+    pub name: String,
+    /// Pinned identity key.
+    pub id: PartyId,
+    /// Fingerprint of its pinned TLS certificate.
+    pub fingerprint: tls::Fingerprint,
+    /// Listener address.
+    pub address: SocketAddr,
+    /// Client for its Peer service (`None` for ourselves).
+    pub client: Option<PeerClient<Channel>>,
+}
+
+/// A session waiting for messages or running.
+struct Slot {
+    info: Arc<SessionInfo>,
+    inbound: mpsc::Sender<Received>,
+    start: Option<oneshot::Sender<()>>,
+}
+
+/// The node.
+pub struct Node {
+    /// Config as loaded.
+    pub cfg: NodeConfig,
+    /// Sealed store.
+    pub store: Store,
+    /// Identity key that signs our envelopes.
+    pub identity: Arc<IdentityKey>,
+    /// Our identity.
+    pub me: PartyId,
+    /// All parties sorted by identity (their keygen index order).
+    pub parties: Vec<Party>,
+    clients: HashMap<tls::Fingerprint, ClientEntry>,
+    sessions: Mutex<HashMap<[u8; 32], Slot>>,
+    permits: Arc<Semaphore>,
+    /// Safe-prime pool.
+    pub primes: Arc<PrimePool>,
+}
+
+/// A registered session: owns its inbound queue and a session permit, and
+/// unregisters itself when dropped.
+pub struct Registered {
+    node: Arc<Node>,
+    /// Session facts.
+    pub info: Arc<SessionInfo>,
+    inbound: Option<mpsc::Receiver<Received>>,
+    start: Option<oneshot::Receiver<()>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.node.unregister(&self.info.id);
+    }
+}
+
+/// Why a session did not produce its output.
+#[derive(Debug)]
+pub enum SessionFailure {
+    /// It did not finish in time.
+    Timeout(Duration),
+    /// A peer could not be reached while sending to it.
+    Unreachable {
+        /// Party name.
+        peer: String,
+        /// Transport error.
+        reason: String,
+    },
+    /// A party sent something invalid.
+    Misbehaved {
+        /// Party name.
+        culprit: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Aborted by a peer or locally.
+    Aborted(String),
+    /// The engine failed otherwise.
+    Engine(String),
+}
+
+impl std::fmt::Display for SessionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionFailure::Timeout(d) => write!(f, "timed out after {} ms", d.as_millis()),
+            SessionFailure::Unreachable { peer, reason } => {
+                write!(f, "{peer} unreachable: {reason}")
+            }
+            SessionFailure::Misbehaved { culprit, reason } => {
+                write!(f, "{culprit} sent an invalid message: {reason}")
+            }
+            SessionFailure::Aborted(r) => write!(f, "aborted: {r}"),
+            SessionFailure::Engine(r) => write!(f, "protocol failed: {r}"),
+        }
+    }
+}
+
+impl Node {
+    /// Builds the node from its config, opened store and secrets.
+    pub fn new(
+        cfg: NodeConfig,
+        store: Store,
+        identity: IdentityKey,
+        my_tls: &tls::TlsIdentity,
+    ) -> anyhow::Result<Arc<Self>> {
+        let me = identity.party_id();
+        let mut parties = vec![Party {
+            name: cfg.name.clone(),
+            id: me,
+            fingerprint: my_tls.fingerprint(),
+            address: cfg.listen,
+            client: None,
+        }];
+        for p in &cfg.peers {
+            let der = tls::cert_der_from_pem(&p.cert)?;
+            let id = PartyId::from_hex(&p.identity)?;
+            if id == me {
+                anyhow::bail!("peer {} has this node's own identity", p.name);
+            }
+            let channel = tls::connect_lazy(
+                p.address,
+                tls::client_config(my_tls, der.clone())?,
+                Duration::from_millis(cfg.timeouts.propose_ms),
+            )?;
+            let client = PeerClient::new(channel)
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE);
+            parties.push(Party {
+                name: p.name.clone(),
+                id,
+                fingerprint: tls::fingerprint(&der),
+                address: p.address,
+                client: Some(client),
+            });
+        }
+        parties.sort_by_key(|p| p.id);
+        let mut clients = HashMap::new();
+        for c in &cfg.clients {
+            clients.insert(
+                tls::fingerprint(&tls::cert_der_from_pem(&c.cert)?),
+                c.clone(),
+            );
+        }
+        let primes = PrimePool::new(store.clone(), cfg.primes.clone());
+        Ok(Arc::new(Node {
+            permits: Arc::new(Semaphore::new(cfg.limits.max_sessions)),
+            cfg,
+            store,
+            identity: Arc::new(identity),
+            me,
+            parties,
+            clients,
+            sessions: Mutex::new(HashMap::new()),
+            primes,
+        }))
+    }
+
+    /// Certificates allowed to connect: the peers' and the clients'.
+    pub fn allowed_certs(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut v = Vec::new();
+        for p in &self.cfg.peers {
+            v.push(tls::cert_der_from_pem(&p.cert)?);
+        }
+        for c in &self.cfg.clients {
+            v.push(tls::cert_der_from_pem(&c.cert)?);
+        }
+        Ok(v)
+    }
+
+    /// The client entry of a TLS fingerprint.
+    pub fn client(&self, fp: &tls::Fingerprint) -> Option<&ClientEntry> {
+        self.clients.get(fp)
+    }
+
+    /// The party with a TLS fingerprint (not ourselves).
+    pub fn peer_by_fingerprint(&self, fp: &tls::Fingerprint) -> Option<&Party> {
+        self.parties
+            .iter()
+            .find(|p| p.id != self.me && &p.fingerprint == fp)
+    }
+
+    /// The party with an identity.
+    pub fn party(&self, id: &PartyId) -> Option<&Party> {
+        self.parties.iter().find(|p| &p.id == id)
+    }
+
+    /// Our index in the sorted party list.
+    pub fn my_index(&self) -> u16 {
+        // `parties` always contains ourselves (inserted in `new`).
+        self.parties
+            .iter()
+            .position(|p| p.id == self.me)
+            .unwrap_or(0) as u16
+    }
+
+    /// Identities of all parties in index order.
+    pub fn party_ids(&self) -> Vec<PartyId> {
+        self.parties.iter().map(|p| p.id).collect()
+    }
+
+    /// Sessions currently registered.
+    pub fn sessions_running(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Registers a session so that its messages are accepted. Fails when the
+    /// id is in use or the node runs its maximum of sessions.
+    pub fn register(
+        self: &Arc<Self>,
+        info: SessionInfo,
+        needs_start: bool,
+    ) -> Result<Registered, crate::error::ApiError> {
+        use crate::error::ApiError;
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::ResourceExhausted(format!(
+                "node {} already runs {} sessions; retry later",
+                self.cfg.name, self.cfg.limits.max_sessions
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(256);
+        let (start_tx, start_rx) = if needs_start {
+            let (a, b) = oneshot::channel();
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        let info = Arc::new(info);
+        let mut s = self
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("session registry poisoned".into()))?;
+        if s.contains_key(&info.id) {
+            return Err(ApiError::AlreadyExists(
+                "a session with this id is already running".into(),
+            ));
+        }
+        s.insert(
+            info.id,
+            Slot {
+                info: info.clone(),
+                inbound: tx,
+                start: start_tx,
+            },
+        );
+        Ok(Registered {
+            node: self.clone(),
+            info,
+            inbound: Some(rx),
+            start: start_rx,
+            _permit: permit,
+        })
+    }
+
+    fn unregister(&self, id: &[u8; 32]) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(id);
+        }
+    }
+
+    /// Hands a received envelope to its session.
+    pub fn deliver(&self, envelope: Envelope, from: PartyId) -> Result<(), crate::error::ApiError> {
+        use crate::error::ApiError;
+        let mut s = self
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("session registry poisoned".into()))?;
+        let slot = s.get_mut(&envelope.session_id).ok_or_else(|| {
+            ApiError::NotFound("no such session (finished, aborted or never proposed)".into())
+        })?;
+        if !slot.info.parties.contains(&from) {
+            return Err(ApiError::PermissionDenied(
+                "sender is not a party of this session".into(),
+            ));
+        }
+        slot.inbound
+            .try_send(Received { envelope, from })
+            .map_err(|_| ApiError::ResourceExhausted("session inbox full".into()))
+    }
+
+    /// Signals a registered session that all parties accepted.
+    pub fn start(&self, id: &[u8; 32], from: PartyId) -> Result<(), crate::error::ApiError> {
+        use crate::error::ApiError;
+        let mut s = self
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("session registry poisoned".into()))?;
+        let slot = s
+            .get_mut(id)
+            .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
+        if !slot.info.parties.contains(&from) {
+            return Err(ApiError::PermissionDenied(
+                "not a party of this session".into(),
+            ));
+        }
+        if let Some(tx) = slot.start.take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+
+    /// Ends a session early (its engine sees its inbox close).
+    pub fn abort(&self, id: &[u8; 32], from: PartyId) {
+        if let Ok(mut s) = self.sessions.lock() {
+            if s.get(id)
+                .is_some_and(|slot| slot.info.parties.contains(&from))
+            {
+                s.remove(id);
+            }
+        }
+    }
+
+    /// Tells the other parties of a session to drop it.
+    pub async fn send_abort(&self, info: &SessionInfo, reason: &str) {
+        for id in &info.parties {
+            if let Some(mut c) = self.party(id).and_then(|p| p.client.clone()) {
+                let req = proto::v1::AbortRequest {
+                    session_id: info.id.to_vec(),
+                    reason: reason.to_owned(),
+                };
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(self.cfg.timeouts.propose_ms),
+                    c.abort(req),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// The `round-based` party an engine runs on.
+pub type EngineParty<M> = MpcParty<M, (IncomingStream<M>, OutgoingSink<M>)>;
+
+impl Registered {
+    /// Waits for the coordinator's Start (participants of multi-party runs).
+    pub async fn wait_start(&mut self, timeout: Duration) -> Result<(), SessionFailure> {
+        if let Some(rx) = self.start.take() {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(SessionFailure::Aborted(
+                    "the coordinator aborted the session".into(),
+                )),
+                Err(_) => Err(SessionFailure::Timeout(timeout)),
+            }
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs an engine on a blocking thread over this session's delivery.
+    pub async fn run<M, T, F, Fut>(
+        mut self,
+        timeout: Duration,
+        engine: F,
+    ) -> Result<T, SessionFailure>
+    where
+        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(EngineParty<M>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, EngineError>>,
+    {
+        let node = self.node.clone();
+        let info = self.info.clone();
+        let Some(inbound) = self.inbound.take() else {
+            return Err(SessionFailure::Engine("session already ran".into()));
+        };
+        let (out_tx, out_rx) = mpsc::unbounded();
+        let (inc, out) =
+            session::delivery::<M>(info.clone(), node.identity.clone(), inbound, out_tx);
+        let (fail_tx, mut fail_rx) = tokio::sync::mpsc::unbounded_channel::<SessionFailure>();
+        let pump = tokio::spawn(pump(node.clone(), info.clone(), out_rx, fail_tx));
+        let job = tokio::task::spawn_blocking(move || {
+            futures::executor::block_on(engine(MpcParty::connected((inc, out))))
+        });
+        let result = tokio::select! {
+            r = tokio::time::timeout(timeout, job) => match r {
+                Err(_) => Err(SessionFailure::Timeout(timeout)),
+                Ok(Err(e)) => Err(SessionFailure::Engine(format!("engine task failed: {e}"))),
+                Ok(Ok(Ok(v))) => Ok(v),
+                Ok(Ok(Err(e))) => Err(self.explain(e, &mut fail_rx)),
+            },
+            Some(f) = fail_rx.recv() => Err(f),
+        };
+        // Dropping `self` unregisters the session: a still-running engine sees
+        // its inbox close and stops.
+        // The pump ends by itself once the engine's sink is dropped and the
+        // queued envelopes are sent (each send is bounded by a timeout).
+        drop(self);
+        drop(pump);
+        result
+    }
+
+    fn explain(
+        &self,
+        e: EngineError,
+        fails: &mut tokio::sync::mpsc::UnboundedReceiver<SessionFailure>,
+    ) -> SessionFailure {
+        if let Ok(f) = fails.try_recv() {
+            return f;
+        }
+        match e {
+            EngineError::Misbehaved { culprit, reason } => {
+                let name = self
+                    .info
+                    .parties
+                    .get(usize::from(culprit))
+                    .and_then(|id| self.node.party(id))
+                    .map_or_else(|| format!("party #{culprit}"), |p| p.name.clone());
+                SessionFailure::Misbehaved {
+                    culprit: name,
+                    reason,
+                }
+            }
+            EngineError::Closed => {
+                SessionFailure::Aborted("session closed (aborted by a party or timed out)".into())
+            }
+            other => SessionFailure::Engine(other.to_string()),
+        }
+    }
+}
+
+/// Sends a session's outgoing envelopes: one ordered queue and task per peer.
+async fn pump(
+    node: Arc<Node>,
+    info: Arc<SessionInfo>,
+    mut out: mpsc::UnboundedReceiver<Envelope>,
+    fail: tokio::sync::mpsc::UnboundedSender<SessionFailure>,
+) {
+    let mut queues: HashMap<u16, tokio::sync::mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut tasks = Vec::new();
+    for (j, id) in info.parties.iter().enumerate() {
+        if j == usize::from(info.me) {
+            continue;
+        }
+        let Some(party) = node.party(id) else {
+            continue;
+        };
+        let Some(mut client) = party.client.clone() else {
+            continue;
+        };
+        let name = party.name.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        queues.insert(j as u16, tx);
+        let fail = fail.clone();
+        let per_call = Duration::from_millis(node.cfg.timeouts.propose_ms.max(1000) * 3);
+        tasks.push(tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                let req = proto::v1::EnvelopeBytes { envelope: bytes };
+                let r = tokio::time::timeout(per_call, client.deliver(req)).await;
+                let err = match r {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(status)) => format!("{}: {}", status.code(), status.message()),
+                    Err(_) => format!("no answer within {} ms", per_call.as_millis()),
+                };
+                let _ = fail.send(SessionFailure::Unreachable {
+                    peer: name.clone(),
+                    reason: err,
+                });
+                return;
+            }
+        }));
+    }
+    while let Some(env) = out.next().await {
+        let bytes = env.encode();
+        match env.recipient {
+            None => {
+                for q in queues.values() {
+                    let _ = q.send(bytes.clone());
+                }
+            }
+            Some(r) => {
+                if let Some(q) = queues.get(&r) {
+                    let _ = q.send(bytes);
+                }
+            }
+        }
+    }
+    drop(queues);
+    for t in tasks {
+        let _ = t.await;
+    }
+}

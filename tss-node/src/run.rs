@@ -1,0 +1,108 @@
+//! `tss-node run`: open the sealed store, load secrets, serve both gRPC
+//! services over mutual TLS until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use proto::v1::{peer_server::PeerServer, signer_server::SignerServer};
+use tss_core::identity::IdentityKey;
+use tss_core::store::{RecordKind, Store, StoreError};
+
+use crate::config::NodeConfig;
+use crate::init::{IDENTITY_KEY, TLS_KEY};
+use crate::node::{Node, MAX_PEER_MESSAGE};
+use crate::service::{peer::PeerService, signer::SignerService};
+use crate::tls;
+
+/// Largest Signer request accepted at the gRPC layer (the Sign handler
+/// enforces the smaller configured message limit with a clear message).
+pub const MAX_CLIENT_MESSAGE: usize = 4 << 20;
+
+/// Opens the store and builds the node (no network yet).
+pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
+    let pass = cfg.passphrase()?;
+    let dir = cfg.store_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, &pass))
+        .await?
+        .map_err(|e| match e {
+            StoreError::WrongPassphrase { .. } => {
+                anyhow::anyhow!(
+                    "cannot open the store: {e}. Check passphrase_file or TSS_PASSPHRASE."
+                )
+            }
+            other => anyhow::anyhow!("cannot open the store: {other}"),
+        })?;
+    let id_secret = store
+        .get(RecordKind::NodeSecret, IDENTITY_KEY)?
+        .context("the store holds no identity key: was it created with `tss-node init`?")?;
+    let identity = IdentityKey::from_secret(&id_secret)?;
+    let tls_key = store
+        .get(RecordKind::NodeSecret, TLS_KEY)?
+        .context("the store holds no TLS key")?;
+    let cert_pem = std::fs::read_to_string(&cfg.tls_cert)
+        .with_context(|| format!("cannot read TLS certificate {}", cfg.tls_cert.display()))?;
+    let key_pem = std::str::from_utf8(tls_key.expose()).context("stored TLS key is not PEM")?;
+    let my_tls = tls::TlsIdentity::from_pem(&cert_pem, key_pem)
+        .context("the TLS certificate does not match the key in the store")?;
+    Node::new(cfg, store, identity, &my_tls)
+}
+
+/// Runs the node until a shutdown signal.
+pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    let listen = cfg.listen;
+    let cert_pem = std::fs::read_to_string(&cfg.tls_cert)
+        .with_context(|| format!("cannot read TLS certificate {}", cfg.tls_cert.display()))?;
+    let node = open_node(cfg).await?;
+    let key = node
+        .store
+        .get(RecordKind::NodeSecret, TLS_KEY)?
+        .context("the store holds no TLS key")?;
+    let my_tls = tls::TlsIdentity::from_pem(&cert_pem, std::str::from_utf8(key.expose())?)?;
+    drop(key);
+    if node.cfg.primes.pool_target > 0 {
+        node.primes.start()?;
+    }
+    let server_cfg = tls::server_config(&my_tls, node.allowed_certs()?)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        party = %node.cfg.name,
+        %listen,
+        peers = node.cfg.peers.len(),
+        clients = node.cfg.clients.len(),
+        primes_ready = node.primes.ready(),
+        "tss-node serving"
+    );
+    let incoming = tls::tls_incoming(listener, server_cfg);
+    tonic::transport::Server::builder()
+        .add_service(
+            SignerServer::new(SignerService::new(node.clone()))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE),
+        )
+        .add_service(
+            PeerServer::new(PeerService::new(node.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown())
+        .await?;
+    node.store.flush()?;
+    tracing::info!("tss-node stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,277 @@
+//! The Peer service: proposals, start signals, envelopes and aborts from the
+//! other parties. Every call is authenticated by the caller's pinned TLS
+//! certificate; every proposal is checked against this node's own view (its
+//! party set, its keys, its threshold) before it registers a session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::v1 as pb;
+use tonic::{Request, Response, Status};
+use tss_core::envelope::{Envelope, Protocol};
+use tss_core::session::{self, SessionInfo};
+
+use crate::coordinator;
+use crate::error::{blocking, ApiError};
+use crate::flows;
+use crate::node::{Node, Party};
+use crate::tls;
+
+/// The Peer service.
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    /// A service over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<&Party, ApiError> {
+        let fp = tls::peer_fingerprint(req)
+            .ok_or_else(|| ApiError::Unauthenticated("no client certificate".into()))?;
+        self.node.peer_by_fingerprint(&fp).ok_or_else(|| {
+            ApiError::PermissionDenied("caller is not a pinned party of this node".into())
+        })
+    }
+}
+
+fn sid(b: &[u8]) -> Result<[u8; 32], ApiError> {
+    b.try_into()
+        .map_err(|_| ApiError::InvalidArgument("session id must be 32 bytes".into()))
+}
+
+fn decline(reason: impl Into<String>) -> pb::ProposalReply {
+    pb::ProposalReply {
+        accepted: false,
+        reason: reason.into(),
+    }
+}
+
+impl PeerService {
+    async fn propose_inner(
+        &self,
+        from: &Party,
+        p: pb::Proposal,
+    ) -> Result<pb::ProposalReply, ApiError> {
+        let node = &self.node;
+        let id = sid(&p.session_id)?;
+        let my_set = session::party_set_id(&node.party_ids());
+        let start_wait = Duration::from_millis(node.cfg.timeouts.propose_ms * 4);
+        match p.kind {
+            None => Err(ApiError::InvalidArgument("proposal has no kind".into())),
+            Some(pb::proposal::Kind::Aux(a)) => {
+                let nonce: [u8; 32] = sid(&a.nonce)?;
+                if a.party_set != my_set {
+                    return Ok(decline(
+                        "party set differs from this node's configured parties",
+                    ));
+                }
+                if session::aux_execution_id(&my_set, &nonce) != id {
+                    return Ok(decline("session id does not match the proposal"));
+                }
+                let info = SessionInfo {
+                    id,
+                    protocol: Protocol::AuxInfo,
+                    me: node.my_index(),
+                    parties: node.party_ids(),
+                };
+                let mut reg = node.register(info, true)?;
+                let n = node.clone();
+                tokio::spawn(async move {
+                    if let Err(f) = reg.wait_start(start_wait).await {
+                        tracing::warn!(failure = %f, "aux-info session never started");
+                        return;
+                    }
+                    if let Err(f) = flows::aux(n, reg).await {
+                        tracing::warn!(failure = %f, "aux-info session failed");
+                    }
+                });
+                tracing::info!(from = %from.name, "accepted aux-info generation");
+                Ok(pb::ProposalReply {
+                    accepted: true,
+                    reason: String::new(),
+                })
+            }
+            Some(pb::proposal::Kind::Keygen(k)) => {
+                let nonce: [u8; 32] = sid(&k.nonce)?;
+                if keygen::record::check_key_id(&k.key_id).is_err() {
+                    return Ok(decline("invalid key id"));
+                }
+                if k.party_set != my_set {
+                    return Ok(decline(
+                        "party set differs from this node's configured parties",
+                    ));
+                }
+                if k.threshold != u32::from(node.cfg.threshold) {
+                    return Ok(decline(format!(
+                        "threshold {} differs from this node's {}",
+                        k.threshold, node.cfg.threshold
+                    )));
+                }
+                if session::keygen_execution_id(&k.key_id, &my_set, &nonce) != id {
+                    return Ok(decline("session id does not match the proposal"));
+                }
+                let (n, key_id) = (node.clone(), k.key_id.clone());
+                let (exists, aux) = blocking(move || {
+                    Ok((
+                        flows::load_key_record(&n, &key_id)?.is_some(),
+                        flows::load_aux(&n)?,
+                    ))
+                })
+                .await?;
+                if exists {
+                    return Ok(decline(format!(
+                        "key {} already exists at {}",
+                        k.key_id, node.cfg.name
+                    )));
+                }
+                let Some(aux) = aux.filter(|a| a.aux_id.as_slice() == k.aux_id.as_slice()) else {
+                    return Ok(decline(format!(
+                        "missing aux info {} at {}",
+                        hex::encode(&k.aux_id),
+                        node.cfg.name
+                    )));
+                };
+                let info = SessionInfo {
+                    id,
+                    protocol: Protocol::Keygen,
+                    me: node.my_index(),
+                    parties: node.party_ids(),
+                };
+                let mut reg = node.register(info, true)?;
+                let n = node.clone();
+                tokio::spawn(async move {
+                    if let Err(f) = reg.wait_start(start_wait).await {
+                        tracing::warn!(failure = %f, "keygen session never started");
+                        return;
+                    }
+                    if let Err(f) = flows::keygen(n, reg, k.key_id, aux).await {
+                        tracing::warn!(failure = %f, "keygen session failed");
+                    }
+                });
+                tracing::info!(from = %from.name, "accepted keygen");
+                Ok(pb::ProposalReply {
+                    accepted: true,
+                    reason: String::new(),
+                })
+            }
+            Some(pb::proposal::Kind::Sign(s)) => self.propose_sign(from, id, s).await,
+        }
+    }
+
+    async fn propose_sign(
+        &self,
+        from: &Party,
+        id: [u8; 32],
+        s: pb::SignProposal,
+    ) -> Result<pb::ProposalReply, ApiError> {
+        let node = &self.node;
+        let hash = match coordinator::hash_algo(s.hash) {
+            Ok(h) => h,
+            Err(e) => return Ok(decline(e.to_string())),
+        };
+        if let Err(e) = coordinator::check_sign_input(node, &s.key_id, &s.message, &s.request_id) {
+            return Ok(decline(e.to_string()));
+        }
+        let (n, key_id) = (node.clone(), s.key_id.clone());
+        let Some(record) = blocking(move || flows::load_key_record(&n, &key_id)).await? else {
+            return Ok(decline(format!("no key {} at {}", s.key_id, node.cfg.name)));
+        };
+        let ids = record
+            .party_ids()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let signers: Vec<u16> = match s
+            .signers
+            .iter()
+            .map(|&x| u16::try_from(x))
+            .collect::<Result<_, _>>()
+        {
+            Ok(v) => v,
+            Err(_) => return Ok(decline("signer index out of range")),
+        };
+        let from_index = ids.iter().position(|p| *p == from.id).map(|i| i as u16);
+        let ascending = signers.windows(2).all(|w| w[0] < w[1]);
+        if signers.len() != usize::from(record.threshold)
+            || !ascending
+            || signers.iter().any(|&x| usize::from(x) >= ids.len())
+            || !signers.contains(&record.my_index)
+            || from_index.is_none_or(|f| !signers.contains(&f))
+        {
+            return Ok(decline("signer set must be the key's threshold of distinct ascending indices, including both of us"));
+        }
+        // Hash the message ourselves: never sign a digest we did not compute.
+        let (data, digest) = hash.data_to_sign(&s.message);
+        let eid = session::sign_execution_id(&record.key_id, &signers, &s.request_id, &digest);
+        if eid != id {
+            return Ok(decline("session id does not match the proposal"));
+        }
+        if let Err(e) = coordinator::mark_seen(node, eid).await {
+            return Ok(decline(e.to_string()));
+        }
+        let info = coordinator::sign_session(&record, &signers, record.my_index, eid)?;
+        let reg = node.register(info, false)?;
+        let (n, key_id) = (node.clone(), record.key_id.clone());
+        let share = blocking(move || flows::load_share(&n, &key_id)).await?;
+        let n = node.clone();
+        let coordinator_name = from.name.clone();
+        tokio::spawn(async move {
+            match flows::sign(n, reg, share, signers, data).await {
+                Ok(_) => {
+                    tracing::info!(coordinator = %coordinator_name, key_id = %record.key_id, "co-signed")
+                }
+                Err(f) => {
+                    tracing::warn!(coordinator = %coordinator_name, failure = %f, "co-signing failed")
+                }
+            }
+        });
+        tracing::info!(from = %from.name, requested_by = %s.requested_by, "accepted signing");
+        Ok(pb::ProposalReply {
+            accepted: true,
+            reason: String::new(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn propose(
+        &self,
+        req: Request<pb::Proposal>,
+    ) -> Result<Response<pb::ProposalReply>, Status> {
+        let from = self.caller(&req)?;
+        let reply = self.propose_inner(from, req.into_inner()).await?;
+        if !reply.accepted {
+            tracing::info!(from = %from.name, reason = %reply.reason, "declined a proposal");
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn start(&self, req: Request<pb::SessionRef>) -> Result<Response<pb::Ack>, Status> {
+        let from = self.caller(&req)?.id;
+        self.node.start(&sid(&req.get_ref().session_id)?, from)?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn deliver(&self, req: Request<pb::EnvelopeBytes>) -> Result<Response<pb::Ack>, Status> {
+        let from = self.caller(&req)?.id;
+        let env = Envelope::decode(&req.get_ref().envelope)
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        self.node.deliver(env, from)?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn abort(&self, req: Request<pb::AbortRequest>) -> Result<Response<pb::Ack>, Status> {
+        let from = self.caller(&req)?;
+        let id = sid(&req.get_ref().session_id)?;
+        tracing::info!(from = %from.name, reason = %req.get_ref().reason, "session aborted by peer");
+        self.node.abort(&id, from.id);
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn ping(&self, req: Request<pb::Ack>) -> Result<Response<pb::Ack>, Status> {
+        self.caller(&req)?;
+        Ok(Response::new(pb::Ack {}))
+    }
+}

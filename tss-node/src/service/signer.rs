@@ -1,0 +1,201 @@
+//! The Signer service (client API). Callers are identified by their pinned
+//! TLS client certificate and mapped to a role: `admin` may start keygen,
+//! `gateway` may sign; both may read keys and health.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::config::{ClientEntry, Role};
+use crate::coordinator;
+use crate::error::{blocking, ApiError};
+use crate::flows;
+use crate::node::Node;
+use crate::tls;
+
+/// The Signer service.
+pub struct SignerService {
+    node: Arc<Node>,
+}
+
+impl SignerService {
+    /// A service over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    fn client<T>(&self, req: &Request<T>) -> Result<ClientEntry, ApiError> {
+        let fp = tls::peer_fingerprint(req)
+            .ok_or_else(|| ApiError::Unauthenticated("no client certificate".into()))?;
+        self.node.client(&fp).cloned().ok_or_else(|| {
+            ApiError::PermissionDenied("this certificate is not a client of this node".into())
+        })
+    }
+
+    fn require(&self, c: &ClientEntry, role: Role, what: &str) -> Result<(), ApiError> {
+        if c.role == role {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied(format!(
+                "client {} has role {:?}; {what} needs role {:?}",
+                c.name, c.role, role
+            )))
+        }
+    }
+}
+
+/// Public view of a key record.
+pub fn key_info(r: &keygen::record::KeyRecord) -> pb::KeyInfo {
+    let pk = r.public_key_bytes().unwrap_or_default();
+    pb::KeyInfo {
+        key_id: r.key_id.clone(),
+        eth_address: tss_core::chain::eth_address(&pk).unwrap_or_default(),
+        public_key: pk,
+        threshold: u32::from(r.threshold),
+        parties: r.parties.iter().map(|p| p.name.clone()).collect(),
+        created_unix: r.created_unix,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::signer_server::Signer for SignerService {
+    type KeygenStream = ReceiverStream<Result<pb::KeygenEvent, Status>>;
+
+    async fn keygen(
+        &self,
+        req: Request<pb::KeygenRequest>,
+    ) -> Result<Response<Self::KeygenStream>, Status> {
+        let c = self.client(&req)?;
+        self.require(&c, Role::Admin, "Keygen")?;
+        let key_id = req.into_inner().key_id;
+        keygen::record::check_key_id(&key_id)
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        tracing::info!(client = %c.name, key_id, "keygen requested");
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::KeygenProgress>(64);
+        let node = self.node.clone();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                let ev = pb::KeygenEvent {
+                    event: Some(pb::keygen_event::Event::Progress(p)),
+                };
+                if forward.send(Ok(ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let r = coordinator::keygen(node, &c.name, key_id, ptx).await;
+            let ev = match r {
+                Ok(rec) => Ok(pb::KeygenEvent {
+                    event: Some(pb::keygen_event::Event::Done(key_info(&rec))),
+                }),
+                Err(e) => Err(Status::from(e)),
+            };
+            // Let queued progress go out first.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = tx.send(ev).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn sign(
+        &self,
+        req: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        let c = self.client(&req)?;
+        self.require(&c, Role::Gateway, "Sign")?;
+        let r = coordinator::sign(self.node.clone(), &c.name, req.into_inner()).await;
+        match &r {
+            Ok(resp) => tracing::info!(client = %c.name, ms = resp.elapsed_ms, "signed"),
+            Err(e) => tracing::warn!(client = %c.name, error = %e, "sign refused or failed"),
+        }
+        Ok(Response::new(r?))
+    }
+
+    async fn get_key(
+        &self,
+        req: Request<pb::GetKeyRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        self.client(&req)?;
+        let key_id = req.into_inner().key_id;
+        keygen::record::check_key_id(&key_id)
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let n = self.node.clone();
+        let k = key_id.clone();
+        let rec = blocking(move || flows::load_key_record(&n, &k))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no key {key_id:?} at this node")))?;
+        Ok(Response::new(key_info(&rec)))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.client(&req)?;
+        let n = self.node.clone();
+        let keys = blocking(move || {
+            let mut out = Vec::new();
+            for k in n.store.keys(tss_core::store::RecordKind::KeyInfo)? {
+                let id = String::from_utf8_lossy(&k).into_owned();
+                if let Some(r) = flows::load_key_record(&n, &id)? {
+                    out.push(key_info(&r));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(Response::new(pb::ListKeysResponse { keys }))
+    }
+
+    async fn health(
+        &self,
+        req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        self.client(&req)?;
+        let node = &self.node;
+        let mut pings = Vec::new();
+        for p in node.parties.iter().filter(|p| p.id != node.me) {
+            let Some(mut c) = p.client.clone() else {
+                continue;
+            };
+            let name = p.name.clone();
+            pings.push(async move {
+                let r = tokio::time::timeout(Duration::from_millis(1000), c.ping(pb::Ack {})).await;
+                let error = match r {
+                    Ok(Ok(_)) => String::new(),
+                    Ok(Err(s)) => s.message().to_owned(),
+                    Err(_) => "no answer within 1000 ms".into(),
+                };
+                pb::PeerStatus {
+                    name,
+                    reachable: error.is_empty(),
+                    error,
+                }
+            });
+        }
+        let peers = futures::future::join_all(pings).await;
+        let n = node.clone();
+        let (keys, primes_ready) = blocking(move || {
+            Ok((
+                n.store.len(tss_core::store::RecordKind::KeyInfo)? as u32,
+                n.primes.ready() as u32,
+            ))
+        })
+        .await?;
+        Ok(Response::new(pb::HealthResponse {
+            party: node.cfg.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            keys,
+            primes_ready,
+            primes_generating: node.primes.generating(),
+            sessions_running: node.sessions_running() as u32,
+            peers,
+        }))
+    }
+}
