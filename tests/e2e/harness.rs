@@ -1,0 +1,154 @@
+//! `Cluster`: three parties created with the same code as `tssctl demo`
+//! (TEST-ONLY fixture primes), run as real processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+use proto::v1 as pb;
+use tss_node::client::Client;
+use tss_node::demo::{self, ClusterDirs};
+
+pub struct Cluster {
+    pub dirs: ClusterDirs,
+    procs: Vec<Option<Child>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Creates three parties and starts them; waits until all are healthy.
+    pub async fn start() -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = demo::create_cluster(&tmp.path().join("cluster"), true).expect("create cluster");
+        let mut c = Cluster {
+            dirs,
+            procs: vec![None, None, None],
+            _tmp: tmp,
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        for i in 0..3 {
+            c.wait_healthy(i).await;
+        }
+        c
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dirs.root.join(format!("{}.log", demo::NAMES[i]))
+    }
+
+    pub fn node_command(&self, i: usize) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tss-node"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.dirs.parties[i].join("node.toml"));
+        cmd
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        assert!(self.procs[i].is_none(), "node {i} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .expect("log");
+        let child = self
+            .node_command(i)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tss-node");
+        self.procs[i] = Some(child);
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn client(&self, i: usize, who: &str) -> Client {
+        let dir = if who == "admin" {
+            &self.dirs.admin
+        } else {
+            &self.dirs.gateway
+        };
+        demo::connect_retry(
+            self.dirs.addrs[i],
+            &self.dirs.parties[i].join("tls.crt"),
+            dir,
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("connect")
+    }
+
+    pub async fn wait_healthy(&self, i: usize) {
+        let mut c = self.client(i, "admin").await;
+        demo::wait_healthy(&mut c, Duration::from_secs(30))
+            .await
+            .expect("healthy");
+    }
+
+    pub async fn keygen(&self, i: usize, key_id: &str) -> pb::KeyInfo {
+        let mut c = self.client(i, "admin").await;
+        let mut s = c
+            .keygen(pb::KeygenRequest {
+                key_id: key_id.into(),
+            })
+            .await
+            .expect("keygen")
+            .into_inner();
+        let mut done = None;
+        while let Some(ev) = s.message().await.expect("keygen stream") {
+            if let Some(pb::keygen_event::Event::Done(k)) = ev.event {
+                done = Some(k);
+            }
+        }
+        done.expect("keygen finished with a key")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}
+
+pub fn sign_request(key_id: &str, message: &[u8]) -> pb::SignRequest {
+    pb::SignRequest {
+        key_id: key_id.into(),
+        message: message.to_vec(),
+        hash: pb::HashAlgorithm::Sha256 as i32,
+        request_id: rand::random::<[u8; 16]>().to_vec(),
+    }
+}
+
+/// Checks a signature with k256: verifies, s is low, v recovers the key.
+pub fn assert_valid(public_key: &[u8], digest: &[u8], r: &pb::SignResponse) {
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).expect("public key");
+    let sig = k256::ecdsa::Signature::from_slice(&[r.r.as_slice(), r.s.as_slice()].concat())
+        .expect("r||s");
+    assert_eq!(
+        sig,
+        k256::ecdsa::Signature::from_der(&r.der).expect("der"),
+        "DER and r||s agree"
+    );
+    assert!(sig.normalize_s().is_none(), "s must be low");
+    vk.verify_prehash(digest, &sig)
+        .expect("signature verifies with k256");
+    let rid = k256::ecdsa::RecoveryId::from_byte(r.v as u8).expect("v is 0 or 1");
+    let rec = k256::ecdsa::VerifyingKey::recover_from_prehash(digest, &sig, rid).expect("recovers");
+    assert_eq!(rec, vk, "recovery id recovers the key");
+    assert_eq!(
+        &r.signature_rsv[..64],
+        &[r.r.as_slice(), r.s.as_slice()].concat()[..]
+    );
+    assert_eq!(u32::from(r.signature_rsv[64]), r.v);
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: three real `tss-node` processes on 127.0.0.1, each in
+//! its own temporary folder, talking pinned mutual TLS. Every signature is
+//! checked with `k256`, independently of the engine.
+//!
+//! One module per scenario; `harness` starts and stops the cluster.
+
+#![allow(non_snake_case)]
+
+mod harness;
+
+mod auth;
+mod bad_input;
+mod signing;

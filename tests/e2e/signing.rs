@@ -1,0 +1,194 @@
+//! Keygen and signing through every node; failover; restart; the store at rest.
+
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+use tonic::Code;
+
+use crate::harness::{assert_valid, sign_request, Cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
+    // Given a running three-party cluster with a fresh 2-of-3 key
+    let mut cluster = Cluster::start().await;
+    let key = cluster.keygen(0, "e2e-key").await;
+    assert_eq!(key.threshold, 2);
+    assert_eq!(key.parties.len(), 3);
+    assert!(key.eth_address.starts_with("0x") && key.eth_address.len() == 42);
+
+    // Then every node knows the same key
+    for i in 0..3 {
+        let mut c = cluster.client(i, "gateway").await;
+        let k = c
+            .get_key(proto::v1::GetKeyRequest {
+                key_id: "e2e-key".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            k.public_key, key.public_key,
+            "node {i} has the same public key"
+        );
+        let list = c
+            .list_keys(proto::v1::ListKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.keys.len(), 1);
+    }
+
+    // When 5 different messages are signed through each node, every signature verifies
+    for i in 0..3 {
+        let mut c = cluster.client(i, "gateway").await;
+        for m in 0..5 {
+            let msg = format!("message {m} through node {i}").into_bytes();
+            let r = c
+                .sign(sign_request("e2e-key", &msg))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
+            assert_eq!(r.digest, sha2::Sha256::digest(&msg).to_vec());
+            assert_eq!(r.signers.len(), 2);
+        }
+    }
+
+    // And the other hashes are computed by the node itself
+    let mut c = cluster.client(2, "gateway").await;
+    let msg = b"keccak message".to_vec();
+    let mut req = sign_request("e2e-key", &msg);
+    req.hash = proto::v1::HashAlgorithm::Keccak256 as i32;
+    let r = c.sign(req).await.unwrap().into_inner();
+    assert_valid(&key.public_key, &sha3::Keccak256::digest(&msg), &r);
+    let mut req = sign_request("e2e-key", &msg);
+    req.hash = proto::v1::HashAlgorithm::DoubleSha256 as i32;
+    let r = c.sign(req).await.unwrap().into_inner();
+    assert_valid(
+        &key.public_key,
+        &sha2::Sha256::digest(sha2::Sha256::digest(&msg)),
+        &r,
+    );
+
+    // And a replayed request id for the same message is refused
+    let req = sign_request("e2e-key", b"once");
+    c.sign(req.clone()).await.unwrap();
+    let err = c.sign(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    // When one node stops, both remaining nodes still sign
+    cluster.kill(2);
+    for i in 0..2 {
+        let mut c = cluster.client(i, "gateway").await;
+        let msg = format!("with node 2 down, via {i}").into_bytes();
+        let r = c
+            .sign(sign_request("e2e-key", &msg))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
+        assert!(
+            !r.signers.contains(&"custodian-c".to_string()),
+            "the stopped party did not sign"
+        );
+    }
+
+    // When a second node stops, Sign fails with UNAVAILABLE naming the missing parties, quickly
+    cluster.kill(1);
+    let mut c = cluster.client(0, "gateway").await;
+    let t = Instant::now();
+    let err = c
+        .sign(sign_request("e2e-key", b"nobody to sign with"))
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let names = ["custodian-a", "custodian-b", "custodian-c"];
+    let names_of = |ids: &[usize]| ids.iter().map(|&i| names[i]).collect::<Vec<_>>();
+    for n in names_of(&[1, 2]) {
+        assert!(
+            err.message().contains(n),
+            "message names {n}: {}",
+            err.message()
+        );
+    }
+    assert!(
+        took < Duration::from_secs(10),
+        "UNAVAILABLE within 10 s, took {took:?}"
+    );
+
+    // When all three restart, the key is still there and signs
+    cluster.kill(0);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    for i in 0..3 {
+        cluster.wait_healthy(i).await;
+    }
+    for i in 0..3 {
+        let mut c = cluster.client(i, "gateway").await;
+        let msg = format!("after restart via {i}").into_bytes();
+        let r = c
+            .sign(sign_request("e2e-key", &msg))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
+    }
+
+    // And a second key reuses the party set's aux info: no new aux-info run
+    let t = Instant::now();
+    let key2 = cluster.keygen(1, "e2e-key-2").await;
+    assert_ne!(key2.public_key, key.public_key);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "second keygen reuses aux info, took {:?}",
+        t.elapsed()
+    );
+
+    // The sealed store does not hold the share in the clear
+    cluster.kill(0);
+    let dir = cluster.dirs.parties[0].clone();
+    let pass = tss_node::config::read_passphrase(Some(&dir.join("passphrase"))).unwrap();
+    let store = tss_core::store::Store::open(&dir.join("store"), &pass).unwrap();
+    let share = store
+        .get(tss_core::store::RecordKind::KeyShare, b"e2e-key")
+        .unwrap()
+        .expect("share stored");
+    let plain = share.expose().to_vec();
+    drop(store);
+    assert!(plain.len() > 256);
+    let mut disk = Vec::new();
+    for e in walk(&dir.join("store")) {
+        disk.extend(std::fs::read(e).unwrap());
+    }
+    for w in plain.chunks(32).filter(|c| c.len() == 32) {
+        assert!(
+            disk.windows(32).all(|d| d != w),
+            "a 32-byte window of the share is on disk in the clear"
+        );
+    }
+
+    // And a wrong passphrase is refused at start-up with a clear error
+    std::fs::write(dir.join("passphrase"), "definitely-the-wrong-passphrase").unwrap();
+    let out = cluster.node_command(0).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("passphrase is wrong"),
+        "clear error: {stderr}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

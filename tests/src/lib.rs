@@ -1,1 +1,0 @@
-//! Test harness crate; see tests/
