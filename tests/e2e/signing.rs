@@ -9,6 +9,11 @@ use crate::harness::{assert_valid, sign_request, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
+    let t0 = Instant::now();
+    eprintln!(
+        "[{:>6.1}s] Given a running three-party cluster with a fresh 2-of-3 key",
+        t0.elapsed().as_secs_f64()
+    );
     // Given a running three-party cluster with a fresh 2-of-3 key
     let mut cluster = Cluster::start().await;
     let key = cluster.keygen(0, "e2e-key").await;
@@ -16,6 +21,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     assert_eq!(key.parties.len(), 3);
     assert!(key.eth_address.starts_with("0x") && key.eth_address.len() == 42);
 
+    eprintln!(
+        "[{:>6.1}s] Then every node knows the same key",
+        t0.elapsed().as_secs_f64()
+    );
     // Then every node knows the same key
     for i in 0..3 {
         let mut c = cluster.client(i, "gateway").await;
@@ -38,6 +47,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         assert_eq!(list.keys.len(), 1);
     }
 
+    eprintln!("[{:>6.1}s] When 5 different messages are signed through each node, every signature verifies", t0.elapsed().as_secs_f64());
     // When 5 different messages are signed through each node, every signature verifies
     for i in 0..3 {
         let mut c = cluster.client(i, "gateway").await;
@@ -54,6 +64,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         }
     }
 
+    eprintln!(
+        "[{:>6.1}s] And the other hashes are computed by the node itself",
+        t0.elapsed().as_secs_f64()
+    );
     // And the other hashes are computed by the node itself
     let mut c = cluster.client(2, "gateway").await;
     let msg = b"keccak message".to_vec();
@@ -70,12 +84,20 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         &r,
     );
 
+    eprintln!(
+        "[{:>6.1}s] And a replayed request id for the same message is refused",
+        t0.elapsed().as_secs_f64()
+    );
     // And a replayed request id for the same message is refused
     let req = sign_request("e2e-key", b"once");
     c.sign(req.clone()).await.unwrap();
     let err = c.sign(req).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
+    eprintln!(
+        "[{:>6.1}s] When one node stops, both remaining nodes still sign",
+        t0.elapsed().as_secs_f64()
+    );
     // When one node stops, both remaining nodes still sign
     cluster.kill(2);
     for i in 0..2 {
@@ -93,6 +115,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         );
     }
 
+    eprintln!("[{:>6.1}s] When a second node stops, Sign fails with UNAVAILABLE naming the missing parties, quickly", t0.elapsed().as_secs_f64());
     // When a second node stops, Sign fails with UNAVAILABLE naming the missing parties, quickly
     cluster.kill(1);
     let mut c = cluster.client(0, "gateway").await;
@@ -117,6 +140,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         "UNAVAILABLE within 10 s, took {took:?}"
     );
 
+    eprintln!(
+        "[{:>6.1}s] When all three restart, the key is still there and signs",
+        t0.elapsed().as_secs_f64()
+    );
     // When all three restart, the key is still there and signs
     cluster.kill(0);
     for i in 0..3 {
@@ -136,6 +163,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
     }
 
+    eprintln!(
+        "[{:>6.1}s] And a second key reuses the party set's aux info: no new aux-info run",
+        t0.elapsed().as_secs_f64()
+    );
     // And a second key reuses the party set's aux info: no new aux-info run
     let t = Instant::now();
     let key2 = cluster.keygen(1, "e2e-key-2").await;
@@ -146,6 +177,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         t.elapsed()
     );
 
+    eprintln!(
+        "[{:>6.1}s] The sealed store does not hold the share in the clear",
+        t0.elapsed().as_secs_f64()
+    );
     // The sealed store does not hold the share in the clear
     cluster.kill(0);
     let dir = cluster.dirs.parties[0].clone();
@@ -169,6 +204,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         );
     }
 
+    eprintln!(
+        "[{:>6.1}s] And a wrong passphrase is refused at start-up with a clear error",
+        t0.elapsed().as_secs_f64()
+    );
     // And a wrong passphrase is refused at start-up with a clear error
     std::fs::write(dir.join("passphrase"), "definitely-the-wrong-passphrase").unwrap();
     let out = cluster.node_command(0).output().unwrap();

@@ -47,6 +47,7 @@ pub fn load_share(node: &Node, key_id: &str) -> Result<KeyShare, ApiError> {
 /// set's current aux info.
 pub async fn aux(node: Arc<Node>, reg: Registered) -> Result<[u8; 32], SessionFailure> {
     let info = reg.info.clone();
+    let _in_progress = node.aux_in_progress(info.id);
     let n = info.parties.len() as u16;
     let pool = node.primes.clone();
     let primes = tokio::task::spawn_blocking(move || pool.take())

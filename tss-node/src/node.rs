@@ -65,6 +65,7 @@ pub struct Node {
     pub parties: Vec<Party>,
     clients: HashMap<tls::Fingerprint, ClientEntry>,
     sessions: Mutex<HashMap<[u8; 32], Slot>>,
+    aux_runs: Mutex<std::collections::HashSet<[u8; 32]>>,
     permits: Arc<Semaphore>,
     /// Safe-prime pool.
     pub primes: Arc<PrimePool>,
@@ -84,6 +85,20 @@ pub struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.node.unregister(&self.info.id);
+    }
+}
+
+/// Keeps an aux-info run marked as in progress (see [`Node::aux_in_progress`]).
+pub struct AuxGuard {
+    node: Arc<Node>,
+    id: [u8; 32],
+}
+
+impl Drop for AuxGuard {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.node.aux_runs.lock() {
+            s.remove(&self.id);
+        }
     }
 }
 
@@ -184,6 +199,7 @@ impl Node {
             parties,
             clients,
             sessions: Mutex::new(HashMap::new()),
+            aux_runs: Mutex::new(Default::default()),
             primes,
         }))
     }
@@ -229,6 +245,26 @@ impl Node {
     /// Identities of all parties in index order.
     pub fn party_ids(&self) -> Vec<PartyId> {
         self.parties.iter().map(|p| p.id).collect()
+    }
+
+    /// Marks an aux-info run as in progress until the guard drops (after its
+    /// result is sealed).
+    pub fn aux_in_progress(self: &Arc<Self>, id: [u8; 32]) -> AuxGuard {
+        if let Ok(mut s) = self.aux_runs.lock() {
+            s.insert(id);
+        }
+        AuxGuard {
+            node: self.clone(),
+            id,
+        }
+    }
+
+    /// Whether our part of aux-info run `id` is still in progress.
+    pub fn aux_running(&self, id: &[u8; 32]) -> bool {
+        self.aux_runs
+            .lock()
+            .map(|s| s.contains(id))
+            .unwrap_or(false)
     }
 
     /// Sessions currently registered.

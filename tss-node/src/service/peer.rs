@@ -42,6 +42,29 @@ fn sid(b: &[u8]) -> Result<[u8; 32], ApiError> {
         .map_err(|_| ApiError::InvalidArgument("session id must be 32 bytes".into()))
 }
 
+/// Waits while our part of aux-info run `aux_id` finishes and returns its
+/// result (`None` if the run ended without storing it).
+async fn wait_for_aux(node: &Arc<Node>, aux_id: [u8; 32]) -> Option<keygen::record::AuxRecord> {
+    loop {
+        let n = node.clone();
+        if let Ok(Some(a)) = blocking(move || flows::load_aux(&n)).await {
+            if a.aux_id == aux_id {
+                return Some(a);
+            }
+        }
+        if !node.aux_running(&aux_id) {
+            // One last look: the run may have finished just now.
+            let n = node.clone();
+            return blocking(move || flows::load_aux(&n))
+                .await
+                .ok()
+                .flatten()
+                .filter(|a| a.aux_id == aux_id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn decline(reason: impl Into<String>) -> pb::ProposalReply {
     pb::ProposalReply {
         accepted: false,
@@ -127,13 +150,17 @@ impl PeerService {
                         k.key_id, node.cfg.name
                     )));
                 }
-                let Some(aux) = aux.filter(|a| a.aux_id.as_slice() == k.aux_id.as_slice()) else {
+                let aux_id: [u8; 32] = sid(&k.aux_id)?;
+                let aux = aux.filter(|a| a.aux_id == aux_id);
+                // Our part of that aux-info run may still be finishing (the
+                // last round's proofs take a while): accept, and wait for it.
+                if aux.is_none() && !node.aux_running(&aux_id) {
                     return Ok(decline(format!(
                         "missing aux info {} at {}",
-                        hex::encode(&k.aux_id),
+                        hex::encode(aux_id),
                         node.cfg.name
                     )));
-                };
+                }
                 let info = SessionInfo {
                     id,
                     protocol: Protocol::Keygen,
@@ -147,6 +174,16 @@ impl PeerService {
                         tracing::warn!(failure = %f, "keygen session never started");
                         return;
                     }
+                    let aux = match aux {
+                        Some(a) => a,
+                        None => match wait_for_aux(&n, aux_id).await {
+                            Some(a) => a,
+                            None => {
+                                tracing::warn!(aux_id = %hex::encode(aux_id), "aux-info run ended without aux info; keygen abandoned");
+                                return;
+                            }
+                        },
+                    };
                     if let Err(f) = flows::keygen(n, reg, k.key_id, aux).await {
                         tracing::warn!(failure = %f, "keygen session failed");
                     }
