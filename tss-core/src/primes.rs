@@ -123,33 +123,15 @@ pub fn generate(threads: usize) -> Primes {
     let found = found
         .into_inner()
         .expect("no thread panicked while holding the lock");
-    let ints: [Integer; 4] = found
-        .try_into()
-        .ok()
-        .expect("exactly four primes were collected");
-    Primes::try_from(ints)
-        .ok()
-        .expect("generated primes have the required size")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decode__should_refuse_garbage_and_small_numbers() {
-        assert!(matches!(
-            decode(b"\x00\x01"),
-            Err(PrimesError::Malformed(_))
-        ));
-        let small = Encoded {
-            v: 1,
-            primes: (0..4).map(|_| serde_bytes_vec::Bytes(vec![7])).collect(),
-        };
-        let mut b = Vec::new();
-        ciborium::into_writer(&small, &mut b).unwrap();
-        assert!(matches!(decode(&b), Err(PrimesError::TooSmall)));
-    }
+    // Invariants: the threads stop at exactly four primes, each of
+    // PRIME_BITS bits, so both conversions succeed.
+    let Ok(ints) = <[Integer; 4]>::try_from(found) else {
+        unreachable!("exactly four primes were collected")
+    };
+    let Ok(primes) = Primes::try_from(ints) else {
+        unreachable!("generated primes have the required size")
+    };
+    primes
 }
 
 /// Header line of fixture files: they hold primes whose factorisation is
@@ -178,4 +160,24 @@ pub fn fixtures_from_text(text: &str) -> Result<Vec<Primes>, PrimesError> {
             decode(&b)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode__should_refuse_garbage_and_small_numbers() {
+        assert!(matches!(
+            decode(b"\x00\x01"),
+            Err(PrimesError::Malformed(_))
+        ));
+        let small = Encoded {
+            v: 1,
+            primes: (0..4).map(|_| serde_bytes_vec::Bytes(vec![7])).collect(),
+        };
+        let mut b = Vec::new();
+        ciborium::into_writer(&small, &mut b).unwrap();
+        assert!(matches!(decode(&b), Err(PrimesError::TooSmall)));
+    }
 }
