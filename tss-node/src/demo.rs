@@ -120,12 +120,17 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
     })
 }
 
-/// How to start a `tss-node` process: the binary beside the current
-/// executable, else this executable's hidden `node` subcommand (same code).
+/// How to start a `tss-node` process: the `tss-node` binary beside the
+/// current executable if it is from the same build, else this executable's
+/// hidden `node run` subcommand (the same daemon code, `tss_node::run`).
 pub fn node_command(config: &Path) -> anyhow::Result<Command> {
     let me = std::env::current_exe()?;
     let sibling = me.with_file_name(format!("tss-node{}", std::env::consts::EXE_SUFFIX));
-    let mut cmd = if sibling.exists() {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // A sibling binary from an older build would run stale code: use it only
+    // if it is at least as new as this executable.
+    let fresh = matches!((modified(&sibling), modified(&me)), (Some(a), Some(b)) if a >= b);
+    let mut cmd = if fresh {
         let mut c = Command::new(sibling);
         c.arg("run");
         c
