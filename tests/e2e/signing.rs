@@ -16,7 +16,31 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     );
     // Given a running three-party cluster with a fresh 2-of-3 key
     let mut cluster = Cluster::start().await;
-    let key = cluster.keygen(0, "e2e-key").await;
+    // (while aux-info generation keeps every node busy, Health answers at once)
+    let (key, health_ms) = tokio::join!(cluster.keygen(0, "e2e-key"), async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let mut worst = 0u128;
+        for i in 0..3 {
+            let mut c = cluster.client(i, "admin").await;
+            let t = Instant::now();
+            let h = c
+                .health(proto::v1::HealthRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            worst = worst.max(t.elapsed().as_millis());
+            assert!(
+                h.sessions_running >= 1,
+                "node {i} is busy with aux info while probed"
+            );
+        }
+        worst
+    });
+    eprintln!("Health during aux-info generation: worst {health_ms} ms");
+    assert!(
+        health_ms < 1000,
+        "Health took {health_ms} ms while aux info was running"
+    );
     assert_eq!(key.threshold, 2);
     assert_eq!(key.parties.len(), 3);
     assert!(key.eth_address.starts_with("0x") && key.eth_address.len() == 42);
