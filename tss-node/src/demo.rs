@@ -65,11 +65,9 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
         crate::config::write_private(&pass_file, hex::encode(pass).as_bytes())?;
         let pass = crate::config::read_passphrase(Some(&pass_file))?;
         let addr = free_addr()?;
-        let done = crate::init::init_party(&dir, name, addr, &pass, Some("passphrase".into()))?;
-        if let Some(p) = fixtures.get(i) {
-            let store = tss_core::store::Store::open(&dir.join("store"), &pass)?;
-            crate::init::import_primes(&store, std::slice::from_ref(p))?;
-        }
+        let primes = fixtures.get(i..i + 1).unwrap_or_default();
+        let done =
+            crate::init::init_party(&dir, name, addr, &pass, Some("passphrase".into()), primes)?;
         entries.push(done.entry);
         parties.push(dir);
         addrs.push(addr);

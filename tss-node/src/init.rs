@@ -31,13 +31,15 @@ pub struct Initialized {
 /// Creates a party in `dir` (which must not hold one yet).
 ///
 /// `passphrase_file`, if given, is recorded in the config; otherwise the node
-/// reads `TSS_PASSPHRASE` at start-up.
+/// reads `TSS_PASSPHRASE` at start-up. `insecure_test_primes` (TEST ONLY,
+/// public primes) are loaded into the prime pool.
 pub fn init_party(
     dir: &Path,
     name: &str,
     listen: SocketAddr,
     pass: &Passphrase,
     passphrase_file: Option<PathBuf>,
+    insecure_test_primes: &[tss_core::primes::Primes],
 ) -> anyhow::Result<Initialized> {
     if name.is_empty()
         || name.len() > 64
@@ -63,6 +65,7 @@ pub fn init_party(
     )?;
     store.put(RecordKind::NodeSecret, TLS_KEY, tls_id.key_pem().as_bytes())?;
     store.flush()?;
+    import_primes(&store, insecure_test_primes)?;
     std::fs::write(dir.join("tls.crt"), tls_id.cert_pem())?;
 
     let entry = PartyEntry {
@@ -116,7 +119,7 @@ pub fn write_config(path: &Path, cfg: &NodeConfig) -> anyhow::Result<()> {
 }
 
 /// TEST ONLY: loads public fixture primes into a store's pool.
-pub fn import_primes(store: &Store, primes: &[tss_core::primes::Primes]) -> anyhow::Result<()> {
+fn import_primes(store: &Store, primes: &[tss_core::primes::Primes]) -> anyhow::Result<()> {
     for p in primes {
         let id: [u8; 16] = rand::random();
         store.put(

@@ -83,17 +83,17 @@ fn init(
 ) -> anyhow::Result<()> {
     let pass = tss_node::config::read_passphrase(passphrase_file.as_deref())?;
     let pf = passphrase_file.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
-    let done = tss_node::init::init_party(&dir, &name, listen, &pass, pf)?;
-    if let Some(f) = primes {
-        eprintln!(
-            "WARNING: loading TEST-ONLY public primes from {}: keys made with them are NOT secure",
-            f.display()
-        );
-        let text = std::fs::read_to_string(&f)?;
-        let sets = tss_core::primes::fixtures_from_text(&text)?;
-        let store = tss_core::store::Store::open(&dir.join("store"), &pass)?;
-        tss_node::init::import_primes(&store, &sets)?;
-    }
+    let sets = match &primes {
+        Some(f) => {
+            eprintln!(
+                "WARNING: loading TEST-ONLY public primes from {}: keys made with them are NOT secure",
+                f.display()
+            );
+            tss_core::primes::fixtures_from_text(&std::fs::read_to_string(f)?)?
+        }
+        None => vec![],
+    };
+    let done = tss_node::init::init_party(&dir, &name, listen, &pass, pf, &sets)?;
     println!("created party {name} in {}", dir.display());
     println!("  config:       {}", done.config_path.display());
     println!(

@@ -1045,7 +1045,8 @@ mod tests {
                 "key_share",
                 "key_info",
                 "seen_execution",
-                "presignature"
+                "presignature",
+                "node_secret"
             ]
         );
         let mut names: Vec<_> = RecordKind::ALL.iter().map(|k| k.tree_name()).collect();
