@@ -115,8 +115,17 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     // And a replayed request id for the same message is refused
     let req = sign_request("e2e-key", b"once");
     c.sign(req.clone()).await.unwrap();
-    let err = c.sign(req).await.unwrap_err();
+    let err = c.sign(req.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    // also through the other nodes: every pair shares a party that signed it
+    for i in 0..2 {
+        let mut other = cluster.client(i, "gateway").await;
+        let err = other.sign(req.clone()).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::AlreadyExists | Code::Unavailable) && err.message().contains("already used"),
+            "replay via node {i}: {err:?}"
+        );
+    }
 
     eprintln!(
         "[{:>6.1}s] When one node stops, both remaining nodes still sign",

@@ -104,6 +104,15 @@ pub fn sign_execution_id(
     )
 }
 
+/// Identifier of a signing request, independent of the signer pair: a
+/// request that was signed once is refused by every party that signed it.
+pub fn sign_request_id(key_id: &str, request_id: &[u8], digest: &[u8; 32]) -> [u8; 32] {
+    derive_id(
+        "tss/sign-request/v1",
+        &[key_id.as_bytes(), request_id, digest],
+    )
+}
+
 /// Identifier of a party set: the hash of its sorted identities.
 pub fn party_set_id(parties: &[PartyId]) -> [u8; 32] {
     let mut sorted = parties.to_vec();

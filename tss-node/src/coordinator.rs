@@ -20,6 +20,7 @@ use tss_core::identity::PartyId;
 use tss_core::session::{self, SessionInfo};
 use tss_core::store::RecordKind;
 
+use crate::config::ClientEntry;
 use crate::error::{blocking, ApiError};
 use crate::flows;
 use crate::node::{Node, SessionFailure};
@@ -68,6 +69,50 @@ pub fn check_sign_input(
         ));
     }
     Ok(())
+}
+
+/// Key under which a signed request is recorded (`seen_execution` tree).
+fn signed_key(key_id: &str, request_id: &[u8], digest: &[u8; 32]) -> Vec<u8> {
+    [
+        b"signed/".as_slice(),
+        &session::sign_request_id(key_id, request_id, digest),
+    ]
+    .concat()
+}
+
+/// Whether this node already signed this request (with any co-signer).
+pub async fn already_signed(
+    node: &Arc<Node>,
+    key_id: &str,
+    request_id: &[u8],
+    digest: &[u8; 32],
+) -> Result<bool, ApiError> {
+    let (n, k) = (node.clone(), signed_key(key_id, request_id, digest));
+    blocking(move || Ok(n.store.contains(RecordKind::SeenExecution, &k)?)).await
+}
+
+/// Records that this node signed this request; later replays are refused.
+pub async fn record_signed(
+    node: &Arc<Node>,
+    key_id: &str,
+    request_id: &[u8],
+    digest: &[u8; 32],
+) -> Result<(), ApiError> {
+    let (n, k) = (node.clone(), signed_key(key_id, request_id, digest));
+    blocking(move || {
+        n.store.put(RecordKind::SeenExecution, &k, &[1])?;
+        n.store.flush()?;
+        Ok(())
+    })
+    .await
+}
+
+/// The error for a replayed request.
+pub fn replayed() -> ApiError {
+    ApiError::AlreadyExists(
+        "this request id was already used to sign this message with this key: use a new request id"
+            .into(),
+    )
 }
 
 /// Records an execution id as used; refuses one seen before.
@@ -135,6 +180,9 @@ pub async fn sign(
             ))
         })?;
     let (data, digest) = hash.data_to_sign(&req.message);
+    if already_signed(&node, &record.key_id, &req.request_id, &digest).await? {
+        return Err(replayed());
+    }
     let me = record.my_index;
     let ids = record
         .party_ids()
@@ -158,9 +206,13 @@ pub async fn sign(
         let mut signers = vec![me, cand];
         signers.sort_unstable();
         let eid = session::sign_execution_id(&record.key_id, &signers, &req.request_id, &digest);
-        mark_seen(&node, eid).await?;
         let info = sign_session(&record, &signers, me, eid)?;
-        let reg = node.register(info, false)?;
+        let reg = node.register(info, false, None)?;
+        if let Err(e) = mark_seen(&node, eid).await {
+            // This pair already ran this request: another pair may still sign it.
+            failures.push(format!("{name}: {e}"));
+            continue;
+        }
         let proposal = pb::Proposal {
             session_id: eid.to_vec(),
             kind: Some(pb::proposal::Kind::Sign(pb::SignProposal {
@@ -175,6 +227,8 @@ pub async fn sign(
         let propose_timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
         match tokio::time::timeout(propose_timeout, client_rpc.propose(proposal)).await {
             Err(_) => {
+                // It may have accepted late: tell it to drop the session.
+                node.send_abort(&reg.info, "proposal timed out").await;
                 failures.push(format!(
                     "{name}: no answer within {} ms",
                     propose_timeout.as_millis()
@@ -182,6 +236,7 @@ pub async fn sign(
                 continue;
             }
             Ok(Err(status)) => {
+                node.send_abort(&reg.info, "proposal failed").await;
                 failures.push(format!("{name}: unreachable ({})", status.message()));
                 continue;
             }
@@ -204,6 +259,7 @@ pub async fn sign(
                     tracing::error!(error = %e, "combined signature does not verify; not released");
                     ApiError::Internal(format!("the combined signature does not verify ({e}); nothing was released"))
                 })?;
+                record_signed(&node, &record.key_id, &req.request_id, &digest).await?;
                 let names = signers
                     .iter()
                     .map(|&s| {
@@ -250,13 +306,31 @@ async fn progress(p: &Progress, started: Instant, stage: &str, detail: String) {
         .await;
 }
 
+/// Why a proposal to all parties failed.
+struct Refused {
+    /// One line per party that did not accept.
+    reasons: Vec<String>,
+    /// Some party declined because it lacks the proposed aux info.
+    missing_aux: bool,
+}
+
+impl Refused {
+    fn into_error(self, node: &Node) -> ApiError {
+        ApiError::Unavailable(format!(
+            "keygen needs all {} parties: {}",
+            node.parties.len(),
+            self.reasons.join("; ")
+        ))
+    }
+}
+
 /// Proposes a session to every other party; on any refusal aborts the ones
-/// that accepted. Returns the refusals if any.
+/// that accepted.
 async fn propose_all(
     node: &Arc<Node>,
     info: &SessionInfo,
     kind: pb::proposal::Kind,
-) -> Result<(), ApiError> {
+) -> Result<(), Refused> {
     let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
     let mut calls = Vec::new();
     for p in node.parties.iter().filter(|p| p.id != node.me) {
@@ -269,31 +343,33 @@ async fn propose_all(
             kind: Some(kind.clone()),
         };
         calls.push(async move {
-            let r = match tokio::time::timeout(timeout, c.propose(req)).await {
-                Err(_) => Err(format!(
-                    "{name}: no answer within {} ms",
-                    timeout.as_millis()
+            match tokio::time::timeout(timeout, c.propose(req)).await {
+                Err(_) => Err((
+                    format!("{name}: no answer within {} ms", timeout.as_millis()),
+                    false,
                 )),
-                Ok(Err(s)) => Err(format!("{name}: unreachable ({})", s.message())),
-                Ok(Ok(r)) if !r.get_ref().accepted => {
-                    Err(format!("{name}: declined ({})", r.get_ref().reason))
-                }
+                Ok(Err(s)) => Err((format!("{name}: unreachable ({})", s.message()), false)),
+                Ok(Ok(r)) if !r.get_ref().accepted => Err((
+                    format!("{name}: declined ({})", r.get_ref().reason),
+                    r.get_ref().missing_aux,
+                )),
                 Ok(Ok(_)) => Ok(()),
-            };
-            r
+            }
         });
     }
-    let results = futures::future::join_all(calls).await;
-    let refusals: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    let refusals: Vec<(String, bool)> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
     if refusals.is_empty() {
         return Ok(());
     }
     node.send_abort(info, "another party refused").await;
-    Err(ApiError::Unavailable(format!(
-        "keygen needs all {} parties: {}",
-        node.parties.len(),
-        refusals.join("; ")
-    )))
+    Err(Refused {
+        missing_aux: refusals.iter().any(|r| r.1),
+        reasons: refusals.into_iter().map(|r| r.0).collect(),
+    })
 }
 
 async fn start_all(node: &Arc<Node>, info: &SessionInfo) -> Result<(), ApiError> {
@@ -346,7 +422,15 @@ fn failure(stage: &str, f: SessionFailure) -> ApiError {
     }
 }
 
-async fn run_aux(node: &Arc<Node>, p: &Progress, started: Instant) -> Result<(), ApiError> {
+async fn run_aux(
+    node: &Arc<Node>,
+    client: &ClientEntry,
+    p: &Progress,
+    started: Instant,
+) -> Result<(), ApiError> {
+    if node.primes.ready() == 0 {
+        return Err(no_primes(node));
+    }
     let set = session::party_set_id(&node.party_ids());
     let mut nonce = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);
@@ -357,7 +441,7 @@ async fn run_aux(node: &Arc<Node>, p: &Progress, started: Instant) -> Result<(),
         me: node.my_index(),
         parties: node.party_ids(),
     };
-    let reg = node.register(info.clone(), false)?;
+    let reg = node.register(info.clone(), false, None)?;
     progress(
         p,
         started,
@@ -371,17 +455,20 @@ async fn run_aux(node: &Arc<Node>, p: &Progress, started: Instant) -> Result<(),
         pb::proposal::Kind::Aux(pb::AuxProposal {
             party_set: set.to_vec(),
             nonce: nonce.to_vec(),
+            requested_by: client.name.clone(),
+            requested_by_cert: client_fingerprint(client)?.to_vec(),
         }),
     )
-    .await?;
+    .await
+    .map_err(|r| r.into_error(node))?;
     start_all(node, &info).await?;
     progress(
         p,
         started,
         "aux_info",
         format!(
-            "running (primes ready here: {}; a party with an empty pool generates now)",
-            node.primes.ready()
+            "running (Paillier keys from pooled primes, proofs; primes left here: {})",
+            node.primes.ready().saturating_sub(1)
         ),
     )
     .await;
@@ -400,15 +487,33 @@ async fn run_aux(node: &Arc<Node>, p: &Progress, started: Instant) -> Result<(),
     Ok(())
 }
 
+/// SHA-256 of a client's certificate.
+fn client_fingerprint(c: &ClientEntry) -> Result<[u8; 32], ApiError> {
+    crate::tls::cert_der_from_pem(&c.cert)
+        .map(|d| crate::tls::fingerprint(&d))
+        .map_err(|e| ApiError::Internal(format!("client {} certificate: {e}", c.name)))
+}
+
+/// The error when this node has no safe primes ready.
+pub fn no_primes(node: &Node) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "no safe primes ready at {} (the pool is {}): aux-info generation needs one set per party; \
+         retry when `tssctl health` shows primes_ready >= 1",
+        node.cfg.name,
+        if node.primes.generating() { "generating" } else { "empty and not configured to refill" }
+    ))
+}
+
 /// Keygen as coordinator.
 pub async fn keygen(
     node: Arc<Node>,
-    client: &str,
+    client: &ClientEntry,
     key_id: String,
     p: Progress,
 ) -> Result<KeyRecord, ApiError> {
     let started = Instant::now();
     keygen::record::check_key_id(&key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let _reserved = node.reserve_key(&key_id)?;
     let n = node.clone();
     let k = key_id.clone();
     if blocking(move || flows::load_key_record(&n, &k))
@@ -430,7 +535,7 @@ pub async fn keygen(
         let aux = match blocking(move || flows::load_aux(&n)).await? {
             Some(a) => a,
             None => {
-                run_aux(&node, &p, started).await?;
+                run_aux(&node, client, &p, started).await?;
                 let n = node.clone();
                 blocking(move || flows::load_aux(&n))
                     .await?
@@ -448,7 +553,7 @@ pub async fn keygen(
             me: node.my_index(),
             parties: node.party_ids(),
         };
-        let reg = node.register(info.clone(), false)?;
+        let reg = node.register(info.clone(), false, None)?;
         progress(
             &p,
             started,
@@ -465,11 +570,12 @@ pub async fn keygen(
             nonce: nonce.to_vec(),
             aux_id: aux.aux_id.to_vec(),
             threshold: u32::from(node.cfg.threshold),
-            requested_by: client.to_owned(),
+            requested_by: client.name.clone(),
+            requested_by_cert: client_fingerprint(client)?.to_vec(),
         });
         match propose_all(&node, &info, kind).await {
             Ok(()) => {}
-            Err(ApiError::Unavailable(m)) if attempt == 0 && m.contains("missing aux info") => {
+            Err(r) if attempt == 0 && r.missing_aux => {
                 // A party lost or never stored this aux info: make new aux info.
                 drop(reg);
                 let n = node.clone();
@@ -478,16 +584,17 @@ pub async fn keygen(
                     Ok(())
                 })
                 .await?;
+                let why = r.reasons.join("; ");
                 progress(
                     &p,
                     started,
                     "aux_info",
-                    format!("a party lacks the current aux info ({m}); generating anew"),
+                    format!("a party lacks the current aux info ({why}); generating anew"),
                 )
                 .await;
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(r) => return Err(r.into_error(&node)),
         }
         start_all(&node, &info).await?;
         progress(

@@ -251,6 +251,32 @@ pub async fn run(keep: Option<PathBuf>, fresh_primes: bool) -> anyhow::Result<se
     }
     let mut admin = client::connect_with_files(dirs.addrs[0], &node_cert(0), &dirs.admin).await?;
     step(t0, "all three nodes healthy");
+    if fresh_primes {
+        // Each node fills its prime pool in the background from start-up;
+        // aux-info generation needs one set at every party.
+        loop {
+            let mut ready = Vec::new();
+            for i in 0..3 {
+                let mut c =
+                    client::connect_with_files(dirs.addrs[i], &node_cert(i), &dirs.admin).await?;
+                ready.push(
+                    c.health(pb::HealthRequest {})
+                        .await?
+                        .into_inner()
+                        .primes_ready,
+                );
+            }
+            if ready.iter().all(|&r| r >= 1) {
+                break;
+            }
+            step(
+                t0,
+                &format!("  waiting for safe primes at each party (sets ready: {ready:?})"),
+            );
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        step(t0, "safe primes ready at every party");
+    }
 
     let key_id = "demo-key";
     step(

@@ -123,11 +123,16 @@ pub async fn keygen(
         let share_bytes = ecdsa::encode_share(&share);
         // Share first, then the record that makes the key visible: a crash
         // in between leaves no usable half key.
-        n2.store.put(
+        if !n2.store.insert_new(
             RecordKind::KeyShare,
             rec.key_id.as_bytes(),
             share_bytes.expose(),
-        )?;
+        )? {
+            return Err(ApiError::AlreadyExists(format!(
+                "a share of key {} already exists; not overwritten",
+                rec.key_id
+            )));
+        }
         n2.store.flush()?;
         n2.store
             .put(RecordKind::KeyInfo, rec.key_id.as_bytes(), &rec.encode())?;

@@ -44,11 +44,19 @@ pub struct Party {
     pub client: Option<PeerClient<Channel>>,
 }
 
+/// Envelopes a session buffers before its engine reads them. Every party
+/// sends at most a handful of messages per round, so this is generous.
+const INBOX_DEPTH: usize = 32;
+
 /// A session waiting for messages or running.
 struct Slot {
     info: Arc<SessionInfo>,
     inbound: mpsc::Sender<Received>,
     start: Option<oneshot::Sender<()>>,
+    /// Distinguishes a re-registered id from the one that owned it before.
+    generation: u64,
+    /// The peer that proposed it (`None` if we coordinate).
+    proposer: Option<PartyId>,
 }
 
 /// The node.
@@ -65,7 +73,9 @@ pub struct Node {
     pub parties: Vec<Party>,
     clients: HashMap<tls::Fingerprint, ClientEntry>,
     sessions: Mutex<HashMap<[u8; 32], Slot>>,
+    next_generation: std::sync::atomic::AtomicU64,
     aux_runs: Mutex<std::collections::HashSet<[u8; 32]>>,
+    keygens: Mutex<std::collections::HashSet<String>>,
     permits: Arc<Semaphore>,
     /// Safe-prime pool.
     pub primes: Arc<PrimePool>,
@@ -79,12 +89,13 @@ pub struct Registered {
     pub info: Arc<SessionInfo>,
     inbound: Option<mpsc::Receiver<Received>>,
     start: Option<oneshot::Receiver<()>>,
+    generation: u64,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.node.unregister(&self.info.id);
+        self.node.unregister(&self.info.id, self.generation);
     }
 }
 
@@ -98,6 +109,20 @@ impl Drop for AuxGuard {
     fn drop(&mut self) {
         if let Ok(mut s) = self.node.aux_runs.lock() {
             s.remove(&self.id);
+        }
+    }
+}
+
+/// Holds a key id reserved for one keygen (see [`Node::reserve_key`]).
+pub struct KeyReservation {
+    node: Arc<Node>,
+    key_id: String,
+}
+
+impl Drop for KeyReservation {
+    fn drop(&mut self) {
+        if let Ok(mut k) = self.node.keygens.lock() {
+            k.remove(&self.key_id);
         }
     }
 }
@@ -199,7 +224,9 @@ impl Node {
             parties,
             clients,
             sessions: Mutex::new(HashMap::new()),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
             aux_runs: Mutex::new(Default::default()),
+            keygens: Mutex::new(Default::default()),
             primes,
         }))
     }
@@ -259,6 +286,32 @@ impl Node {
         }
     }
 
+    /// Reserves a key id for one keygen at a time (coordinated or joined).
+    pub fn reserve_key(
+        self: &Arc<Self>,
+        key_id: &str,
+    ) -> Result<KeyReservation, crate::error::ApiError> {
+        let mut k = self
+            .keygens
+            .lock()
+            .map_err(|_| crate::error::ApiError::Internal("keygen registry poisoned".into()))?;
+        if !k.insert(key_id.to_owned()) {
+            return Err(crate::error::ApiError::AlreadyExists(format!(
+                "a keygen for key {key_id} is already running at {}",
+                self.cfg.name
+            )));
+        }
+        Ok(KeyReservation {
+            node: self.clone(),
+            key_id: key_id.to_owned(),
+        })
+    }
+
+    /// Whether any aux-info run is in progress here.
+    pub fn any_aux_running(&self) -> bool {
+        self.aux_runs.lock().map(|s| !s.is_empty()).unwrap_or(true)
+    }
+
     /// Whether our part of aux-info run `id` is still in progress.
     pub fn aux_running(&self, id: &[u8; 32]) -> bool {
         self.aux_runs
@@ -273,42 +326,60 @@ impl Node {
     }
 
     /// Registers a session so that its messages are accepted. Fails when the
-    /// id is in use or the node runs its maximum of sessions.
+    /// id is in use or the node runs its maximum of sessions. `proposer` is
+    /// the peer that asked for it: one peer may hold at most a quarter of
+    /// the session slots, so that it cannot starve the others.
     pub fn register(
         self: &Arc<Self>,
         info: SessionInfo,
         needs_start: bool,
+        proposer: Option<PartyId>,
     ) -> Result<Registered, crate::error::ApiError> {
         use crate::error::ApiError;
+        let max = self.cfg.limits.max_sessions;
+        let mut s = self
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("session registry poisoned".into()))?;
+        if let Some(p) = proposer {
+            let held = s.values().filter(|slot| slot.proposer == Some(p)).count();
+            if held >= (max / 4).max(1) {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "{} already runs {held} sessions for that party; retry later",
+                    self.cfg.name
+                )));
+            }
+        }
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             ApiError::ResourceExhausted(format!(
-                "node {} already runs {} sessions; retry later",
-                self.cfg.name, self.cfg.limits.max_sessions
+                "node {} already runs {max} sessions; retry later",
+                self.cfg.name
             ))
         })?;
-        let (tx, rx) = mpsc::channel(256);
+        let info = Arc::new(info);
+        if s.contains_key(&info.id) {
+            return Err(ApiError::AlreadyExists(
+                "a session with this id is already running".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(INBOX_DEPTH);
         let (start_tx, start_rx) = if needs_start {
             let (a, b) = oneshot::channel();
             (Some(a), Some(b))
         } else {
             (None, None)
         };
-        let info = Arc::new(info);
-        let mut s = self
-            .sessions
-            .lock()
-            .map_err(|_| ApiError::Internal("session registry poisoned".into()))?;
-        if s.contains_key(&info.id) {
-            return Err(ApiError::AlreadyExists(
-                "a session with this id is already running".into(),
-            ));
-        }
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         s.insert(
             info.id,
             Slot {
                 info: info.clone(),
                 inbound: tx,
                 start: start_tx,
+                generation,
+                proposer,
             },
         );
         Ok(Registered {
@@ -316,13 +387,16 @@ impl Node {
             info,
             inbound: Some(rx),
             start: start_rx,
+            generation,
             _permit: permit,
         })
     }
 
-    fn unregister(&self, id: &[u8; 32]) {
+    fn unregister(&self, id: &[u8; 32], generation: u64) {
         if let Ok(mut s) = self.sessions.lock() {
-            s.remove(id);
+            if s.get(id).is_some_and(|slot| slot.generation == generation) {
+                s.remove(id);
+            }
         }
     }
 

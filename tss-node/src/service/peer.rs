@@ -69,10 +69,32 @@ fn decline(reason: impl Into<String>) -> pb::ProposalReply {
     pb::ProposalReply {
         accepted: false,
         reason: reason.into(),
+        missing_aux: false,
+    }
+}
+
+fn accept() -> pb::ProposalReply {
+    pb::ProposalReply {
+        accepted: true,
+        reason: String::new(),
+        missing_aux: false,
     }
 }
 
 impl PeerService {
+    /// Keygen and aux-info runs must be asked for by an admin client that
+    /// this node also knows as admin (the proposing party names it).
+    fn check_admin(&self, name: &str, fingerprint: &[u8]) -> Result<(), String> {
+        let fp: Option<crate::tls::Fingerprint> = fingerprint.try_into().ok();
+        match fp.and_then(|fp| self.node.client(&fp)) {
+            Some(c) if c.role == crate::config::Role::Admin => Ok(()),
+            _ => Err(format!(
+                "{name:?} is not an admin client of {}",
+                self.node.cfg.name
+            )),
+        }
+    }
+
     async fn propose_inner(
         &self,
         from: &Party,
@@ -94,13 +116,25 @@ impl PeerService {
                 if session::aux_execution_id(&my_set, &nonce) != id {
                     return Ok(decline("session id does not match the proposal"));
                 }
+                if let Err(why) = self.check_admin(&a.requested_by, &a.requested_by_cert) {
+                    return Ok(decline(why));
+                }
+                if node.any_aux_running() {
+                    return Ok(decline(format!(
+                        "an aux-info run is already in progress at {}",
+                        node.cfg.name
+                    )));
+                }
+                if node.primes.ready() == 0 {
+                    return Ok(decline(coordinator::no_primes(node).to_string()));
+                }
                 let info = SessionInfo {
                     id,
                     protocol: Protocol::AuxInfo,
                     me: node.my_index(),
                     parties: node.party_ids(),
                 };
-                let mut reg = node.register(info, true)?;
+                let mut reg = node.register(info, true, Some(from.id))?;
                 let n = node.clone();
                 tokio::spawn(async move {
                     if let Err(f) = reg.wait_start(start_wait).await {
@@ -112,10 +146,7 @@ impl PeerService {
                     }
                 });
                 tracing::info!(from = %from.name, "accepted aux-info generation");
-                Ok(pb::ProposalReply {
-                    accepted: true,
-                    reason: String::new(),
-                })
+                Ok(accept())
             }
             Some(pb::proposal::Kind::Keygen(k)) => {
                 let nonce: [u8; 32] = sid(&k.nonce)?;
@@ -136,6 +167,13 @@ impl PeerService {
                 if session::keygen_execution_id(&k.key_id, &my_set, &nonce) != id {
                     return Ok(decline("session id does not match the proposal"));
                 }
+                if let Err(why) = self.check_admin(&k.requested_by, &k.requested_by_cert) {
+                    return Ok(decline(why));
+                }
+                let reservation = match node.reserve_key(&k.key_id) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(decline(e.to_string())),
+                };
                 let (n, key_id) = (node.clone(), k.key_id.clone());
                 let (exists, aux) = blocking(move || {
                     Ok((
@@ -155,11 +193,15 @@ impl PeerService {
                 // Our part of that aux-info run may still be finishing (the
                 // last round's proofs take a while): accept, and wait for it.
                 if aux.is_none() && !node.aux_running(&aux_id) {
-                    return Ok(decline(format!(
-                        "missing aux info {} at {}",
-                        hex::encode(aux_id),
-                        node.cfg.name
-                    )));
+                    return Ok(pb::ProposalReply {
+                        accepted: false,
+                        reason: format!(
+                            "missing aux info {} at {}",
+                            hex::encode(aux_id),
+                            node.cfg.name
+                        ),
+                        missing_aux: true,
+                    });
                 }
                 let info = SessionInfo {
                     id,
@@ -167,9 +209,10 @@ impl PeerService {
                     me: node.my_index(),
                     parties: node.party_ids(),
                 };
-                let mut reg = node.register(info, true)?;
+                let mut reg = node.register(info, true, Some(from.id))?;
                 let n = node.clone();
                 tokio::spawn(async move {
+                    let _reservation = reservation;
                     if let Err(f) = reg.wait_start(start_wait).await {
                         tracing::warn!(failure = %f, "keygen session never started");
                         return;
@@ -189,10 +232,7 @@ impl PeerService {
                     }
                 });
                 tracing::info!(from = %from.name, "accepted keygen");
-                Ok(pb::ProposalReply {
-                    accepted: true,
-                    reason: String::new(),
-                })
+                Ok(accept())
             }
             Some(pb::proposal::Kind::Sign(s)) => self.propose_sign(from, id, s).await,
         }
@@ -240,22 +280,32 @@ impl PeerService {
         }
         // Hash the message ourselves: never sign a digest we did not compute.
         let (data, digest) = hash.data_to_sign(&s.message);
+        if coordinator::already_signed(node, &record.key_id, &s.request_id, &digest).await? {
+            return Ok(decline(coordinator::replayed().to_string()));
+        }
         let eid = session::sign_execution_id(&record.key_id, &signers, &s.request_id, &digest);
         if eid != id {
             return Ok(decline("session id does not match the proposal"));
         }
+        let info = coordinator::sign_session(&record, &signers, record.my_index, eid)?;
+        let reg = node.register(info, false, Some(from.id))?;
         if let Err(e) = coordinator::mark_seen(node, eid).await {
             return Ok(decline(e.to_string()));
         }
-        let info = coordinator::sign_session(&record, &signers, record.my_index, eid)?;
-        let reg = node.register(info, false)?;
         let (n, key_id) = (node.clone(), record.key_id.clone());
         let share = blocking(move || flows::load_share(&n, &key_id)).await?;
         let n = node.clone();
+        let n2 = node.clone();
+        let request_id = s.request_id.clone();
         let coordinator_name = from.name.clone();
         tokio::spawn(async move {
             match flows::sign(n, reg, share, signers, data).await {
                 Ok(_) => {
+                    if let Err(e) =
+                        coordinator::record_signed(&n2, &record.key_id, &request_id, &digest).await
+                    {
+                        tracing::error!(error = %e, "cannot record a signed request");
+                    }
                     tracing::info!(coordinator = %coordinator_name, key_id = %record.key_id, "co-signed")
                 }
                 Err(f) => {
@@ -264,10 +314,7 @@ impl PeerService {
             }
         });
         tracing::info!(from = %from.name, requested_by = %s.requested_by, "accepted signing");
-        Ok(pb::ProposalReply {
-            accepted: true,
-            reason: String::new(),
-        })
+        Ok(accept())
     }
 }
 

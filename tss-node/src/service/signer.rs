@@ -89,7 +89,7 @@ impl pb::signer_server::Signer for SignerService {
             }
         });
         tokio::spawn(async move {
-            let r = coordinator::keygen(node, &c.name, key_id, ptx).await;
+            let r = coordinator::keygen(node, &c, key_id, ptx).await;
             let ev = match r {
                 Ok(rec) => Ok(pb::KeygenEvent {
                     event: Some(pb::keygen_event::Event::Done(key_info(&rec))),
