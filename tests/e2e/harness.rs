@@ -152,3 +152,17 @@ pub fn assert_valid(public_key: &[u8], digest: &[u8], r: &pb::SignResponse) {
     );
     assert_eq!(u32::from(r.signature_rsv[64]), r.v);
 }
+
+/// Every file below `dir`.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

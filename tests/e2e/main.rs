@@ -10,4 +10,5 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod cli;
 mod signing;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 use tonic::Code;
 
+use crate::harness::walk;
 use crate::harness::{assert_valid, sign_request, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +123,8 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         let mut other = cluster.client(i, "gateway").await;
         let err = other.sign(req.clone()).await.unwrap_err();
         assert!(
-            matches!(err.code(), Code::AlreadyExists | Code::Unavailable) && err.message().contains("already used"),
+            matches!(err.code(), Code::AlreadyExists | Code::Unavailable)
+                && err.message().contains("already used"),
             "replay via node {i}: {err:?}"
         );
     }
@@ -250,17 +252,4 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         stderr.contains("passphrase is wrong"),
         "clear error: {stderr}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

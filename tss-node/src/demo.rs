@@ -191,8 +191,13 @@ fn step(t0: Instant, msg: &str) {
     eprintln!("[{:>7.2} s] {msg}", t0.elapsed().as_secs_f64());
 }
 
-/// Runs the demo; returns the final JSON line.
-pub async fn run(keep: Option<PathBuf>, fresh_primes: bool) -> anyhow::Result<serde_json::Value> {
+/// Runs the demo; returns the final JSON line. `signs` > 1 signs that many
+/// messages in sequence and reports Sign latency through the API.
+pub async fn run(
+    keep: Option<PathBuf>,
+    fresh_primes: bool,
+    signs: usize,
+) -> anyhow::Result<serde_json::Value> {
     let t0 = Instant::now();
     let tmp;
     let root = match &keep {
@@ -362,6 +367,40 @@ pub async fn run(keep: Option<PathBuf>, fresh_primes: bool) -> anyhow::Result<se
             if verified { "OK" } else { "FAILED" }
         ),
     );
+    if signs > 1 {
+        step(
+            t0,
+            &format!(
+                "measuring: {} more sequential Sign calls through {}",
+                signs - 1,
+                NAMES[1]
+            ),
+        );
+        let mut ms = Vec::with_capacity(signs);
+        for k in 1..signs {
+            let t = Instant::now();
+            gw.sign(pb::SignRequest {
+                key_id: key_id.into(),
+                message: format!("latency probe {k}").into_bytes(),
+                hash: pb::HashAlgorithm::Sha256 as i32,
+                request_id: rand::random::<[u8; 16]>().to_vec(),
+            })
+            .await?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(f64::total_cmp);
+        let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+        step(
+            t0,
+            &format!(
+                "Sign latency through the API (full protocol, {} calls): p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+                ms.len(),
+                pct(0.5),
+                pct(0.9),
+                pct(1.0)
+            ),
+        );
+    }
     drop(procs);
     step(t0, "nodes stopped");
     if let Some(d) = &keep {

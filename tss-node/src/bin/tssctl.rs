@@ -49,6 +49,9 @@ enum Cmd {
         /// committed TEST-ONLY ones.
         #[arg(long)]
         fresh_primes: bool,
+        /// Sign this many messages (sequentially) and report Sign latency.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        signs: u16,
     },
     /// Create a client identity (TLS key and certificate) in a folder.
     ClientInit {
@@ -161,8 +164,12 @@ fn key_json(k: &pb::KeyInfo) -> serde_json::Value {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Demo { keep, fresh_primes } => {
-            let out = tss_node::demo::run(keep, fresh_primes).await?;
+        Cmd::Demo {
+            keep,
+            fresh_primes,
+            signs,
+        } => {
+            let out = tss_node::demo::run(keep, fresh_primes, usize::from(signs)).await?;
             json(out);
         }
         Cmd::ClientInit { dir, name } => {
