@@ -166,3 +166,8 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Prints a test step with the time since `t0` (shown with `--nocapture`).
+pub fn step(t0: std::time::Instant, what: &str) {
+    eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+}

@@ -5,17 +5,16 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 use tonic::Code;
 
-use crate::harness::walk;
 use crate::harness::{assert_valid, sign_request, Cluster};
+use crate::harness::{step, walk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     let t0 = Instant::now();
-    eprintln!(
-        "[{:>6.1}s] Given a running three-party cluster with a fresh 2-of-3 key",
-        t0.elapsed().as_secs_f64()
+    step(
+        t0,
+        "Given a running three-party cluster with a fresh 2-of-3 key",
     );
-    // Given a running three-party cluster with a fresh 2-of-3 key
     let mut cluster = Cluster::start().await;
     // (while aux-info generation keeps every node busy, Health answers at once)
     let (key, health_ms) = tokio::join!(cluster.keygen(0, "e2e-key"), async {
@@ -46,11 +45,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     assert_eq!(key.parties.len(), 3);
     assert!(key.eth_address.starts_with("0x") && key.eth_address.len() == 42);
 
-    eprintln!(
-        "[{:>6.1}s] Then every node knows the same key",
-        t0.elapsed().as_secs_f64()
-    );
-    // Then every node knows the same key
+    step(t0, "Then every node knows the same key");
     for i in 0..3 {
         let mut c = cluster.client(i, "gateway").await;
         let k = c
@@ -72,8 +67,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         assert_eq!(list.keys.len(), 1);
     }
 
-    eprintln!("[{:>6.1}s] When 5 different messages are signed through each node, every signature verifies", t0.elapsed().as_secs_f64());
-    // When 5 different messages are signed through each node, every signature verifies
+    step(
+        t0,
+        "When 5 different messages are signed through each node, every signature verifies",
+    );
     for i in 0..3 {
         let mut c = cluster.client(i, "gateway").await;
         for m in 0..5 {
@@ -89,11 +86,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         }
     }
 
-    eprintln!(
-        "[{:>6.1}s] And the other hashes are computed by the node itself",
-        t0.elapsed().as_secs_f64()
-    );
-    // And the other hashes are computed by the node itself
+    step(t0, "And the other hashes are computed by the node itself");
     let mut c = cluster.client(2, "gateway").await;
     let msg = b"keccak message".to_vec();
     let mut req = sign_request("e2e-key", &msg);
@@ -109,11 +102,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         &r,
     );
 
-    eprintln!(
-        "[{:>6.1}s] And a replayed request id for the same message is refused",
-        t0.elapsed().as_secs_f64()
+    step(
+        t0,
+        "And a replayed request id for the same message is refused",
     );
-    // And a replayed request id for the same message is refused
     let req = sign_request("e2e-key", b"once");
     c.sign(req.clone()).await.unwrap();
     let err = c.sign(req.clone()).await.unwrap_err();
@@ -129,11 +121,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         );
     }
 
-    eprintln!(
-        "[{:>6.1}s] When one node stops, both remaining nodes still sign",
-        t0.elapsed().as_secs_f64()
-    );
-    // When one node stops, both remaining nodes still sign
+    step(t0, "When one node stops, both remaining nodes still sign");
     cluster.kill(2);
     for i in 0..2 {
         let mut c = cluster.client(i, "gateway").await;
@@ -150,8 +138,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         );
     }
 
-    eprintln!("[{:>6.1}s] When a second node stops, Sign fails with UNAVAILABLE naming the missing parties, quickly", t0.elapsed().as_secs_f64());
-    // When a second node stops, Sign fails with UNAVAILABLE naming the missing parties, quickly
+    step(
+        t0,
+        "When a second node stops, Sign fails with UNAVAILABLE naming the missing parties, quickly",
+    );
     cluster.kill(1);
     let mut c = cluster.client(0, "gateway").await;
     let t = Instant::now();
@@ -175,11 +165,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         "UNAVAILABLE within 10 s, took {took:?}"
     );
 
-    eprintln!(
-        "[{:>6.1}s] When all three restart, the key is still there and signs",
-        t0.elapsed().as_secs_f64()
+    step(
+        t0,
+        "When all three restart, the key is still there and signs",
     );
-    // When all three restart, the key is still there and signs
     cluster.kill(0);
     for i in 0..3 {
         cluster.spawn(i);
@@ -198,11 +187,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
     }
 
-    eprintln!(
-        "[{:>6.1}s] And a second key reuses the party set's aux info: no new aux-info run",
-        t0.elapsed().as_secs_f64()
+    step(
+        t0,
+        "And a second key reuses the party set's aux info: no new aux-info run",
     );
-    // And a second key reuses the party set's aux info: no new aux-info run
     let t = Instant::now();
     let key2 = cluster.keygen(1, "e2e-key-2").await;
     assert_ne!(key2.public_key, key.public_key);
@@ -212,11 +200,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         t.elapsed()
     );
 
-    eprintln!(
-        "[{:>6.1}s] The sealed store does not hold the share in the clear",
-        t0.elapsed().as_secs_f64()
-    );
-    // The sealed store does not hold the share in the clear
+    step(t0, "The sealed store does not hold the share in the clear");
     cluster.kill(0);
     let dir = cluster.dirs.parties[0].clone();
     let pass = tss_node::config::read_passphrase(Some(&dir.join("passphrase"))).unwrap();
@@ -239,11 +223,10 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         );
     }
 
-    eprintln!(
-        "[{:>6.1}s] And a wrong passphrase is refused at start-up with a clear error",
-        t0.elapsed().as_secs_f64()
+    step(
+        t0,
+        "And a wrong passphrase is refused at start-up with a clear error",
     );
-    // And a wrong passphrase is refused at start-up with a clear error
     std::fs::write(dir.join("passphrase"), "definitely-the-wrong-passphrase").unwrap();
     let out = cluster.node_command(0).output().unwrap();
     assert!(!out.status.success());

@@ -273,3 +273,32 @@ mod tests {
         assert!(Envelope::decode(&t).is_err());
     }
 }
+
+#[cfg(test)]
+mod snapshot {
+    use super::*;
+    use crate::secret::SecretBytes;
+
+    /// The wire format is frozen: a change here breaks every deployed peer.
+    #[test]
+    fn envelope__encoding_should_match_snapshot() {
+        let key = IdentityKey::from_secret(&SecretBytes::new(vec![7; 32])).unwrap();
+        let e = Envelope::seal(
+            &key,
+            [9; 32],
+            Protocol::Keygen,
+            2,
+            1,
+            Some(0),
+            b"abc".to_vec(),
+        );
+        assert_eq!(hex::encode(e.encode()), SNAPSHOT);
+        let b = Envelope::seal(&key, [9; 32], Protocol::AuxInfo, 0, 2, None, vec![]);
+        assert_eq!(&hex::encode(b.encode())[..100], BROADCAST_HEADER);
+    }
+
+    // "TSE1" | session 09.. | keygen | seq 2 | sender 1 | p2p to 0 | len 3 | "abc" | Ed25519 signature
+    const SNAPSHOT: &str = "5453453109090909090909090909090909090909090909090909090909090909090909090200000002000101000000000003616263f2707db302814fb55796f15e03746bfc814d90fdf2be7544153b6e7ee8be0f66d4d37c9f128848851a6b709f55b876a6e96827de970f9e0fccf4dd5bd0cc720e";
+    // "TSE1" | session 09.. | aux info | seq 0 | sender 2 | broadcast | len 0
+    const BROADCAST_HEADER: &str = "5453453109090909090909090909090909090909090909090909090909090909090909090100000000000200000000000000";
+}
