@@ -596,6 +596,7 @@ pub async fn keygen(
             }
             Err(r) => return Err(r.into_error(&node)),
         }
+        let dkg_start = Instant::now();
         start_all(&node, &info).await?;
         progress(
             &p,
@@ -617,7 +618,11 @@ pub async fn keygen(
                     &p,
                     started,
                     "done",
-                    format!("key {key_id} sealed; public key {}", rec.public_key),
+                    format!(
+                        "key {key_id} sealed; DKG took {} ms; public key {}",
+                        dkg_start.elapsed().as_millis(),
+                        rec.public_key
+                    ),
                 )
                 .await;
                 Ok(rec)
