@@ -180,6 +180,15 @@ pub async fn sign(
             ))
         })?;
     let (data, digest) = hash.data_to_sign(&req.message);
+    let Some(_claim) = node.claim_request(session::sign_request_id(
+        &record.key_id,
+        &req.request_id,
+        &digest,
+    )) else {
+        return Err(ApiError::AlreadyExists(
+            "the same request (key, request id, message) is being signed right now".into(),
+        ));
+    };
     if already_signed(&node, &record.key_id, &req.request_id, &digest).await? {
         return Err(replayed());
     }
@@ -431,6 +440,7 @@ async fn run_aux(
     if node.primes.ready() == 0 {
         return Err(no_primes(node));
     }
+
     let set = session::party_set_id(&node.party_ids());
     let mut nonce = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);
@@ -441,6 +451,12 @@ async fn run_aux(
         me: node.my_index(),
         parties: node.party_ids(),
     };
+    let _in_progress = node.aux_in_progress(eid).ok_or_else(|| {
+        ApiError::FailedPrecondition(format!(
+            "an aux-info run is already in progress at {}; retry when it ends",
+            node.cfg.name
+        ))
+    })?;
     let reg = node.register(info.clone(), false, None)?;
     progress(
         p,
@@ -516,10 +532,7 @@ pub async fn keygen(
     let _reserved = node.reserve_key(&key_id)?;
     let n = node.clone();
     let k = key_id.clone();
-    if blocking(move || flows::load_key_record(&n, &k))
-        .await?
-        .is_some()
-    {
+    if blocking(move || flows::key_exists(&n, &k)).await? {
         return Err(ApiError::AlreadyExists(format!(
             "key {key_id} already exists: choose another id"
         )));
@@ -531,6 +544,9 @@ pub async fn keygen(
     }
     let set = session::party_set_id(&node.party_ids());
     for attempt in 0..2 {
+        // One "load or generate aux info" at a time: two keygens must not
+        // both start an aux-info run.
+        let aux_lock = node.aux_lock.lock().await;
         let n = node.clone();
         let aux = match blocking(move || flows::load_aux(&n)).await? {
             Some(a) => a,
@@ -544,6 +560,7 @@ pub async fn keygen(
                     })?
             }
         };
+        drop(aux_lock);
         let mut nonce = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
         let eid = session::keygen_execution_id(&key_id, &set, &nonce);

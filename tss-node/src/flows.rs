@@ -33,6 +33,17 @@ pub fn load_key_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>, A
     }
 }
 
+/// Whether this node holds anything of key `key_id` (record or share: a
+/// crash between the two writes leaves a share without a record).
+pub fn key_exists(node: &Node, key_id: &str) -> Result<bool, ApiError> {
+    Ok(node
+        .store
+        .contains(RecordKind::KeyInfo, key_id.as_bytes())?
+        || node
+            .store
+            .contains(RecordKind::KeyShare, key_id.as_bytes())?)
+}
+
 /// A key's share.
 pub fn load_share(node: &Node, key_id: &str) -> Result<KeyShare, ApiError> {
     let b = node
@@ -44,10 +55,10 @@ pub fn load_share(node: &Node, key_id: &str) -> Result<KeyShare, ApiError> {
 }
 
 /// Runs aux-info generation as one party and stores the result as the party
-/// set's current aux info.
+/// set's current aux info. The caller holds [`Node::aux_in_progress`] for
+/// the run from the moment it accepts or proposes it.
 pub async fn aux(node: Arc<Node>, reg: Registered) -> Result<[u8; 32], SessionFailure> {
     let info = reg.info.clone();
-    let _in_progress = node.aux_in_progress(info.id);
     let n = info.parties.len() as u16;
     let pool = node.primes.clone();
     let primes = tokio::task::spawn_blocking(move || pool.take())

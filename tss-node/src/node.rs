@@ -55,8 +55,6 @@ struct Slot {
     start: Option<oneshot::Sender<()>>,
     /// Distinguishes a re-registered id from the one that owned it before.
     generation: u64,
-    /// The peer that proposed it (`None` if we coordinate).
-    proposer: Option<PartyId>,
 }
 
 /// The node.
@@ -76,6 +74,10 @@ pub struct Node {
     next_generation: std::sync::atomic::AtomicU64,
     aux_runs: Mutex<std::collections::HashSet<[u8; 32]>>,
     keygens: Mutex<std::collections::HashSet<String>>,
+    signing: Mutex<std::collections::HashSet<[u8; 32]>>,
+    proposed: Mutex<HashMap<PartyId, usize>>,
+    /// Serialises "load or generate aux info" at the coordinator.
+    pub aux_lock: tokio::sync::Mutex<()>,
     permits: Arc<Semaphore>,
     /// Safe-prime pool.
     pub primes: Arc<PrimePool>,
@@ -90,12 +92,20 @@ pub struct Registered {
     inbound: Option<mpsc::Receiver<Received>>,
     start: Option<oneshot::Receiver<()>>,
     generation: u64,
+    proposer: Option<PartyId>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         self.node.unregister(&self.info.id, self.generation);
+        if let Some(p) = self.proposer {
+            if let Ok(mut held) = self.node.proposed.lock() {
+                if let Some(n) = held.get_mut(&p) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
     }
 }
 
@@ -108,6 +118,20 @@ pub struct AuxGuard {
 impl Drop for AuxGuard {
     fn drop(&mut self) {
         if let Ok(mut s) = self.node.aux_runs.lock() {
+            s.remove(&self.id);
+        }
+    }
+}
+
+/// Holds a signing request claimed (see [`Node::claim_request`]).
+pub struct RequestClaim {
+    node: Arc<Node>,
+    id: [u8; 32],
+}
+
+impl Drop for RequestClaim {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.node.signing.lock() {
             s.remove(&self.id);
         }
     }
@@ -227,6 +251,9 @@ impl Node {
             next_generation: std::sync::atomic::AtomicU64::new(1),
             aux_runs: Mutex::new(Default::default()),
             keygens: Mutex::new(Default::default()),
+            signing: Mutex::new(Default::default()),
+            proposed: Mutex::new(HashMap::new()),
+            aux_lock: tokio::sync::Mutex::new(()),
             primes,
         }))
     }
@@ -274,16 +301,19 @@ impl Node {
         self.parties.iter().map(|p| p.id).collect()
     }
 
-    /// Marks an aux-info run as in progress until the guard drops (after its
-    /// result is sealed).
-    pub fn aux_in_progress(self: &Arc<Self>, id: [u8; 32]) -> AuxGuard {
-        if let Ok(mut s) = self.aux_runs.lock() {
-            s.insert(id);
+    /// Marks aux-info run `id` as in progress until the guard drops (after
+    /// its result is sealed). `None` if another run is in progress here:
+    /// a node takes part in one aux-info run at a time.
+    pub fn aux_in_progress(self: &Arc<Self>, id: [u8; 32]) -> Option<AuxGuard> {
+        let mut s = self.aux_runs.lock().ok()?;
+        if !s.is_empty() {
+            return None;
         }
-        AuxGuard {
+        s.insert(id);
+        Some(AuxGuard {
             node: self.clone(),
             id,
-        }
+        })
     }
 
     /// Reserves a key id for one keygen at a time (coordinated or joined).
@@ -307,9 +337,15 @@ impl Node {
         })
     }
 
-    /// Whether any aux-info run is in progress here.
-    pub fn any_aux_running(&self) -> bool {
-        self.aux_runs.lock().map(|s| !s.is_empty()).unwrap_or(true)
+    /// Claims a signing request (key, request id, digest) while it is being
+    /// signed here, so that the same request cannot run twice at once
+    /// through two coordinators (any two signer pairs share a party).
+    pub fn claim_request(self: &Arc<Self>, id: [u8; 32]) -> Option<RequestClaim> {
+        let mut s = self.signing.lock().ok()?;
+        s.insert(id).then(|| RequestClaim {
+            node: self.clone(),
+            id,
+        })
     }
 
     /// Whether our part of aux-info run `id` is still in progress.
@@ -342,10 +378,14 @@ impl Node {
             .lock()
             .map_err(|_| ApiError::Internal("session registry poisoned".into()))?;
         if let Some(p) = proposer {
-            let held = s.values().filter(|slot| slot.proposer == Some(p)).count();
-            if held >= (max / 4).max(1) {
+            let mut held = self
+                .proposed
+                .lock()
+                .map_err(|_| ApiError::Internal("quota poisoned".into()))?;
+            let n = held.entry(p).or_insert(0);
+            if *n >= (max / 4).max(2) {
                 return Err(ApiError::ResourceExhausted(format!(
-                    "{} already runs {held} sessions for that party; retry later",
+                    "{} already runs {n} sessions for that party; retry later",
                     self.cfg.name
                 )));
             }
@@ -379,7 +419,6 @@ impl Node {
                 inbound: tx,
                 start: start_tx,
                 generation,
-                proposer,
             },
         );
         Ok(Registered {
@@ -388,6 +427,7 @@ impl Node {
             inbound: Some(rx),
             start: start_rx,
             generation,
+            proposer,
             _permit: permit,
         })
     }
@@ -413,6 +453,15 @@ impl Node {
         if !slot.info.parties.contains(&from) {
             return Err(ApiError::PermissionDenied(
                 "sender is not a party of this session".into(),
+            ));
+        }
+        // Cheap checks before buffering; the session checks everything else
+        // (signature, sequence) in order.
+        let sender_ok = slot.info.parties.get(usize::from(envelope.sender)) == Some(&from);
+        let recipient_ok = envelope.recipient.is_none_or(|r| r == slot.info.me);
+        if envelope.protocol != slot.info.protocol || !sender_ok || !recipient_ok {
+            return Err(ApiError::InvalidArgument(
+                "envelope does not fit this session (protocol, sender or recipient)".into(),
             ));
         }
         slot.inbound

@@ -175,7 +175,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::ClientInit { dir, name } => {
             let cert = tss_node::init::init_client(&dir, &name)?;
             println!("created client {name} in {}", dir.display());
-            println!("add it to each node.toml it may call:\n\n[[clients]]\nname = {name:?}\nrole = \"gateway\"  # or \"admin\"\ncert = \"\"\"\n{}\"\"\"", cert.trim_end());
+            println!("add it to the node.toml of each node it may call (an admin: of every node):\n\n[[clients]]\nname = {name:?}\nrole = \"gateway\"  # or \"admin\"\ncert = \"\"\"\n{}\"\"\"", cert.trim_end());
         }
         Cmd::Keygen { conn, key } => {
             let mut c = connect(&conn).await?;

@@ -119,12 +119,6 @@ impl PeerService {
                 if let Err(why) = self.check_admin(&a.requested_by, &a.requested_by_cert) {
                     return Ok(decline(why));
                 }
-                if node.any_aux_running() {
-                    return Ok(decline(format!(
-                        "an aux-info run is already in progress at {}",
-                        node.cfg.name
-                    )));
-                }
                 if node.primes.ready() == 0 {
                     return Ok(decline(coordinator::no_primes(node).to_string()));
                 }
@@ -135,8 +129,15 @@ impl PeerService {
                     parties: node.party_ids(),
                 };
                 let mut reg = node.register(info, true, Some(from.id))?;
+                let Some(in_progress) = node.aux_in_progress(id) else {
+                    return Ok(decline(format!(
+                        "an aux-info run is already in progress at {}",
+                        node.cfg.name
+                    )));
+                };
                 let n = node.clone();
                 tokio::spawn(async move {
+                    let _in_progress = in_progress;
                     if let Err(f) = reg.wait_start(start_wait).await {
                         tracing::warn!(failure = %f, "aux-info session never started");
                         return;
@@ -175,13 +176,9 @@ impl PeerService {
                     Err(e) => return Ok(decline(e.to_string())),
                 };
                 let (n, key_id) = (node.clone(), k.key_id.clone());
-                let (exists, aux) = blocking(move || {
-                    Ok((
-                        flows::load_key_record(&n, &key_id)?.is_some(),
-                        flows::load_aux(&n)?,
-                    ))
-                })
-                .await?;
+                let (exists, aux) =
+                    blocking(move || Ok((flows::key_exists(&n, &key_id)?, flows::load_aux(&n)?)))
+                        .await?;
                 if exists {
                     return Ok(decline(format!(
                         "key {} already exists at {}",
@@ -280,6 +277,13 @@ impl PeerService {
         }
         // Hash the message ourselves: never sign a digest we did not compute.
         let (data, digest) = hash.data_to_sign(&s.message);
+        let Some(claim) = node.claim_request(session::sign_request_id(
+            &record.key_id,
+            &s.request_id,
+            &digest,
+        )) else {
+            return Ok(decline("the same request is being signed here right now"));
+        };
         if coordinator::already_signed(node, &record.key_id, &s.request_id, &digest).await? {
             return Ok(decline(coordinator::replayed().to_string()));
         }
@@ -299,6 +303,7 @@ impl PeerService {
         let request_id = s.request_id.clone();
         let coordinator_name = from.name.clone();
         tokio::spawn(async move {
+            let _claim = claim;
             match flows::sign(n, reg, share, signers, data).await {
                 Ok(_) => {
                     if let Err(e) =
