@@ -130,6 +130,23 @@ pub fn sign_request(key_id: &str, message: &[u8]) -> pb::SignRequest {
     }
 }
 
+/// Signs `message` (SHA-256) through `c` and checks the signature with k256.
+pub async fn sign_sha256_ok(
+    c: &mut Client,
+    public_key: &[u8],
+    key_id: &str,
+    message: &[u8],
+) -> pb::SignResponse {
+    use sha2::Digest;
+    let r = c
+        .sign(sign_request(key_id, message))
+        .await
+        .expect("sign")
+        .into_inner();
+    assert_valid(public_key, &sha2::Sha256::digest(message), &r);
+    r
+}
+
 /// Checks a signature with k256: verifies, s is low, v recovers the key.
 pub fn assert_valid(public_key: &[u8], digest: &[u8], r: &pb::SignResponse) {
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).expect("public key");

@@ -6,7 +6,7 @@ use sha2::Digest;
 use tonic::Code;
 
 use crate::harness::{assert_valid, sign_request, Cluster};
-use crate::harness::{step, walk};
+use crate::harness::{sign_sha256_ok, step, walk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
@@ -75,12 +75,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
         let mut c = cluster.client(i, "gateway").await;
         for m in 0..5 {
             let msg = format!("message {m} through node {i}").into_bytes();
-            let r = c
-                .sign(sign_request("e2e-key", &msg))
-                .await
-                .unwrap()
-                .into_inner();
-            assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
+            let r = sign_sha256_ok(&mut c, &key.public_key, "e2e-key", &msg).await;
             assert_eq!(r.digest, sha2::Sha256::digest(&msg).to_vec());
             assert_eq!(r.signers.len(), 2);
         }
@@ -137,12 +132,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     for &i in &rest {
         let mut c = cluster.client(i, "gateway").await;
         let msg = format!("with {} down, via {i}", names[first]).into_bytes();
-        let r = c
-            .sign(sign_request("e2e-key", &msg))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
+        let r = sign_sha256_ok(&mut c, &key.public_key, "e2e-key", &msg).await;
         assert!(
             !r.signers.iter().any(|s| s == names[first]),
             "the stopped party did not sign"
@@ -188,12 +178,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     for i in 0..3 {
         let mut c = cluster.client(i, "gateway").await;
         let msg = format!("after restart via {i}").into_bytes();
-        let r = c
-            .sign(sign_request("e2e-key", &msg))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_valid(&key.public_key, &sha2::Sha256::digest(&msg), &r);
+        sign_sha256_ok(&mut c, &key.public_key, "e2e-key", &msg).await;
     }
 
     step(
