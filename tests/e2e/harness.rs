@@ -94,6 +94,15 @@ impl Cluster {
             .expect("healthy");
     }
 
+    /// Health of node `i`, asked as the admin client.
+    pub async fn health(&self, i: usize) -> pb::HealthResponse {
+        let mut c = self.client(i, "admin").await;
+        c.health(pb::HealthRequest {})
+            .await
+            .expect("health")
+            .into_inner()
+    }
+
     pub async fn keygen(&self, i: usize, key_id: &str) -> pb::KeyInfo {
         let mut c = self.client(i, "admin").await;
         let mut s = c

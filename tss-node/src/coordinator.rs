@@ -23,7 +23,7 @@ use tss_core::store::RecordKind;
 use crate::config::ClientEntry;
 use crate::error::{blocking, ApiError};
 use crate::flows;
-use crate::node::{Node, SessionFailure};
+use crate::node::{Node, RequestClaim, SessionFailure};
 
 /// Progress reports of a long request.
 pub type Progress = tokio::sync::mpsc::Sender<pb::KeygenProgress>;
@@ -80,15 +80,32 @@ fn signed_key(key_id: &str, request_id: &[u8], digest: &[u8; 32]) -> Vec<u8> {
     .concat()
 }
 
-/// Whether this node already signed this request (with any co-signer).
-pub async fn already_signed(
+/// Claims a signing request (key, request id, digest) at this node, as
+/// coordinator or co-signer. Refused if it is being signed here right now or
+/// was signed here before: any two signer pairs share a party, so a replay
+/// through any node or pair meets a party that refuses it.
+pub async fn claim_fresh_request(
     node: &Arc<Node>,
     key_id: &str,
     request_id: &[u8],
     digest: &[u8; 32],
-) -> Result<bool, ApiError> {
+) -> Result<RequestClaim, ApiError> {
+    let claim = node
+        .claim_request(session::sign_request_id(key_id, request_id, digest))
+        .ok_or_else(|| {
+            ApiError::AlreadyExists(format!(
+                "the same request (key, request id, message) is being signed at {} right now",
+                node.cfg.name
+            ))
+        })?;
     let (n, k) = (node.clone(), signed_key(key_id, request_id, digest));
-    blocking(move || Ok(n.store.contains(RecordKind::SeenExecution, &k)?)).await
+    if blocking(move || Ok(n.store.contains(RecordKind::SeenExecution, &k)?)).await? {
+        return Err(ApiError::AlreadyExists(
+            "this request id was already used to sign this message with this key: use a new request id"
+                .into(),
+        ));
+    }
+    Ok(claim)
 }
 
 /// Records that this node signed this request; later replays are refused.
@@ -105,14 +122,6 @@ pub async fn record_signed(
         Ok(())
     })
     .await
-}
-
-/// The error for a replayed request.
-pub fn replayed() -> ApiError {
-    ApiError::AlreadyExists(
-        "this request id was already used to sign this message with this key: use a new request id"
-            .into(),
-    )
 }
 
 /// Records an execution id as used; refuses one seen before.
@@ -180,18 +189,7 @@ pub async fn sign(
             ))
         })?;
     let (data, digest) = hash.data_to_sign(&req.message);
-    let Some(_claim) = node.claim_request(session::sign_request_id(
-        &record.key_id,
-        &req.request_id,
-        &digest,
-    )) else {
-        return Err(ApiError::AlreadyExists(
-            "the same request (key, request id, message) is being signed right now".into(),
-        ));
-    };
-    if already_signed(&node, &record.key_id, &req.request_id, &digest).await? {
-        return Err(replayed());
-    }
+    let _claim = claim_fresh_request(&node, &record.key_id, &req.request_id, &digest).await?;
     let me = record.my_index;
     let ids = record
         .party_ids()
@@ -199,6 +197,8 @@ pub async fn sign(
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (n, key_id) = (node.clone(), record.key_id.clone());
+    let share = Arc::new(blocking(move || flows::load_share(&n, &key_id)).await?);
     let mut failures = Vec::new();
     for (cand, cand_id) in ids.iter().enumerate() {
         let cand = cand as u16;
@@ -255,11 +255,8 @@ pub async fn sign(
             }
             Ok(Ok(_)) => {}
         }
-        let n = node.clone();
-        let key_id = record.key_id.clone();
-        let share = blocking(move || flows::load_share(&n, &key_id)).await?;
         let info = reg.info.clone();
-        match flows::sign(node.clone(), reg, share, signers.clone(), data).await {
+        match flows::sign(node.clone(), reg, share.clone(), signers.clone(), data).await {
             Ok(sig) => {
                 let mut rs = [0u8; 64];
                 sig.write_to_slice(&mut rs);
@@ -445,12 +442,7 @@ async fn run_aux(
     let mut nonce = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);
     let eid = session::aux_execution_id(&set, &nonce);
-    let info = SessionInfo {
-        id: eid,
-        protocol: Protocol::AuxInfo,
-        me: node.my_index(),
-        parties: node.party_ids(),
-    };
+    let info = node.ceremony_session(eid, Protocol::AuxInfo);
     let _in_progress = node.aux_in_progress(eid).ok_or_else(|| {
         ApiError::FailedPrecondition(format!(
             "an aux-info run is already in progress at {}; retry when it ends",
@@ -564,12 +556,7 @@ pub async fn keygen(
         let mut nonce = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
         let eid = session::keygen_execution_id(&key_id, &set, &nonce);
-        let info = SessionInfo {
-            id: eid,
-            protocol: Protocol::Keygen,
-            me: node.my_index(),
-            parties: node.party_ids(),
-        };
+        let info = node.ceremony_session(eid, Protocol::Keygen);
         let reg = node.register(info.clone(), false, None)?;
         progress(
             &p,

@@ -160,7 +160,7 @@ pub async fn keygen(
 pub async fn sign(
     node: Arc<Node>,
     reg: Registered,
-    share: KeyShare,
+    share: Arc<KeyShare>,
     signers: Vec<u16>,
     data: cggmp24::DataToSign<ecdsa::Curve>,
 ) -> Result<ecdsa::Signature, SessionFailure> {

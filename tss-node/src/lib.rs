@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: `node.toml` and party entries; [`init`]: creating a party;
 //! - [`tls`]: pinned mutual TLS; [`service`]: the Signer and Peer gRPC services;
-//! - [`node`]: shared state, session registry, engine runner;
+//! - [`node`]: shared state, session registry, engine runner; [`claims`]:
+//!   one-at-a-time rules;
 //! - [`flows`]: one party's part in each session; [`coordinator`]: driving a
 //!   request across parties; [`pool`]: the safe-prime pool;
 //! - [`run`]: start-up; [`error`]: the typed RPC error and its status mapping;
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod claims;
 pub mod client;
 pub mod config;
 pub mod coordinator;

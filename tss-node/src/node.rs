@@ -23,6 +23,7 @@ use tss_core::identity::{IdentityKey, PartyId};
 use tss_core::session::{self, IncomingStream, OutgoingSink, Received, SessionInfo};
 use tss_core::store::Store;
 
+use crate::claims::{Claim, ClaimSet};
 use crate::config::{ClientEntry, NodeConfig};
 use crate::pool::PrimePool;
 use crate::tls;
@@ -70,11 +71,13 @@ pub struct Node {
     /// All parties sorted by identity (their keygen index order).
     pub parties: Vec<Party>,
     clients: HashMap<tls::Fingerprint, ClientEntry>,
+    /// DER certificates of the peers and clients (pinned by the TLS server).
+    allowed: Vec<Vec<u8>>,
     sessions: Mutex<HashMap<[u8; 32], Slot>>,
     next_generation: std::sync::atomic::AtomicU64,
-    aux_runs: Mutex<std::collections::HashSet<[u8; 32]>>,
-    keygens: Mutex<std::collections::HashSet<String>>,
-    signing: Mutex<std::collections::HashSet<[u8; 32]>>,
+    aux_runs: ClaimSet<[u8; 32]>,
+    keygens: ClaimSet<String>,
+    signing: ClaimSet<[u8; 32]>,
     proposed: Mutex<HashMap<PartyId, usize>>,
     /// Serialises "load or generate aux info" at the coordinator.
     pub aux_lock: tokio::sync::Mutex<()>,
@@ -110,46 +113,11 @@ impl Drop for Registered {
 }
 
 /// Keeps an aux-info run marked as in progress (see [`Node::aux_in_progress`]).
-pub struct AuxGuard {
-    node: Arc<Node>,
-    id: [u8; 32],
-}
-
-impl Drop for AuxGuard {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.node.aux_runs.lock() {
-            s.remove(&self.id);
-        }
-    }
-}
-
+pub type AuxGuard = Claim<[u8; 32]>;
 /// Holds a signing request claimed (see [`Node::claim_request`]).
-pub struct RequestClaim {
-    node: Arc<Node>,
-    id: [u8; 32],
-}
-
-impl Drop for RequestClaim {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.node.signing.lock() {
-            s.remove(&self.id);
-        }
-    }
-}
-
+pub type RequestClaim = Claim<[u8; 32]>;
 /// Holds a key id reserved for one keygen (see [`Node::reserve_key`]).
-pub struct KeyReservation {
-    node: Arc<Node>,
-    key_id: String,
-}
-
-impl Drop for KeyReservation {
-    fn drop(&mut self) {
-        if let Ok(mut k) = self.node.keygens.lock() {
-            k.remove(&self.key_id);
-        }
-    }
-}
+pub type KeyReservation = Claim<String>;
 
 /// Why a session did not produce its output.
 #[derive(Debug)]
@@ -208,8 +176,10 @@ impl Node {
             address: cfg.listen,
             client: None,
         }];
+        let mut allowed = Vec::new();
         for p in &cfg.peers {
             let der = tls::cert_der_from_pem(&p.cert)?;
+            allowed.push(der.clone());
             let id = PartyId::from_hex(&p.identity)?;
             if id == me {
                 anyhow::bail!("peer {} has this node's own identity", p.name);
@@ -233,10 +203,9 @@ impl Node {
         parties.sort_by_key(|p| p.id);
         let mut clients = HashMap::new();
         for c in &cfg.clients {
-            clients.insert(
-                tls::fingerprint(&tls::cert_der_from_pem(&c.cert)?),
-                c.clone(),
-            );
+            let der = tls::cert_der_from_pem(&c.cert)?;
+            clients.insert(tls::fingerprint(&der), c.clone());
+            allowed.push(der);
         }
         let primes = PrimePool::new(store.clone(), cfg.primes.clone());
         Ok(Arc::new(Node {
@@ -247,11 +216,12 @@ impl Node {
             me,
             parties,
             clients,
+            allowed,
             sessions: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
-            aux_runs: Mutex::new(Default::default()),
-            keygens: Mutex::new(Default::default()),
-            signing: Mutex::new(Default::default()),
+            aux_runs: ClaimSet::default(),
+            keygens: ClaimSet::default(),
+            signing: ClaimSet::default(),
             proposed: Mutex::new(HashMap::new()),
             aux_lock: tokio::sync::Mutex::new(()),
             primes,
@@ -259,15 +229,8 @@ impl Node {
     }
 
     /// Certificates allowed to connect: the peers' and the clients'.
-    pub fn allowed_certs(&self) -> anyhow::Result<Vec<Vec<u8>>> {
-        let mut v = Vec::new();
-        for p in &self.cfg.peers {
-            v.push(tls::cert_der_from_pem(&p.cert)?);
-        }
-        for c in &self.cfg.clients {
-            v.push(tls::cert_der_from_pem(&c.cert)?);
-        }
-        Ok(v)
+    pub fn allowed_certs(&self) -> Vec<Vec<u8>> {
+        self.allowed.clone()
     }
 
     /// The client entry of a TLS fingerprint.
@@ -304,56 +267,47 @@ impl Node {
     /// Marks aux-info run `id` as in progress until the guard drops (after
     /// its result is sealed). `None` if another run is in progress here:
     /// a node takes part in one aux-info run at a time.
-    pub fn aux_in_progress(self: &Arc<Self>, id: [u8; 32]) -> Option<AuxGuard> {
-        let mut s = self.aux_runs.lock().ok()?;
-        if !s.is_empty() {
-            return None;
-        }
-        s.insert(id);
-        Some(AuxGuard {
-            node: self.clone(),
-            id,
-        })
+    pub fn aux_in_progress(&self, id: [u8; 32]) -> Option<AuxGuard> {
+        self.aux_runs.try_claim(id, true)
     }
 
     /// Reserves a key id for one keygen at a time (coordinated or joined).
-    pub fn reserve_key(
-        self: &Arc<Self>,
-        key_id: &str,
-    ) -> Result<KeyReservation, crate::error::ApiError> {
-        let mut k = self
-            .keygens
-            .lock()
-            .map_err(|_| crate::error::ApiError::Internal("keygen registry poisoned".into()))?;
-        if !k.insert(key_id.to_owned()) {
-            return Err(crate::error::ApiError::AlreadyExists(format!(
-                "a keygen for key {key_id} is already running at {}",
-                self.cfg.name
-            )));
-        }
-        Ok(KeyReservation {
-            node: self.clone(),
-            key_id: key_id.to_owned(),
-        })
+    pub fn reserve_key(&self, key_id: &str) -> Result<KeyReservation, crate::error::ApiError> {
+        self.keygens
+            .try_claim(key_id.to_owned(), false)
+            .ok_or_else(|| {
+                crate::error::ApiError::AlreadyExists(format!(
+                    "a keygen for key {key_id} is already running at {}",
+                    self.cfg.name
+                ))
+            })
     }
 
     /// Claims a signing request (key, request id, digest) while it is being
     /// signed here, so that the same request cannot run twice at once
     /// through two coordinators (any two signer pairs share a party).
-    pub fn claim_request(self: &Arc<Self>, id: [u8; 32]) -> Option<RequestClaim> {
-        let mut s = self.signing.lock().ok()?;
-        s.insert(id).then(|| RequestClaim {
-            node: self.clone(),
-            id,
-        })
+    pub fn claim_request(&self, id: [u8; 32]) -> Option<RequestClaim> {
+        self.signing.try_claim(id, false)
     }
 
     /// Whether our part of aux-info run `id` is still in progress.
     pub fn aux_running(&self, id: &[u8; 32]) -> bool {
-        self.aux_runs
-            .lock()
-            .map(|s| s.contains(id))
-            .unwrap_or(false)
+        self.aux_runs.is_claimed(id)
+    }
+
+    /// Session info of a run of all parties (aux info, keygen), in keygen
+    /// index order.
+    pub fn ceremony_session(
+        &self,
+        id: [u8; 32],
+        protocol: tss_core::envelope::Protocol,
+    ) -> SessionInfo {
+        SessionInfo {
+            id,
+            protocol,
+            me: self.my_index(),
+            parties: self.party_ids(),
+        }
     }
 
     /// Sessions currently registered.

@@ -18,8 +18,9 @@ use crate::tls;
 /// enforces the smaller configured message limit with a clear message).
 pub const MAX_CLIENT_MESSAGE: usize = 4 << 20;
 
-/// Opens the store and builds the node (no network yet).
-pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
+/// Opens the store and builds the node (no network yet); also returns the
+/// node's TLS identity (certificate file + key from the store).
+pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<(Arc<Node>, tls::TlsIdentity)> {
     let pass = cfg.passphrase()?;
     let dir = cfg.store_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &pass))
@@ -44,25 +45,18 @@ pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
     let key_pem = std::str::from_utf8(tls_key.expose()).context("stored TLS key is not PEM")?;
     let my_tls = tls::TlsIdentity::from_pem(&cert_pem, key_pem)
         .context("the TLS certificate does not match the key in the store")?;
-    Node::new(cfg, store, identity, &my_tls)
+    let node = Node::new(cfg, store, identity, &my_tls)?;
+    Ok((node, my_tls))
 }
 
 /// Runs the node until a shutdown signal.
 pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
-    let cert_pem = std::fs::read_to_string(&cfg.tls_cert)
-        .with_context(|| format!("cannot read TLS certificate {}", cfg.tls_cert.display()))?;
-    let node = open_node(cfg).await?;
-    let key = node
-        .store
-        .get(RecordKind::NodeSecret, TLS_KEY)?
-        .context("the store holds no TLS key")?;
-    let my_tls = tls::TlsIdentity::from_pem(&cert_pem, std::str::from_utf8(key.expose())?)?;
-    drop(key);
+    let (node, my_tls) = open_node(cfg).await?;
     if node.cfg.primes.pool_target > 0 {
         node.primes.start()?;
     }
-    let server_cfg = tls::server_config(&my_tls, node.allowed_certs()?)?;
+    let server_cfg = tls::server_config(&my_tls, node.allowed_certs())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use tss_core::envelope::{Envelope, Protocol};
-use tss_core::session::{self, SessionInfo};
+use tss_core::session;
 
 use crate::coordinator;
 use crate::error::{blocking, ApiError};
@@ -82,14 +82,29 @@ fn accept() -> pb::ProposalReply {
 }
 
 impl PeerService {
-    /// Keygen and aux-info runs must be asked for by an admin client that
-    /// this node also knows as admin (the proposing party names it).
-    fn check_admin(&self, name: &str, fingerprint: &[u8]) -> Result<(), String> {
+    /// Checks shared by keygen and aux-info proposals: the party set is this
+    /// node's own, the session id is the one the proposal implies, and the
+    /// run was asked for by an admin client that this node also knows as
+    /// admin (the proposing party names it by certificate fingerprint).
+    fn check_ceremony(
+        &self,
+        party_set: &[u8],
+        expected_id: [u8; 32],
+        id: [u8; 32],
+        requested_by: &str,
+        fingerprint: &[u8],
+    ) -> Result<(), String> {
+        if party_set != session::party_set_id(&self.node.party_ids()) {
+            return Err("party set differs from this node's configured parties".into());
+        }
+        if expected_id != id {
+            return Err("session id does not match the proposal".into());
+        }
         let fp: Option<crate::tls::Fingerprint> = fingerprint.try_into().ok();
         match fp.and_then(|fp| self.node.client(&fp)) {
             Some(c) if c.role == crate::config::Role::Admin => Ok(()),
             _ => Err(format!(
-                "{name:?} is not an admin client of {}",
+                "{requested_by:?} is not an admin client of {}",
                 self.node.cfg.name
             )),
         }
@@ -108,26 +123,20 @@ impl PeerService {
             None => Err(ApiError::InvalidArgument("proposal has no kind".into())),
             Some(pb::proposal::Kind::Aux(a)) => {
                 let nonce: [u8; 32] = sid(&a.nonce)?;
-                if a.party_set != my_set {
-                    return Ok(decline(
-                        "party set differs from this node's configured parties",
-                    ));
-                }
-                if session::aux_execution_id(&my_set, &nonce) != id {
-                    return Ok(decline("session id does not match the proposal"));
-                }
-                if let Err(why) = self.check_admin(&a.requested_by, &a.requested_by_cert) {
+                let expected = session::aux_execution_id(&my_set, &nonce);
+                if let Err(why) = self.check_ceremony(
+                    &a.party_set,
+                    expected,
+                    id,
+                    &a.requested_by,
+                    &a.requested_by_cert,
+                ) {
                     return Ok(decline(why));
                 }
                 if node.primes.ready() == 0 {
                     return Ok(decline(coordinator::no_primes(node).to_string()));
                 }
-                let info = SessionInfo {
-                    id,
-                    protocol: Protocol::AuxInfo,
-                    me: node.my_index(),
-                    parties: node.party_ids(),
-                };
+                let info = node.ceremony_session(id, Protocol::AuxInfo);
                 let mut reg = node.register(info, true, Some(from.id))?;
                 let Some(in_progress) = node.aux_in_progress(id) else {
                     return Ok(decline(format!(
@@ -154,21 +163,20 @@ impl PeerService {
                 if keygen::record::check_key_id(&k.key_id).is_err() {
                     return Ok(decline("invalid key id"));
                 }
-                if k.party_set != my_set {
-                    return Ok(decline(
-                        "party set differs from this node's configured parties",
-                    ));
-                }
                 if k.threshold != u32::from(node.cfg.threshold) {
                     return Ok(decline(format!(
                         "threshold {} differs from this node's {}",
                         k.threshold, node.cfg.threshold
                     )));
                 }
-                if session::keygen_execution_id(&k.key_id, &my_set, &nonce) != id {
-                    return Ok(decline("session id does not match the proposal"));
-                }
-                if let Err(why) = self.check_admin(&k.requested_by, &k.requested_by_cert) {
+                let expected = session::keygen_execution_id(&k.key_id, &my_set, &nonce);
+                if let Err(why) = self.check_ceremony(
+                    &k.party_set,
+                    expected,
+                    id,
+                    &k.requested_by,
+                    &k.requested_by_cert,
+                ) {
                     return Ok(decline(why));
                 }
                 let reservation = match node.reserve_key(&k.key_id) {
@@ -200,12 +208,7 @@ impl PeerService {
                         missing_aux: true,
                     });
                 }
-                let info = SessionInfo {
-                    id,
-                    protocol: Protocol::Keygen,
-                    me: node.my_index(),
-                    parties: node.party_ids(),
-                };
+                let info = node.ceremony_session(id, Protocol::Keygen);
                 let mut reg = node.register(info, true, Some(from.id))?;
                 let n = node.clone();
                 tokio::spawn(async move {
@@ -277,16 +280,13 @@ impl PeerService {
         }
         // Hash the message ourselves: never sign a digest we did not compute.
         let (data, digest) = hash.data_to_sign(&s.message);
-        let Some(claim) = node.claim_request(session::sign_request_id(
-            &record.key_id,
-            &s.request_id,
-            &digest,
-        )) else {
-            return Ok(decline("the same request is being signed here right now"));
-        };
-        if coordinator::already_signed(node, &record.key_id, &s.request_id, &digest).await? {
-            return Ok(decline(coordinator::replayed().to_string()));
-        }
+        let claim =
+            match coordinator::claim_fresh_request(node, &record.key_id, &s.request_id, &digest)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return Ok(decline(e.to_string())),
+            };
         let eid = session::sign_execution_id(&record.key_id, &signers, &s.request_id, &digest);
         if eid != id {
             return Ok(decline("session id does not match the proposal"));
@@ -297,7 +297,7 @@ impl PeerService {
             return Ok(decline(e.to_string()));
         }
         let (n, key_id) = (node.clone(), record.key_id.clone());
-        let share = blocking(move || flows::load_share(&n, &key_id)).await?;
+        let share = Arc::new(blocking(move || flows::load_share(&n, &key_id)).await?);
         let n = node.clone();
         let n2 = node.clone();
         let request_id = s.request_id.clone();
