@@ -75,6 +75,37 @@ async fn sign__should_refuse_bad_input_with_clear_status_and_keep_serving() {
         );
     }
 
+    // A request that is not a SignRequest at all (fields with the wrong wire
+    // types) is refused at decoding, before any handler runs
+    let gw_cert = std::fs::read_to_string(cluster.dirs.gateway.join("client.crt")).unwrap();
+    let gw_key = std::fs::read_to_string(cluster.dirs.gateway.join("client.key")).unwrap();
+    let gw = tss_node::tls::TlsIdentity::from_pem(&gw_cert, &gw_key).unwrap();
+    let node_cert = std::fs::read_to_string(cluster.dirs.parties[0].join("tls.crt")).unwrap();
+    let cfg =
+        tss_node::tls::client_config(&gw, tss_node::tls::cert_der_from_pem(&node_cert).unwrap())
+            .unwrap();
+    let ch = tss_node::tls::connect(cluster.dirs.addrs[0], cfg, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary(
+            tonic::Request::new(WrongTypes {
+                key_id: 5,
+                message: 7,
+            }),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/tss.v1.Signer/Sign"),
+            tonic_prost::ProstCodec::<WrongTypes, pb::SignResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::Internal | Code::InvalidArgument)
+            && err.message().contains("decode"),
+        "malformed request: {err:?}"
+    );
+
     // A request larger than the transport limit is refused by gRPC itself
     let err = c
         .sign(sign_request("k", &vec![1u8; 5 << 20]))
@@ -157,4 +188,13 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(&p, &dst).unwrap();
         }
     }
+}
+
+/// Same field numbers as `SignRequest`, other wire types.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongTypes {
+    #[prost(uint64, tag = "1")]
+    key_id: u64,
+    #[prost(uint64, tag = "2")]
+    message: u64,
 }
