@@ -118,27 +118,83 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
     })
 }
 
-/// How to start a `tss-node` process: the `tss-node` binary beside the
-/// current executable if it is from the same build, else this executable's
-/// hidden `node run` subcommand (the same daemon code, `tss_node::run`).
-pub fn node_command(config: &Path) -> anyhow::Result<Command> {
-    let me = std::env::current_exe()?;
-    let sibling = me.with_file_name(format!("tss-node{}", std::env::consts::EXE_SUFFIX));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    // A sibling binary from an older build would run stale code: use it only
-    // if it is at least as new as this executable.
-    let fresh = matches!((modified(&sibling), modified(&me)), (Some(a), Some(b)) if a >= b);
-    let mut cmd = if fresh {
-        let mut c = Command::new(sibling);
-        c.arg("run");
-        c
-    } else {
-        let mut c = Command::new(me);
-        c.args(["node", "run"]);
-        c
-    };
-    cmd.arg("--config").arg(config);
-    Ok(cmd)
+/// The daemon the demo starts: a `tss-node` binary, or this executable.
+pub enum Daemon {
+    /// The `tss-node` binary of the same build.
+    Binary(PathBuf),
+    /// This executable's hidden `node run` subcommand (the same daemon code,
+    /// `tss_node::run`), when no `tss-node` binary of this build exists.
+    InProcessFallback(PathBuf),
+}
+
+impl Daemon {
+    /// Finds the `tss-node` binary beside this executable. When it is missing
+    /// or older than this executable and we were started by `cargo run`
+    /// (which builds only `tssctl`), builds it with the same profile and
+    /// features first.
+    pub fn locate() -> anyhow::Result<Self> {
+        let me = std::env::current_exe()?;
+        let sibling = me.with_file_name(format!("tss-node{}", std::env::consts::EXE_SUFFIX));
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        // A sibling from an older build would run stale code.
+        let fresh = || matches!((modified(&sibling), modified(&me)), (Some(a), Some(b)) if a >= b);
+        if !fresh() {
+            if let (Ok(cargo), Some(profile_dir)) = (
+                std::env::var("CARGO"),
+                me.parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|n| n.to_str()),
+            ) {
+                let profile = if profile_dir == "debug" {
+                    "dev"
+                } else {
+                    profile_dir
+                };
+                let mut build = Command::new(cargo);
+                // The same package selection as `cargo run --bin tssctl`, so
+                // that features resolve alike and only the binary is built.
+                build.args(["build", "--profile", profile, "--bin", "tss-node"]);
+                if cfg!(feature = "gmp") {
+                    // As documented for the production build.
+                    build.args([
+                        "-p",
+                        "tss-node",
+                        "--no-default-features",
+                        "--features",
+                        "gmp",
+                    ]);
+                }
+                eprintln!("building the tss-node daemon binary ({profile} profile)...");
+                let ok = build.status().map(|s| s.success()).unwrap_or(false);
+                if !ok {
+                    eprintln!("could not build tss-node; running the daemon inside tssctl instead");
+                }
+            }
+        }
+        Ok(if fresh() {
+            Daemon::Binary(sibling)
+        } else {
+            Daemon::InProcessFallback(me)
+        })
+    }
+
+    /// The command that runs one node with `config`.
+    pub fn command(&self, config: &Path) -> Command {
+        let mut cmd = match self {
+            Daemon::Binary(p) => {
+                let mut c = Command::new(p);
+                c.arg("run");
+                c
+            }
+            Daemon::InProcessFallback(p) => {
+                let mut c = Command::new(p);
+                c.args(["node", "run"]);
+                c
+            }
+        };
+        cmd.arg("--config").arg(config);
+        cmd
+    }
 }
 
 /// Running node processes; killed on drop.
@@ -233,12 +289,23 @@ pub async fn run(
         t0,
         "parties created: Ed25519 identities, TLS certificates, sealed stores, configs",
     );
+    let daemon = Daemon::locate()?;
+    match &daemon {
+        Daemon::Binary(p) => step(t0, &format!("daemon: {}", p.display())),
+        Daemon::InProcessFallback(p) => step(
+            t0,
+            &format!(
+                "daemon: no tss-node binary of this build; running `{} node run` (same code)",
+                p.display()
+            ),
+        ),
+    }
     let mut procs = Processes(Vec::new());
     let logs = root.join("logs");
     std::fs::create_dir_all(&logs)?;
     for (i, dir) in dirs.parties.iter().enumerate() {
         let log = std::fs::File::create(logs.join(format!("{}.log", NAMES[i])))?;
-        let mut cmd = node_command(&dir.join("node.toml"))?;
+        let mut cmd = daemon.command(&dir.join("node.toml"));
         cmd.stdout(Stdio::null()).stderr(log);
         procs.0.push(cmd.spawn().context("cannot start tss-node")?);
         step(t0, &format!("started {} on {}", NAMES[i], dirs.addrs[i]));
