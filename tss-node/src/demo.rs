@@ -151,6 +151,25 @@ impl Daemon {
                     profile_dir
                 };
                 let mut build = Command::new(cargo);
+                // `cargo run` sets these for the program; a nested build that
+                // inherits them looks different to build scripts (ring's) and
+                // would rebuild, and then make the next `cargo run` rebuild too.
+                for (k, _) in std::env::vars_os() {
+                    let k = k.to_string_lossy().into_owned();
+                    if [
+                        "CARGO_PKG_",
+                        "CARGO_MANIFEST_",
+                        "CARGO_CRATE_",
+                        "CARGO_BIN_",
+                        "CARGO_PRIMARY_",
+                    ]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+                        || k == "OUT_DIR"
+                    {
+                        build.env_remove(k);
+                    }
+                }
                 // The same package selection as `cargo run --bin tssctl`, so
                 // that features resolve alike and only the binary is built.
                 build.args(["build", "--profile", profile, "--bin", "tss-node"]);
