@@ -8,6 +8,7 @@ use std::time::Duration;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use proto::v1 as pb;
 use tss_node::client::Client;
+use tss_node::config::NodeConfig;
 use tss_node::demo::{self, ClusterDirs};
 
 pub struct Cluster {
@@ -18,9 +19,18 @@ pub struct Cluster {
 
 impl Cluster {
     /// Creates three parties and starts them; waits until all are healthy.
+    /// The presignature pool is off: these tests exercise the full protocol.
     pub async fn start() -> Cluster {
+        Self::start_with(|_, cfg| cfg.presign.target = 0).await
+    }
+
+    /// Like [`Cluster::start`], after `edit(i, config)` on each node's config.
+    pub async fn start_with(edit: impl Fn(usize, &mut NodeConfig)) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dirs = demo::create_cluster(&tmp.path().join("cluster"), true).expect("create cluster");
+        for (i, dir) in dirs.parties.iter().enumerate() {
+            edit_config(dir, |cfg| edit(i, cfg));
+        }
         let mut c = Cluster {
             dirs,
             procs: vec![None, None, None],
@@ -120,6 +130,19 @@ impl Cluster {
         }
         done.expect("keygen finished with a key")
     }
+}
+
+/// Rewrites a node's config in place (paths stay relative, as written by
+/// `create_cluster`).
+pub fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut NodeConfig)) {
+    let path = dir.join("node.toml");
+    let mut cfg = NodeConfig::load(&path).expect("config");
+    cfg.store_dir = "store".into();
+    cfg.tls_cert = "tls.crt".into();
+    cfg.passphrase_file = Some("passphrase".into());
+    edit(&mut cfg);
+    std::fs::remove_file(&path).expect("remove config");
+    tss_node::init::write_config(&path, &cfg).expect("write config");
 }
 
 impl Drop for Cluster {

@@ -11,4 +11,5 @@ mod harness;
 mod auth;
 mod bad_input;
 mod cli;
+mod pool;
 mod signing;

@@ -28,6 +28,8 @@ pub enum Protocol {
     Keygen,
     /// CGGMP24 interactive signing (3+1 rounds).
     Sign,
+    /// CGGMP24 presigning (the 3 interactive rounds of signing, ahead of time).
+    Presign,
 }
 
 impl Protocol {
@@ -37,6 +39,7 @@ impl Protocol {
             Protocol::AuxInfo => 1,
             Protocol::Keygen => 2,
             Protocol::Sign => 3,
+            Protocol::Presign => 4,
         }
     }
 
@@ -46,6 +49,7 @@ impl Protocol {
             1 => Protocol::AuxInfo,
             2 => Protocol::Keygen,
             3 => Protocol::Sign,
+            4 => Protocol::Presign,
             _ => return None,
         })
     }
@@ -57,7 +61,7 @@ impl Protocol {
         match self {
             Protocol::AuxInfo => 1 << 20,
             Protocol::Keygen => 16 << 10,
-            Protocol::Sign => 128 << 10,
+            Protocol::Sign | Protocol::Presign => 128 << 10,
         }
     }
 

@@ -104,6 +104,13 @@ pub fn sign_execution_id(
     )
 }
 
+/// Execution id of a presign run, which is also the presignature's id:
+/// bound to the key, the signer pair (keygen indices) and a fresh nonce.
+pub fn presign_execution_id(key_id: &str, signers: &[u16], nonce: &[u8; 32]) -> [u8; 32] {
+    let signers: Vec<u8> = signers.iter().flat_map(|s| s.to_be_bytes()).collect();
+    derive_id("tss/presign/v1", &[key_id.as_bytes(), &signers, nonce])
+}
+
 /// Identifier of a signing request, independent of the signer pair: a
 /// request that was signed once is refused by every party that signed it.
 pub fn sign_request_id(key_id: &str, request_id: &[u8], digest: &[u8; 32]) -> [u8; 32] {

@@ -11,6 +11,9 @@
 //! [primes]
 //! pool_target = 1                     # safe-prime sets kept ready
 //!
+//! [presign]
+//! target = 16                         # presignatures per key and signer pair
+//!
 //! [timeouts]
 //! propose_ms = 3000
 //! sign_ms = 30000
@@ -26,6 +29,7 @@
 //! [[clients]]
 //! name = "gateway-1"
 //! role = "gateway"                    # or "admin"
+//! # raw_digest = true                 # may sign raw 32-byte digests (full protocol)
 //! cert = """-----BEGIN CERTIFICATE-----..."""
 //! ```
 
@@ -73,6 +77,10 @@ pub struct ClientEntry {
     pub role: Role,
     /// PEM TLS client certificate (pinned).
     pub cert: String,
+    /// May sign raw 32-byte digests (hash `NONE`), always by the full
+    /// protocol. Every signer checks this for the requesting client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw_digest: bool,
 }
 
 /// Safe-prime pool settings.
@@ -92,6 +100,41 @@ impl Default for PrimesConfig {
             threads: 1,
         }
     }
+}
+
+/// Presignature pool settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresignConfig {
+    /// Presignatures to keep ready per key and signer pair (0 turns the pool
+    /// off: every signature runs the full protocol).
+    pub target: usize,
+    /// Presign sessions this node leads at once.
+    pub parallel: usize,
+    /// A peer may hold at most this many more than `target` of our
+    /// presignatures for one key and pair; further proposals are declined.
+    pub slack: usize,
+}
+
+impl Default for PresignConfig {
+    fn default() -> Self {
+        Self {
+            target: 16,
+            parallel: 1,
+            slack: 8,
+        }
+    }
+}
+
+/// TEST ONLY pause points for fault tests (`[test_hooks]`); never set them
+/// in production.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestHooks {
+    /// As co-signer on the pool path: sleep this long after the
+    /// presignature is durably marked used, before the partial signature is
+    /// issued (lets a test kill the node right there).
+    pub pause_before_partial_ms: u64,
 }
 
 /// Per-phase timeouts.
@@ -159,6 +202,13 @@ pub struct NodeConfig {
     /// Safe-prime pool.
     #[serde(default)]
     pub primes: PrimesConfig,
+    /// Presignature pool.
+    #[serde(default)]
+    pub presign: PresignConfig,
+    /// Prometheus metrics listener (plain HTTP; bind it to a private
+    /// interface). Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -173,7 +223,7 @@ pub struct NodeConfig {
     pub clients: Vec<ClientEntry>,
     /// TEST ONLY: pause points for fault tests; never set in production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_hooks: Option<toml::Table>,
+    pub test_hooks: Option<TestHooks>,
 }
 
 fn default_threshold() -> u16 {

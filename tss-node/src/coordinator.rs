@@ -8,13 +8,14 @@
 //! Keygen: make sure the party set has aux info (run aux-info generation
 //! once if not), then propose the DKG to every party, start it, run it.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keygen::record::KeyRecord;
 use proto::v1 as pb;
 use rand::RngCore;
-use tss_core::ecdsa::sign::HashAlgo;
+use tss_core::ecdsa::sign::{HashAlgo, ToSign};
 use tss_core::envelope::Protocol;
 use tss_core::identity::PartyId;
 use tss_core::session::{self, SessionInfo};
@@ -23,23 +24,53 @@ use tss_core::store::RecordKind;
 use crate::config::ClientEntry;
 use crate::error::{blocking, ApiError};
 use crate::flows;
+use crate::metrics::SignPath;
 use crate::node::{Node, RequestClaim, SessionFailure};
 
 /// Progress reports of a long request.
 pub type Progress = tokio::sync::mpsc::Sender<pb::KeygenProgress>;
 
+/// How the bytes of a Sign request become what is signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hashing {
+    /// The node hashes the message itself (presignatures allowed).
+    Node(HashAlgo),
+    /// The message is a raw 32-byte digest (full protocol only).
+    Raw,
+}
+
 /// Maps the wire hash enum.
-pub fn hash_algo(h: i32) -> Result<HashAlgo, ApiError> {
+pub fn hash_algo(h: i32) -> Result<Hashing, ApiError> {
     match pb::HashAlgorithm::try_from(h) {
-        Ok(pb::HashAlgorithm::Sha256) => Ok(HashAlgo::Sha256),
-        Ok(pb::HashAlgorithm::Keccak256) => Ok(HashAlgo::Keccak256),
-        Ok(pb::HashAlgorithm::DoubleSha256) => Ok(HashAlgo::DoubleSha256),
+        Ok(pb::HashAlgorithm::Sha256) => Ok(Hashing::Node(HashAlgo::Sha256)),
+        Ok(pb::HashAlgorithm::Keccak256) => Ok(Hashing::Node(HashAlgo::Keccak256)),
+        Ok(pb::HashAlgorithm::DoubleSha256) => Ok(Hashing::Node(HashAlgo::DoubleSha256)),
+        Ok(pb::HashAlgorithm::None) => Ok(Hashing::Raw),
         Ok(pb::HashAlgorithm::Unspecified) => Err(ApiError::InvalidArgument(
-            "hash is not set: choose SHA256, KECCAK256 or DOUBLE_SHA256".into(),
+            "hash is not set: choose SHA256, KECCAK256, DOUBLE_SHA256 or NONE (raw digest)".into(),
         )),
         Err(_) => Err(ApiError::InvalidArgument(format!(
-            "unknown hash algorithm {h}: choose SHA256 (1), KECCAK256 (2) or DOUBLE_SHA256 (3)"
+            "unknown hash algorithm {h}: choose SHA256 (1), KECCAK256 (2), DOUBLE_SHA256 (3) or NONE (4)"
         ))),
+    }
+}
+
+/// What the engine signs, and the 32-byte digest.
+pub fn to_sign(hashing: Hashing, message: &[u8]) -> Result<(ToSign, [u8; 32]), ApiError> {
+    match hashing {
+        Hashing::Node(h) => {
+            let (data, digest) = h.data_to_sign(message);
+            Ok((ToSign::Hashed(data), digest))
+        }
+        Hashing::Raw => {
+            let digest: [u8; 32] = message.try_into().map_err(|_| {
+                ApiError::InvalidArgument(format!(
+                    "hash NONE signs a raw digest: the message must be exactly 32 bytes, not {}",
+                    message.len()
+                ))
+            })?;
+            Ok((ToSign::raw_digest(&digest), digest))
+        }
     }
 }
 
@@ -72,7 +103,7 @@ pub fn check_sign_input(
 }
 
 /// Key under which a signed request is recorded (`seen_execution` tree).
-fn signed_key(key_id: &str, request_id: &[u8], digest: &[u8; 32]) -> Vec<u8> {
+pub fn signed_key(key_id: &str, request_id: &[u8], digest: &[u8; 32]) -> Vec<u8> {
     [
         b"signed/".as_slice(),
         &session::sign_request_id(key_id, request_id, digest),
@@ -169,15 +200,209 @@ pub fn sign_session(
     })
 }
 
+/// Why the pool path did not produce a signature.
+enum PoolMiss {
+    /// One of us lacks the presignature (or used it): run the full protocol
+    /// with the same co-signer.
+    Missing(String),
+    /// The co-signer cannot or will not sign: try the next one.
+    Failed(String),
+}
+
+/// Everything one Sign request needs, shared by both paths.
+struct SignJob {
+    record: KeyRecord,
+    public_key: Vec<u8>,
+    request_id: Vec<u8>,
+    message: Vec<u8>,
+    hash: i32,
+    client: ClientEntry,
+    digest: [u8; 32],
+    started: Instant,
+}
+
+impl SignJob {
+    fn response(
+        &self,
+        fin: &tss_core::chain::EcdsaSignature,
+        signers: &[u16],
+        path: &str,
+        presignature_id: Vec<u8>,
+    ) -> pb::SignResponse {
+        let names = signers
+            .iter()
+            .map(|&s| {
+                self.record
+                    .parties
+                    .get(usize::from(s))
+                    .map_or_else(String::new, |p| p.name.clone())
+            })
+            .collect();
+        pb::SignResponse {
+            r: fin.r.to_vec(),
+            s: fin.s.to_vec(),
+            v: u32::from(fin.v),
+            der: fin.der.clone(),
+            signature_rsv: fin.to_rsv().to_vec(),
+            digest: self.digest.to_vec(),
+            public_key: self.public_key.clone(),
+            signers: names,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            path: path.into(),
+            presignature_id,
+        }
+    }
+
+    /// Independent check with k256 before anything is released.
+    fn finish(
+        &self,
+        sig: &tss_core::ecdsa::Signature,
+    ) -> Result<tss_core::chain::EcdsaSignature, ApiError> {
+        let mut rs = [0u8; 64];
+        sig.write_to_slice(&mut rs);
+        tss_core::chain::finish_signature(&self.public_key, &self.digest, &rs).map_err(|e| {
+            tracing::error!(error = %e, "combined signature does not verify; not released");
+            ApiError::Internal(format!(
+                "the combined signature does not verify ({e}); nothing was released"
+            ))
+        })
+    }
+}
+
+/// Signs from a presignature this node and `cand` hold: consume ours
+/// (durably, with the request recorded as signed) while the co-signer
+/// consumes its own and returns its partial signature; combine, verify.
+async fn sign_from_pool(
+    node: &Arc<Node>,
+    job: &SignJob,
+    data: cggmp24::DataToSign<tss_core::ecdsa::Curve>,
+    cand: u16,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+) -> Result<pb::SignResponse, PoolMiss> {
+    let me = job.record.my_index;
+    let mut signers = vec![me, cand];
+    signers.sort_unstable();
+    let key_id = job.record.key_id.clone();
+    let (n, k, sg) = (node.clone(), key_id.clone(), signers.clone());
+    let ids = blocking(move || crate::presign::ready_ids(&n, &k, &sg))
+        .await
+        .map_err(|e| PoolMiss::Missing(e.to_string()))?;
+    // The pair's leader (lower index) draws from the front of the sorted
+    // ids, the other party from the back, so that the two rarely pick the
+    // same presignature at once; a claim keeps our own requests apart.
+    let mut ids = ids;
+    if signers.first() != Some(&me) {
+        ids.reverse();
+    }
+    let Some((pid, _picked)) = ids
+        .iter()
+        .find_map(|id| node.claim_presignature(*id).map(|c| (*id, c)))
+    else {
+        return Err(PoolMiss::Missing("no presignature ready".into()));
+    };
+    let signed = signed_key(&key_id, &job.request_id, &job.digest);
+    let (n, k, sg, digest) = (node.clone(), key_id.clone(), signers.clone(), job.digest);
+    let local = blocking(move || {
+        crate::presign::consume(
+            &n,
+            &k,
+            &sg,
+            &pid,
+            &digest,
+            "coordinator",
+            &[(RecordKind::SeenExecution, &signed, &[1])],
+        )
+    });
+    let remote = tokio::time::timeout(
+        Duration::from_millis(node.cfg.timeouts.propose_ms),
+        client_rpc.sign_with_presignature(pb::PresignSignRequest {
+            key_id: key_id.clone(),
+            signers: signers.iter().map(|&s| u32::from(s)).collect(),
+            presignature_id: pid.to_vec(),
+            request_id: job.request_id.clone(),
+            message: job.message.clone(),
+            hash: job.hash,
+            requested_by: job.client.name.clone(),
+            requested_by_cert: client_fingerprint(&job.client)
+                .map_err(|e| PoolMiss::Failed(e.to_string()))?
+                .to_vec(),
+        }),
+    );
+    let (local, remote) = tokio::join!(local, remote);
+    node.presign_wake.notify_one();
+    let ours = match local {
+        Ok(Some(p)) => {
+            node.metrics
+                .presignature_consumed(&key_id, &node.pair_label(&job.record, &signers));
+            Some(p)
+        }
+        Ok(None) => None,
+        Err(e) => return Err(PoolMiss::Failed(format!("{} (this node)", e))),
+    };
+    let reply = match remote {
+        Err(_) => {
+            return Err(PoolMiss::Failed(format!(
+                "{name}: no answer within {} ms",
+                node.cfg.timeouts.propose_ms
+            )))
+        }
+        Ok(Err(status)) => {
+            node.metrics.peer_rpc_error(name);
+            return Err(PoolMiss::Failed(format!(
+                "{name}: unreachable ({})",
+                status.message()
+            )));
+        }
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let Some(ours) = ours else {
+        return Err(PoolMiss::Missing(format!(
+            "{} lacks presignature {}",
+            node.cfg.name,
+            hex::encode(pid)
+        )));
+    };
+    if reply.missing {
+        return Err(PoolMiss::Missing(format!("{name}: {}", reply.reason)));
+    }
+    let Ok(theirs) = <[u8; 32]>::try_from(reply.partial_signature.as_slice()) else {
+        return Err(PoolMiss::Failed(format!(
+            "{name}: declined ({})",
+            reply.reason
+        )));
+    };
+    let mine = ours.issue(data);
+    let partials: Vec<[u8; 32]> = signers
+        .iter()
+        .map(|&s| if s == me { mine } else { theirs })
+        .collect();
+    let sig = ours.combine(&partials, data).map_err(|e| {
+        tracing::error!(co_signer = %name, error = %e, "invalid partial signature");
+        PoolMiss::Failed(format!("{name}: {e}"))
+    })?;
+    let fin = job
+        .finish(&sig)
+        .map_err(|e| PoolMiss::Failed(e.to_string()))?;
+    Ok(job.response(&fin, &signers, "pool", pid.to_vec()))
+}
+
 /// Sign as coordinator.
 pub async fn sign(
     node: Arc<Node>,
-    client: &str,
+    client: &ClientEntry,
     req: pb::SignRequest,
 ) -> Result<pb::SignResponse, ApiError> {
     let started = Instant::now();
-    let hash = hash_algo(req.hash)?;
+    let hashing = hash_algo(req.hash)?;
     check_sign_input(&node, &req.key_id, &req.message, &req.request_id)?;
+    if hashing == Hashing::Raw && !client.raw_digest {
+        return Err(ApiError::PermissionDenied(format!(
+            "client {} may not sign raw digests (hash NONE) at {}: send the message and a hash algorithm",
+            client.name, node.cfg.name
+        )));
+    }
+    let (data, digest) = to_sign(hashing, &req.message)?;
     let n = node.clone();
     let key_id = req.key_id.clone();
     let record = blocking(move || flows::load_key_record(&n, &key_id))
@@ -188,7 +413,6 @@ pub async fn sign(
                 req.key_id
             ))
         })?;
-    let (data, digest) = hash.data_to_sign(&req.message);
     let _claim = claim_fresh_request(&node, &record.key_id, &req.request_id, &digest).await?;
     let me = record.my_index;
     let ids = record
@@ -197,108 +421,180 @@ pub async fn sign(
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (n, key_id) = (node.clone(), record.key_id.clone());
-    let share = Arc::new(blocking(move || flows::load_share(&n, &key_id)).await?);
+    let job = SignJob {
+        record,
+        public_key,
+        request_id: req.request_id.clone(),
+        message: req.message.clone(),
+        hash: req.hash,
+        client: client.clone(),
+        digest,
+        started,
+    };
+    let record = &job.record;
+    // Co-signers with presignatures ready first, the fullest pool first.
+    let mut candidates = Vec::new();
+    for cand in (0..ids.len() as u16).filter(|&c| c != me) {
+        let mut pair = vec![me, cand];
+        pair.sort_unstable();
+        let (n, k) = (node.clone(), record.key_id.clone());
+        let ready = match data {
+            ToSign::Hashed(_) if node.cfg.presign.target > 0 => {
+                blocking(move || crate::presign::level(&n, &k, &pair)).await?
+            }
+            _ => 0,
+        };
+        candidates.push((cand, ready));
+    }
+    candidates.sort_by_key(|&(_, ready)| std::cmp::Reverse(ready));
+    let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
     let mut failures = Vec::new();
-    for (cand, cand_id) in ids.iter().enumerate() {
-        let cand = cand as u16;
-        if cand == me {
-            continue;
-        }
-        let name = node
-            .party(cand_id)
-            .map_or_else(|| format!("party #{cand}"), |p| p.name.clone());
-        let Some(mut client_rpc) = node.party(cand_id).and_then(|p| p.client.clone()) else {
-            failures.push(format!("{name}: not in this node's config"));
-            continue;
-        };
-        let mut signers = vec![me, cand];
-        signers.sort_unstable();
-        let eid = session::sign_execution_id(&record.key_id, &signers, &req.request_id, &digest);
-        let info = sign_session(&record, &signers, me, eid)?;
-        let reg = node.register(info, false, None)?;
-        if let Err(e) = mark_seen(&node, eid).await {
-            // This pair already ran this request: another pair may still sign it.
-            failures.push(format!("{name}: {e}"));
-            continue;
-        }
-        let proposal = pb::Proposal {
-            session_id: eid.to_vec(),
-            kind: Some(pb::proposal::Kind::Sign(pb::SignProposal {
-                key_id: record.key_id.clone(),
-                signers: signers.iter().map(|&s| u32::from(s)).collect(),
-                request_id: req.request_id.clone(),
-                message: req.message.clone(),
-                hash: req.hash,
-                requested_by: client.to_owned(),
-            })),
-        };
-        let propose_timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
-        match tokio::time::timeout(propose_timeout, client_rpc.propose(proposal)).await {
-            Err(_) => {
-                // It may have accepted late: tell it to drop the session.
-                node.send_abort(&reg.info, "proposal timed out").await;
-                failures.push(format!(
-                    "{name}: no answer within {} ms",
-                    propose_timeout.as_millis()
-                ));
+    let result = 'sign: {
+        for (cand, ready) in candidates {
+            let cand_id = ids[usize::from(cand)];
+            let name = node
+                .party(&cand_id)
+                .map_or_else(|| format!("party #{cand}"), |p| p.name.clone());
+            let Some(mut client_rpc) = node.party(&cand_id).and_then(|p| p.client.clone()) else {
+                failures.push(format!("{name}: not in this node's config"));
                 continue;
+            };
+            if let (ToSign::Hashed(hashed), true) = (data, ready > 0) {
+                match sign_from_pool(&node, &job, hashed, cand, &name, &mut client_rpc).await {
+                    Ok(resp) => {
+                        node.counters.pool_signs.fetch_add(1, Ordering::Relaxed);
+                        node.metrics.observe_sign(SignPath::Pool, started.elapsed());
+                        break 'sign Ok(resp);
+                    }
+                    Err(PoolMiss::Missing(why)) => {
+                        node.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(co_signer = %name, why, "presignature unavailable; full protocol");
+                    }
+                    Err(PoolMiss::Failed(why)) => {
+                        tracing::warn!(co_signer = %name, why, "pool signing failed; trying the next co-signer");
+                        failures.push(why);
+                        continue;
+                    }
+                }
             }
-            Ok(Err(status)) => {
-                node.send_abort(&reg.info, "proposal failed").await;
-                failures.push(format!("{name}: unreachable ({})", status.message()));
-                continue;
+            let share = match &share {
+                Some(s) => s.clone(),
+                None => {
+                    let (n, key_id) = (node.clone(), record.key_id.clone());
+                    let s = Arc::new(blocking(move || flows::load_share(&n, &key_id)).await?);
+                    share = Some(s.clone());
+                    s
+                }
+            };
+            match sign_full(&node, &job, data, cand, &name, &mut client_rpc, share).await {
+                Ok(resp) => {
+                    node.counters.full_signs.fetch_add(1, Ordering::Relaxed);
+                    node.metrics.observe_sign(SignPath::Full, started.elapsed());
+                    break 'sign Ok(resp);
+                }
+                Err(why) => failures.push(why),
             }
-            Ok(Ok(reply)) if !reply.get_ref().accepted => {
-                failures.push(format!("{name}: declined ({})", reply.get_ref().reason));
-                continue;
-            }
-            Ok(Ok(_)) => {}
         }
-        let info = reg.info.clone();
-        match flows::sign(node.clone(), reg, share.clone(), signers.clone(), data).await {
-            Ok(sig) => {
-                let mut rs = [0u8; 64];
-                sig.write_to_slice(&mut rs);
-                // Independent check with k256 before anything is released.
-                let fin = tss_core::chain::finish_signature(&public_key, &digest, &rs).map_err(|e| {
-                    tracing::error!(error = %e, "combined signature does not verify; not released");
-                    ApiError::Internal(format!("the combined signature does not verify ({e}); nothing was released"))
-                })?;
-                record_signed(&node, &record.key_id, &req.request_id, &digest).await?;
-                let names = signers
-                    .iter()
-                    .map(|&s| {
-                        record
-                            .parties
-                            .get(usize::from(s))
-                            .map_or_else(String::new, |p| p.name.clone())
-                    })
-                    .collect();
-                return Ok(pb::SignResponse {
-                    r: fin.r.to_vec(),
-                    s: fin.s.to_vec(),
-                    v: u32::from(fin.v),
-                    der: fin.der.clone(),
-                    signature_rsv: fin.to_rsv().to_vec(),
-                    digest: digest.to_vec(),
-                    public_key: public_key.clone(),
-                    signers: names,
-                    elapsed_ms: started.elapsed().as_millis() as u64,
-                });
-            }
-            Err(f) => {
-                tracing::warn!(co_signer = %name, failure = %f, "signing session failed; trying the next co-signer");
-                node.send_abort(&info, &f.to_string()).await;
-                failures.push(format!("{name}: {f}"));
-            }
+        Err(ApiError::Unavailable(format!(
+            "no two parties can sign key {}: {}",
+            record.key_id,
+            failures.join("; ")
+        )))
+    };
+    match result {
+        Ok(resp) => {
+            record_signed(&node, &record.key_id, &req.request_id, &digest).await?;
+            Ok(resp)
+        }
+        Err(e) => {
+            // The pool path records the request with the presignature it
+            // consumes; nothing was released, so the client may retry it.
+            let (n, k) = (
+                node.clone(),
+                signed_key(&record.key_id, &req.request_id, &digest),
+            );
+            let _ = blocking(move || {
+                n.store.take(RecordKind::SeenExecution, &k)?;
+                Ok(())
+            })
+            .await;
+            Err(e)
         }
     }
-    Err(ApiError::Unavailable(format!(
-        "no two parties can sign key {}: {}",
-        record.key_id,
-        failures.join("; ")
-    )))
+}
+
+/// The full interactive protocol with co-signer `cand`. Errors are one line
+/// for the caller's list of failures.
+async fn sign_full(
+    node: &Arc<Node>,
+    job: &SignJob,
+    data: ToSign,
+    cand: u16,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+    share: Arc<tss_core::ecdsa::KeyShare>,
+) -> Result<pb::SignResponse, String> {
+    let record = &job.record;
+    let me = record.my_index;
+    let mut signers = vec![me, cand];
+    signers.sort_unstable();
+    let eid = session::sign_execution_id(&record.key_id, &signers, &job.request_id, &job.digest);
+    let info = sign_session(record, &signers, me, eid).map_err(|e| e.to_string())?;
+    let reg = node
+        .register(info, false, None)
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = mark_seen(node, eid).await {
+        // This pair already ran this request: another pair may still sign it.
+        return Err(format!("{name}: {e}"));
+    }
+    let proposal = pb::Proposal {
+        session_id: eid.to_vec(),
+        kind: Some(pb::proposal::Kind::Sign(pb::SignProposal {
+            key_id: record.key_id.clone(),
+            signers: signers.iter().map(|&s| u32::from(s)).collect(),
+            request_id: job.request_id.clone(),
+            message: job.message.clone(),
+            hash: job.hash,
+            requested_by: job.client.name.clone(),
+            requested_by_cert: client_fingerprint(&job.client)
+                .map_err(|e| e.to_string())?
+                .to_vec(),
+        })),
+    };
+    let propose_timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
+    match tokio::time::timeout(propose_timeout, client_rpc.propose(proposal)).await {
+        Err(_) => {
+            // It may have accepted late: tell it to drop the session.
+            node.send_abort(&reg.info, "proposal timed out").await;
+            return Err(format!(
+                "{name}: no answer within {} ms",
+                propose_timeout.as_millis()
+            ));
+        }
+        Ok(Err(status)) => {
+            node.metrics.peer_rpc_error(name);
+            node.send_abort(&reg.info, "proposal failed").await;
+            return Err(format!("{name}: unreachable ({})", status.message()));
+        }
+        Ok(Ok(reply)) if !reply.get_ref().accepted => {
+            return Err(format!("{name}: declined ({})", reply.get_ref().reason));
+        }
+        Ok(Ok(_)) => {}
+    }
+    let info = reg.info.clone();
+    let _running = node.metrics.session_running("sign");
+    match flows::sign(node.clone(), reg, share, signers.clone(), data).await {
+        Ok(sig) => {
+            let fin = job.finish(&sig).map_err(|e| e.to_string())?;
+            Ok(job.response(&fin, &signers, "full", vec![]))
+        }
+        Err(f) => {
+            node.metrics.session_failed("sign");
+            tracing::warn!(co_signer = %name, failure = %f, "signing session failed; trying the next co-signer");
+            node.send_abort(&info, &f.to_string()).await;
+            Err(format!("{name}: {f}"))
+        }
+    }
 }
 
 async fn progress(p: &Progress, started: Instant, stage: &str, detail: String) {

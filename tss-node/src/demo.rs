@@ -90,11 +90,13 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
                 name: "admin".into(),
                 role: Role::Admin,
                 cert: admin_cert.clone(),
+                raw_digest: false,
             },
             ClientEntry {
                 name: "gateway".into(),
                 role: Role::Gateway,
                 cert: gateway_cert.clone(),
+                raw_digest: false,
             },
         ];
         if test_primes {
@@ -151,25 +153,7 @@ impl Daemon {
                     profile_dir
                 };
                 let mut build = Command::new(cargo);
-                // `cargo run` sets these for the program; a nested build that
-                // inherits them looks different to build scripts (ring's) and
-                // would rebuild, and then make the next `cargo run` rebuild too.
-                for (k, _) in std::env::vars_os() {
-                    let k = k.to_string_lossy().into_owned();
-                    if [
-                        "CARGO_PKG_",
-                        "CARGO_MANIFEST_",
-                        "CARGO_CRATE_",
-                        "CARGO_BIN_",
-                        "CARGO_PRIMARY_",
-                    ]
-                    .iter()
-                    .any(|p| k.starts_with(p))
-                        || k == "OUT_DIR"
-                    {
-                        build.env_remove(k);
-                    }
-                }
+                strip_cargo_run_env(&mut build);
                 // The same package selection as `cargo run --bin tssctl`, so
                 // that features resolve alike and only the binary is built.
                 build.args(["build", "--profile", profile, "--bin", "tss-node"]);
@@ -197,6 +181,16 @@ impl Daemon {
         })
     }
 
+    /// Builds the `tss-node` binary in the release profile with an explicit
+    /// backend: default features (pure-Rust big integers), or with `gmp`
+    /// `--no-default-features --features gmp` (the production build; needs
+    /// m4). Unlike [`Daemon::locate`] this ignores how the caller was built.
+    pub fn build(gmp: bool) -> anyhow::Result<Self> {
+        Ok(Daemon::Binary(cargo_build_release(
+            "tss-node", "tss-node", gmp,
+        )?))
+    }
+
     /// The command that runs one node with `config`.
     pub fn command(&self, config: &Path) -> Command {
         let mut cmd = match self {
@@ -214,6 +208,73 @@ impl Daemon {
         cmd.arg("--config").arg(config);
         cmd
     }
+}
+
+/// `cargo run` sets these for the program; a nested build that inherits them
+/// looks different to build scripts (ring's) and would rebuild, and then make
+/// the next `cargo run` rebuild too.
+fn strip_cargo_run_env(build: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+            || k == "OUT_DIR"
+        {
+            build.env_remove(k);
+        }
+    }
+}
+
+/// Builds binary `bin` of workspace package `package` in the release profile
+/// (default features, or `--no-default-features --features gmp`) and returns
+/// the path cargo reports for it. Cargo's own output goes to stderr.
+pub fn cargo_build_release(package: &str, bin: &str, gmp: bool) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("tss-node has no parent folder")?
+        .join("Cargo.toml");
+    let mut build = Command::new(cargo);
+    strip_cargo_run_env(&mut build);
+    build
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["-p", package, "--bin", bin]);
+    if gmp {
+        build.args(["--no-default-features", "--features", "gmp"]);
+    }
+    build.stdin(Stdio::null()).stderr(Stdio::inherit());
+    let out = build.output().context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo build --release -p {package} --bin {bin}{}` failed ({})",
+            if gmp {
+                " --no-default-features --features gmp"
+            } else {
+                ""
+            },
+            out.status
+        );
+    }
+    // One JSON message per line; the artifact of `bin` names its executable.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built {package} but reported no executable {bin}"))
 }
 
 /// Running node processes; killed on drop.

@@ -33,6 +33,20 @@ pub fn load_key_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>, A
     }
 }
 
+/// Every key record this node holds.
+pub fn list_key_records(node: &Node) -> Result<Vec<KeyRecord>, ApiError> {
+    let mut out = Vec::new();
+    for k in node.store.keys(RecordKind::KeyInfo)? {
+        if let Some(b) = node.store.get(RecordKind::KeyInfo, &k)? {
+            match KeyRecord::decode(b.expose()) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(error = %e, "a key record is unusable; skipped"),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether this node holds anything of key `key_id` (record or share: a
 /// crash between the two writes leaves a share without a record).
 pub fn key_exists(node: &Node, key_id: &str) -> Result<bool, ApiError> {
@@ -162,7 +176,7 @@ pub async fn sign(
     reg: Registered,
     share: Arc<KeyShare>,
     signers: Vec<u16>,
-    data: cggmp24::DataToSign<ecdsa::Curve>,
+    data: ecdsa::sign::ToSign,
 ) -> Result<ecdsa::Signature, SessionFailure> {
     let eid = reg.info.id;
     let me = reg.info.me;

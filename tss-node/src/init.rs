@@ -91,6 +91,8 @@ pub fn init_party(
         passphrase_file,
         threshold: 2,
         primes: PrimesConfig::default(),
+        presign: Default::default(),
+        metrics_listen: None,
         timeouts: Default::default(),
         limits: Default::default(),
         peers: vec![],

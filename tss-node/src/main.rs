@@ -45,6 +45,13 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Audit presignatures offline (stop the node first): prints JSON with
+    /// the ids ready per key and pair and every consumed presignature with
+    /// the digest it was used for. No secret is printed.
+    Presignatures {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +65,7 @@ fn main() -> std::process::ExitCode {
             passphrase_file,
             insecure_test_primes,
         } => init(dir, name, listen, passphrase_file, insecure_test_primes),
+        Cmd::Presignatures { config } => presignatures(config),
         Cmd::Run { config } => tss_node::config::NodeConfig::load(&config).and_then(|cfg| {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -99,6 +107,33 @@ fn init(
     println!(
         "  public entry: {} (give it to the other parties)",
         done.party_path.display()
+    );
+    Ok(())
+}
+
+fn presignatures(config: PathBuf) -> anyhow::Result<()> {
+    use tss_core::store::{RecordKind, Store};
+    let cfg = tss_node::config::NodeConfig::load(&config)?;
+    let store = Store::open(&cfg.store_dir, &cfg.passphrase()?)?;
+    let ready: Vec<serde_json::Value> = store
+        .keys(RecordKind::Presignature)?
+        .iter()
+        .filter_map(|k| {
+            // key_id 0x00 s0 s1 id (see tss_node::presign::store_key)
+            let sep = k.iter().position(|&b| b == 0)?;
+            let rest = k.get(sep + 1..)?;
+            let (pair, id) = (rest.get(..4)?, rest.get(4..)?);
+            Some(serde_json::json!({
+                "key_id": String::from_utf8_lossy(&k[..sep]),
+                "signers": [u16::from_be_bytes([pair[0], pair[1]]), u16::from_be_bytes([pair[2], pair[3]])],
+                "id": hex::encode(id),
+            }))
+        })
+        .collect();
+    let used = tss_node::presign::used_records(&store)?;
+    println!(
+        "{}",
+        serde_json::json!({ "party": cfg.name, "ready": ready, "used": used })
     );
     Ok(())
 }

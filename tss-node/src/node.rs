@@ -78,12 +78,21 @@ pub struct Node {
     aux_runs: ClaimSet<[u8; 32]>,
     keygens: ClaimSet<String>,
     signing: ClaimSet<[u8; 32]>,
+    presignatures: ClaimSet<[u8; 32]>,
     proposed: Mutex<HashMap<PartyId, usize>>,
     /// Serialises "load or generate aux info" at the coordinator.
     pub aux_lock: tokio::sync::Mutex<()>,
     permits: Arc<Semaphore>,
     /// Safe-prime pool.
     pub primes: Arc<PrimePool>,
+    /// Presignature pool counters.
+    pub counters: crate::presign::Counters,
+    /// Wakes the presign refill loop (a presignature was consumed).
+    pub presign_wake: tokio::sync::Notify,
+    /// The presign pool's low-priority runtime (`None` when the pool is off).
+    pub pool_rt: Option<crate::presign::PoolRuntime>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A registered session: owns its inbound queue and a session permit, and
@@ -208,6 +217,13 @@ impl Node {
             allowed.push(der);
         }
         let primes = PrimePool::new(store.clone(), cfg.primes.clone());
+        let pool_rt = if cfg.presign.target > 0 {
+            Some(crate::presign::PoolRuntime::start(
+                cfg.presign.parallel.max(1) * 2 + 2,
+            )?)
+        } else {
+            None
+        };
         Ok(Arc::new(Node {
             permits: Arc::new(Semaphore::new(cfg.limits.max_sessions)),
             cfg,
@@ -222,9 +238,14 @@ impl Node {
             aux_runs: ClaimSet::default(),
             keygens: ClaimSet::default(),
             signing: ClaimSet::default(),
+            presignatures: ClaimSet::default(),
             proposed: Mutex::new(HashMap::new()),
             aux_lock: tokio::sync::Mutex::new(()),
             primes,
+            counters: Default::default(),
+            presign_wake: tokio::sync::Notify::new(),
+            pool_rt,
+            metrics: crate::metrics::Metrics::new(),
         }))
     }
 
@@ -259,6 +280,20 @@ impl Node {
             .unwrap_or(0) as u16
     }
 
+    /// "alice+bob": names of a key's signers, for metrics and listings.
+    pub fn pair_label(&self, record: &keygen::record::KeyRecord, signers: &[u16]) -> String {
+        signers
+            .iter()
+            .map(|&s| {
+                record
+                    .parties
+                    .get(usize::from(s))
+                    .map_or_else(|| format!("#{s}"), |p| p.name.clone())
+            })
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
     /// Identities of all parties in index order.
     pub fn party_ids(&self) -> Vec<PartyId> {
         self.parties.iter().map(|p| p.id).collect()
@@ -288,6 +323,11 @@ impl Node {
     /// through two coordinators (any two signer pairs share a party).
     pub fn claim_request(&self, id: [u8; 32]) -> Option<RequestClaim> {
         self.signing.try_claim(id, false)
+    }
+
+    /// Claims a presignature id for one coordinator request here.
+    pub fn claim_presignature(&self, id: [u8; 32]) -> Option<Claim<[u8; 32]>> {
+        self.presignatures.try_claim(id, false)
     }
 
     /// Whether our part of aux-info run `id` is still in progress.

@@ -56,6 +56,16 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     if node.cfg.primes.pool_target > 0 {
         node.primes.start()?;
     }
+    if let Some(rt) = &node.pool_rt {
+        rt.handle().spawn(crate::presign::refill_loop(node.clone()));
+    }
+    if let Some(addr) = node.cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        tokio::spawn(crate::metrics::serve(l, node.metrics.clone(), shutdown()));
+    }
     let server_cfg = tls::server_config(&my_tls, node.allowed_certs())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -2,7 +2,9 @@
 //!
 //! - [`aux`]: auxiliary info (Paillier keys and their proofs), once per party set;
 //! - [`keygen`]: threshold DKG (t-of-n), completed with the party set's aux info;
-//! - [`sign`]: interactive signing by exactly t parties.
+//! - [`sign`]: interactive signing by exactly t parties;
+//! - [`presign`]: the interactive rounds of signing run ahead of time by a
+//!   signer pair, so that a signature later takes one round.
 //!
 //! Every function takes a `round-based` party built by
 //! [`crate::session::delivery`], so every message it reads has been
@@ -11,6 +13,7 @@
 
 pub mod aux;
 pub mod keygen;
+pub mod presign;
 pub mod sign;
 
 use cggmp24::key_share::AnyKeyShare;

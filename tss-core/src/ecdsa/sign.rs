@@ -56,6 +56,32 @@ impl HashAlgo {
     }
 }
 
+/// What the full protocol signs.
+#[derive(Clone, Copy, Debug)]
+pub enum ToSign {
+    /// A message this node hashed itself (may also use presignatures).
+    Hashed(cggmp24::DataToSign<Curve>),
+    /// A raw digest from a client, preimage unknown: full protocol only.
+    RawDigest(cggmp24::signing::PrehashedDataToSign<Curve>),
+}
+
+impl ToSign {
+    /// Wraps a raw 32-byte digest (reduced modulo the group order, as ECDSA
+    /// verifiers do).
+    pub fn raw_digest(digest: &[u8; 32]) -> Self {
+        ToSign::RawDigest(cggmp24::signing::PrehashedDataToSign::from_scalar(
+            generic_ec::Scalar::from_be_bytes_mod_order(digest),
+        ))
+    }
+
+    fn as_any(&self) -> &dyn cggmp24::signing::AnyDataToSign<Curve> {
+        match self {
+            ToSign::Hashed(d) => d,
+            ToSign::RawDigest(d) => d,
+        }
+    }
+}
+
 /// Runs full signing as signer `i` (0-based among the signers);
 /// `parties_at_keygen[j]` is the keygen index of signer `j`.
 pub async fn run<M>(
@@ -63,7 +89,7 @@ pub async fn run<M>(
     i: u16,
     parties_at_keygen: &[u16],
     share: &KeyShare,
-    data: cggmp24::DataToSign<Curve>,
+    data: ToSign,
     party: M,
 ) -> Result<Signature, EngineError>
 where
@@ -77,7 +103,7 @@ where
         )));
     }
     cggmp24::signing(cggmp24::ExecutionId::new(eid), i, parties_at_keygen, share)
-        .sign(&mut rand_core::OsRng, party, &data)
+        .sign(&mut rand_core::OsRng, party, data.as_any())
         .await
         .map_err(|e| EngineError::from_engine(&e))
 }

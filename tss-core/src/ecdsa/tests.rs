@@ -171,7 +171,15 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
             async move {
                 let (data, _) = hash.data_to_sign(&m);
                 let at_keygen = [pair[0] as u16, pair[1] as u16];
-                sign::run(&sid, i, &at_keygen, &share, data, party).await
+                sign::run(
+                    &sid,
+                    i,
+                    &at_keygen,
+                    &share,
+                    sign::ToSign::Hashed(data),
+                    party,
+                )
+                .await
             }
         });
         eprintln!("sign {pair:?}: {:?}", t0.elapsed());
@@ -184,8 +192,76 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
             assert!(fin.v <= 1);
         }
     }
+
+    // And a raw digest signs through the full protocol
+    let digest = [0x5a; 32];
+    let sid = crate::session::sign_execution_id("k", &[0, 2], b"raw", &digest);
+    let s2 = shares.clone();
+    let sigs = net.run(Protocol::Sign, sid, &[0, 2], move |i, party| {
+        let share = s2[[0, 2][usize::from(i)]].clone();
+        async move {
+            let data = sign::ToSign::raw_digest(&digest);
+            sign::run(&sid, i, &[0, 2], &share, data, party).await
+        }
+    });
+    for s in sigs {
+        let mut rs = [0u8; 64];
+        s.unwrap().write_to_slice(&mut rs);
+        crate::chain::finish_signature(&pk, &digest, &rs).unwrap();
+    }
+
+    // And every pair presigns, then signs from its presignatures in one step
+    for pair in [[0usize, 1], [0, 2], [1, 2]] {
+        let at_keygen = [pair[0] as u16, pair[1] as u16];
+        let sid = crate::session::presign_execution_id("k", &at_keygen, &[7; 32]);
+        let s2 = shares.clone();
+        let t0 = std::time::Instant::now();
+        let presigs = net.run(Protocol::Presign, sid, &pair, move |i, party| {
+            let share = s2[pair[usize::from(i)]].clone();
+            async move { presign::run(&sid, i, &at_keygen, &share, party).await }
+        });
+        eprintln!("presign {pair:?}: {:?}", t0.elapsed());
+        // Stored form round-trips.
+        let presigs: Vec<presign::StoredPresignature> = presigs
+            .into_iter()
+            .map(|p| presign::StoredPresignature::decode(p.unwrap().encode().expose()).unwrap())
+            .collect();
+        let combiner = presign::StoredPresignature::decode(presigs[0].encode().expose()).unwrap();
+        let (data, digest) = sign::HashAlgo::Keccak256.data_to_sign(b"from the pool");
+        let partials: Vec<[u8; 32]> = presigs.into_iter().map(|p| p.issue(data)).collect();
+        let sig = combiner.combine(&partials, data).unwrap();
+        let mut rs = [0u8; 64];
+        sig.write_to_slice(&mut rs);
+        crate::chain::finish_signature(&pk, &digest, &rs).unwrap();
+
+        // A wrong partial names its signer, whichever it is
+        for (j, &culprit) in at_keygen.iter().enumerate() {
+            let mut bad = partials.clone();
+            bad[j][31] ^= 1;
+            match combiner.combine(&bad, data) {
+                Err(presign::CombineError::InvalidPartial { culprit: c }) => assert_eq!(c, culprit),
+                other => panic!("expected culprit {culprit}, got {:?}", other.map(|_| ())),
+            }
+        }
+        // So does a partial for another message
+        let (other, _) = sign::HashAlgo::Keccak256.data_to_sign(b"something else");
+        let mut wrong = partials.clone();
+        wrong[1] = presign::StoredPresignature::decode(combiner.encode().expose())
+            .unwrap()
+            .issue(other);
+        assert!(matches!(
+            combiner.combine(&wrong, data),
+            Err(presign::CombineError::InvalidPartial { .. })
+        ));
+    }
+
     let seen = MAX_SEEN.lock().unwrap();
-    for p in [Protocol::AuxInfo, Protocol::Keygen, Protocol::Sign] {
+    for p in [
+        Protocol::AuxInfo,
+        Protocol::Keygen,
+        Protocol::Sign,
+        Protocol::Presign,
+    ] {
         let max = seen
             .iter()
             .filter(|(q, _)| *q == p)

@@ -142,8 +142,12 @@ pub enum RecordKind {
     KeyInfo,
     /// Execution ids already run, for replay protection.
     SeenExecution,
-    /// Presignatures; single use, read them with [`Store::take`].
+    /// Presignatures; single use, read them with [`Store::take`] or
+    /// [`Store::consume`].
     Presignature,
+    /// Log of consumed presignatures (id, what it signed): written in the
+    /// same transaction that removes the presignature.
+    PresignatureUsed,
     /// The node's own long-term secrets (identity key, TLS private key).
     NodeSecret,
 }
@@ -157,6 +161,7 @@ impl RecordKind {
         RecordKind::KeyInfo,
         RecordKind::SeenExecution,
         RecordKind::Presignature,
+        RecordKind::PresignatureUsed,
         RecordKind::NodeSecret,
     ];
 
@@ -170,6 +175,7 @@ impl RecordKind {
             RecordKind::KeyInfo => "key_info",
             RecordKind::SeenExecution => "seen_execution",
             RecordKind::Presignature => "presignature",
+            RecordKind::PresignatureUsed => "presignature_used",
             RecordKind::NodeSecret => "node_secret",
         }
     }
@@ -194,6 +200,7 @@ struct Trees {
     key_info: sled::Tree,
     seen_execution: sled::Tree,
     presignature: sled::Tree,
+    presignature_used: sled::Tree,
     node_secret: sled::Tree,
 }
 
@@ -210,6 +217,7 @@ impl Trees {
             key_info: open(RecordKind::KeyInfo)?,
             seen_execution: open(RecordKind::SeenExecution)?,
             presignature: open(RecordKind::Presignature)?,
+            presignature_used: open(RecordKind::PresignatureUsed)?,
             node_secret: open(RecordKind::NodeSecret)?,
         })
     }
@@ -222,6 +230,7 @@ impl Trees {
             RecordKind::KeyInfo => &self.key_info,
             RecordKind::SeenExecution => &self.seen_execution,
             RecordKind::Presignature => &self.presignature,
+            RecordKind::PresignatureUsed => &self.presignature_used,
             RecordKind::NodeSecret => &self.node_secret,
         }
     }
@@ -491,6 +500,75 @@ impl Store {
             }
             // Replaced or taken concurrently since we read it: read again.
         }
+    }
+
+    /// Removes the value under `key` of `kind` and, in the same transaction,
+    /// writes `log_value` under `log_key` of `log_kind` (which must be absent)
+    /// plus any `also` records; then flushes to disk and returns the removed
+    /// value. `None` (and nothing written) if the value is absent or the log
+    /// record exists already. At most one caller gets a given value, and a
+    /// consumed value never comes back after a crash.
+    pub fn consume(
+        &self,
+        (kind, key): (RecordKind, &[u8]),
+        (log_kind, log_key, log_value): (RecordKind, &[u8], &[u8]),
+        also: &[(RecordKind, &[u8], &[u8])],
+    ) -> Result<Option<SecretBytes>, StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+
+        let sealed_log = self.seal(log_kind, log_key, log_value)?;
+        let sealed_also = also
+            .iter()
+            .map(|(k, key, v)| Ok((*k, *key, self.seal(*k, key, v)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut kinds = vec![kind, log_kind];
+        for (k, _, _) in &sealed_also {
+            if !kinds.contains(k) {
+                kinds.push(*k);
+            }
+        }
+        let trees: Vec<&sled::Tree> = kinds.iter().map(|k| self.tree(*k)).collect();
+        let at = |k: RecordKind| kinds.iter().position(|x| *x == k).unwrap_or(0);
+        let taken = trees
+            .as_slice()
+            .transaction(|t| {
+                if t[at(log_kind)].get(log_key)?.is_some() {
+                    return Ok(None);
+                }
+                let Some(sealed) = t[at(kind)].remove(key)? else {
+                    return Ok(None);
+                };
+                t[at(log_kind)].insert(log_key, sealed_log.as_slice())?;
+                for (k, key, v) in &sealed_also {
+                    t[at(*k)].insert(*key, v.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(Some(sealed))
+            })
+            .map_err(|e: TransactionError<()>| self.io("consuming", kind, format!("{e:?}")))?;
+        let Some(sealed) = taken else {
+            return Ok(None);
+        };
+        self.flush()?;
+        // Opened after the removal is durable; a record that does not open
+        // is gone either way, and the error says which.
+        self.unseal(kind, key, &sealed).map(Some)
+    }
+
+    /// Keys of a kind that start with `prefix`, ascending.
+    pub fn keys_with_prefix(
+        &self,
+        kind: RecordKind,
+        prefix: &[u8],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.tree(kind)
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| {
+                k.map(|k| k.to_vec())
+                    .map_err(|e| self.io("listing", kind, e))
+            })
+            .collect()
     }
 
     /// Stores `value` under `key` only if `key` is absent, atomically.
@@ -1035,6 +1113,69 @@ mod tests {
     }
 
     #[test]
+    fn consume__should_hand_out_a_value_once_and_log_it_durably() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::create_for_tests(&dir, &pass("pw")).unwrap();
+        store
+            .put(RecordKind::Presignature, b"k\0p1", b"secret")
+            .unwrap();
+        store
+            .put(RecordKind::Presignature, b"k\0p2", b"other")
+            .unwrap();
+        let log = (
+            RecordKind::PresignatureUsed,
+            b"p1".as_slice(),
+            b"used for d".as_slice(),
+        );
+        let also = [(
+            RecordKind::SeenExecution,
+            b"signed/x".as_slice(),
+            b"1".as_slice(),
+        )];
+
+        // When it is consumed twice
+        let first = store
+            .consume((RecordKind::Presignature, b"k\0p1"), log, &also)
+            .unwrap();
+        let second = store
+            .consume((RecordKind::Presignature, b"k\0p1"), log, &also)
+            .unwrap();
+
+        // Then only the first gets it, with the log and extra record written
+        assert_eq!(first.unwrap().expose(), b"secret");
+        assert!(second.is_none());
+        assert!(store
+            .contains(RecordKind::SeenExecution, b"signed/x")
+            .unwrap());
+        assert_eq!(
+            store
+                .keys_with_prefix(RecordKind::Presignature, b"k\0")
+                .unwrap(),
+            vec![b"k\0p2".to_vec()]
+        );
+        // An existing log entry refuses the consumption and changes nothing
+        let reuse = store
+            .consume((RecordKind::Presignature, b"k\0p2"), log, &[])
+            .unwrap();
+        assert!(reuse.is_none());
+        assert!(store.contains(RecordKind::Presignature, b"k\0p2").unwrap());
+        drop(store);
+
+        // And after reopening, the consumed value stays gone
+        let store = Store::open(&dir, &pass("pw")).unwrap();
+        assert!(!store.contains(RecordKind::Presignature, b"k\0p1").unwrap());
+        assert_eq!(
+            store
+                .get(RecordKind::PresignatureUsed, b"p1")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"used for d"
+        );
+    }
+
+    #[test]
     fn record_kind__should_have_distinct_stable_tags() {
         let tags: Vec<_> = RecordKind::ALL.iter().map(|k| k.tag()).collect();
         assert_eq!(
@@ -1046,6 +1187,7 @@ mod tests {
                 "key_info",
                 "seen_execution",
                 "presignature",
+                "presignature_used",
                 "node_secret"
             ]
         );

@@ -36,6 +36,9 @@ enum Hash {
     Sha256,
     Keccak256,
     DoubleSha256,
+    /// The message is a 32-byte digest, signed as given (the client needs
+    /// `raw_digest = true` at every signer; always the full protocol).
+    None,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +162,9 @@ fn key_json(k: &pb::KeyInfo) -> serde_json::Value {
         "parties": k.parties,
         "eth_address": k.eth_address,
         "created_unix": k.created_unix,
+        "presignatures": k.pool.iter().map(|p| serde_json::json!({
+            "signers": p.signers, "ready": p.ready, "target": p.target,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -220,6 +226,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 Hash::Sha256 => pb::HashAlgorithm::Sha256,
                 Hash::Keccak256 => pb::HashAlgorithm::Keccak256,
                 Hash::DoubleSha256 => pb::HashAlgorithm::DoubleSha256,
+                Hash::None => pb::HashAlgorithm::None,
             };
             let mut c = connect(&conn).await?;
             let r = c
@@ -236,6 +243,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 "der": hex::encode(&r.der), "signature_rsv": hex::encode(&r.signature_rsv),
                 "digest": hex::encode(&r.digest), "public_key": hex::encode(&r.public_key),
                 "signers": r.signers, "elapsed_ms": r.elapsed_ms,
+                "path": r.path, "presignature_id": hex::encode(&r.presignature_id),
             }));
         }
         Cmd::GetKey { conn, key } => {
@@ -266,6 +274,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 "party": h.party, "version": h.version, "keys": h.keys,
                 "primes_ready": h.primes_ready, "primes_generating": h.primes_generating,
                 "sessions_running": h.sessions_running,
+                "presign": h.presign.map(|p| serde_json::json!({
+                    "generated": p.generated, "consumed": p.consumed,
+                    "pool_signs": p.pool_signs, "full_signs": p.full_signs,
+                    "fallbacks": p.fallbacks,
+                })),
                 "peers": h.peers.iter().map(|p| serde_json::json!({"name": p.name, "reachable": p.reachable, "error": p.error})).collect::<Vec<_>>(),
             }));
         }

@@ -235,38 +235,35 @@ impl PeerService {
                 Ok(accept())
             }
             Some(pb::proposal::Kind::Sign(s)) => self.propose_sign(from, id, s).await,
+            Some(pb::proposal::Kind::Presign(ps)) => self.propose_presign(from, id, ps).await,
         }
     }
 
-    async fn propose_sign(
+    /// Loads a key and checks a signer set sent by peer `from`: the key's
+    /// threshold of distinct ascending indices, including both of us.
+    async fn key_and_signers(
         &self,
         from: &Party,
-        id: [u8; 32],
-        s: pb::SignProposal,
-    ) -> Result<pb::ProposalReply, ApiError> {
+        key_id: &str,
+        signers: &[u32],
+    ) -> Result<Result<(keygen::record::KeyRecord, Vec<u16>), String>, ApiError> {
         let node = &self.node;
-        let hash = match coordinator::hash_algo(s.hash) {
-            Ok(h) => h,
-            Err(e) => return Ok(decline(e.to_string())),
-        };
-        if let Err(e) = coordinator::check_sign_input(node, &s.key_id, &s.message, &s.request_id) {
-            return Ok(decline(e.to_string()));
+        if keygen::record::check_key_id(key_id).is_err() {
+            return Ok(Err("invalid key id".into()));
         }
-        let (n, key_id) = (node.clone(), s.key_id.clone());
-        let Some(record) = blocking(move || flows::load_key_record(&n, &key_id)).await? else {
-            return Ok(decline(format!("no key {} at {}", s.key_id, node.cfg.name)));
+        let (n, k) = (node.clone(), key_id.to_owned());
+        let Some(record) = blocking(move || flows::load_key_record(&n, &k)).await? else {
+            return Ok(Err(format!("no key {key_id} at {}", node.cfg.name)));
         };
         let ids = record
             .party_ids()
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let signers: Vec<u16> = match s
-            .signers
+        let Ok(signers) = signers
             .iter()
             .map(|&x| u16::try_from(x))
-            .collect::<Result<_, _>>()
-        {
-            Ok(v) => v,
-            Err(_) => return Ok(decline("signer index out of range")),
+            .collect::<Result<Vec<u16>, _>>()
+        else {
+            return Ok(Err("signer index out of range".into()));
         };
         let from_index = ids.iter().position(|p| *p == from.id).map(|i| i as u16);
         let ascending = signers.windows(2).all(|w| w[0] < w[1]);
@@ -276,10 +273,186 @@ impl PeerService {
             || !signers.contains(&record.my_index)
             || from_index.is_none_or(|f| !signers.contains(&f))
         {
-            return Ok(decline("signer set must be the key's threshold of distinct ascending indices, including both of us"));
+            return Ok(Err("signer set must be the key's threshold of distinct ascending indices, including both of us".into()));
         }
+        Ok(Ok((record, signers)))
+    }
+
+    async fn propose_presign(
+        &self,
+        from: &Party,
+        id: [u8; 32],
+        ps: pb::PresignProposal,
+    ) -> Result<pb::ProposalReply, ApiError> {
+        let node = &self.node;
+        let Some(rt) = node.pool_rt.as_ref() else {
+            return Ok(decline(format!(
+                "the presignature pool is off at {}",
+                node.cfg.name
+            )));
+        };
+        let (record, signers) = match self.key_and_signers(from, &ps.key_id, &ps.signers).await? {
+            Ok(x) => x,
+            Err(why) => return Ok(decline(why)),
+        };
+        // The party with the lower index of the pair leads its presign runs.
+        if signers.first() == Some(&record.my_index) {
+            return Ok(decline("this node leads presigning for this pair"));
+        }
+        let nonce: [u8; 32] = sid(&ps.nonce)?;
+        if session::presign_execution_id(&record.key_id, &signers, &nonce) != id {
+            return Ok(decline("session id does not match the proposal"));
+        }
+        let cap = node.cfg.presign.target + node.cfg.presign.slack;
+        let (n, k, sg) = (node.clone(), record.key_id.clone(), signers.clone());
+        if blocking(move || crate::presign::level(&n, &k, &sg)).await? >= cap {
+            return Ok(decline(format!(
+                "{} already holds {cap} presignatures for this key and pair",
+                node.cfg.name
+            )));
+        }
+        let mut info = coordinator::sign_session(&record, &signers, record.my_index, id)?;
+        info.protocol = Protocol::Presign;
+        let reg = node.register(info, false, Some(from.id))?;
+        let (n, k) = (node.clone(), record.key_id.clone());
+        let share = Arc::new(blocking(move || flows::load_share(&n, &k)).await?);
+        let n = node.clone();
+        rt.handle().spawn(async move {
+            let _running = n.metrics.session_running("presign");
+            if let Err(f) =
+                crate::presign::run_and_store(n.clone(), reg, record, share, signers).await
+            {
+                n.metrics.session_failed("presign");
+                tracing::debug!(failure = %f, "presign session failed");
+            }
+        });
+        Ok(accept())
+    }
+
+    async fn sign_with_presignature_inner(
+        &self,
+        from: &Party,
+        r: pb::PresignSignRequest,
+    ) -> Result<pb::PresignSignReply, ApiError> {
+        let node = &self.node;
+        let refuse = |reason: String, missing: bool| pb::PresignSignReply {
+            partial_signature: vec![],
+            reason,
+            missing,
+        };
+        // Only data this node hashes itself: never a raw digest.
+        let hash = match coordinator::hash_algo(r.hash) {
+            Ok(coordinator::Hashing::Node(h)) => h,
+            Ok(coordinator::Hashing::Raw) => {
+                return Ok(refuse(
+                    "raw digests are never signed from a presignature".into(),
+                    false,
+                ))
+            }
+            Err(e) => return Ok(refuse(e.to_string(), false)),
+        };
+        if let Err(e) = coordinator::check_sign_input(node, &r.key_id, &r.message, &r.request_id) {
+            return Ok(refuse(e.to_string(), false));
+        }
+        let (record, signers) = match self.key_and_signers(from, &r.key_id, &r.signers).await? {
+            Ok(x) => x,
+            Err(why) => return Ok(refuse(why, false)),
+        };
+        let Ok(pid) = <[u8; 32]>::try_from(r.presignature_id.as_slice()) else {
+            return Ok(refuse("presignature id must be 32 bytes".into(), false));
+        };
+        // Hash the message ourselves.
+        let (data, digest) = hash.data_to_sign(&r.message);
+        let _claim =
+            match coordinator::claim_fresh_request(node, &record.key_id, &r.request_id, &digest)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return Ok(refuse(e.to_string(), false)),
+            };
+        let (n, k, sg) = (node.clone(), record.key_id.clone(), signers.clone());
+        let signed = coordinator::signed_key(&record.key_id, &r.request_id, &digest);
+        let presig = blocking(move || {
+            crate::presign::consume(
+                &n,
+                &k,
+                &sg,
+                &pid,
+                &digest,
+                "co-signer",
+                &[(tss_core::store::RecordKind::SeenExecution, &signed, &[1])],
+            )
+        })
+        .await?;
+        let Some(presig) = presig else {
+            return Ok(refuse(
+                format!(
+                    "{} holds no presignature {} for this pair (never made, or used)",
+                    node.cfg.name,
+                    hex::encode(pid)
+                ),
+                true,
+            ));
+        };
+        node.presign_wake.notify_one();
+        node.metrics
+            .presignature_consumed(&record.key_id, &node.pair_label(&record, &signers));
+        // Durably consumed: only now may the partial signature be issued.
+        if let Some(h) = &node.cfg.test_hooks {
+            if h.pause_before_partial_ms > 0 {
+                tracing::warn!(
+                    ms = h.pause_before_partial_ms,
+                    "TEST HOOK: pausing before the partial signature"
+                );
+                tokio::time::sleep(Duration::from_millis(h.pause_before_partial_ms)).await;
+            }
+        }
+        let partial = presig.issue(data);
+        tracing::info!(coordinator = %from.name, key_id = %record.key_id, "co-signed from a presignature");
+        Ok(pb::PresignSignReply {
+            partial_signature: partial.to_vec(),
+            reason: String::new(),
+            missing: false,
+        })
+    }
+
+    async fn propose_sign(
+        &self,
+        from: &Party,
+        id: [u8; 32],
+        s: pb::SignProposal,
+    ) -> Result<pb::ProposalReply, ApiError> {
+        let node = &self.node;
+        let hashing = match coordinator::hash_algo(s.hash) {
+            Ok(h) => h,
+            Err(e) => return Ok(decline(e.to_string())),
+        };
+        if let Err(e) = coordinator::check_sign_input(node, &s.key_id, &s.message, &s.request_id) {
+            return Ok(decline(e.to_string()));
+        }
+        if hashing == coordinator::Hashing::Raw {
+            // Raw digests only for a client this node also allows them for.
+            let fp: Option<crate::tls::Fingerprint> =
+                s.requested_by_cert.as_slice().try_into().ok();
+            if !fp
+                .and_then(|fp| node.client(&fp))
+                .is_some_and(|c| c.raw_digest)
+            {
+                return Ok(decline(format!(
+                    "client {:?} may not sign raw digests at {}",
+                    s.requested_by, node.cfg.name
+                )));
+            }
+        }
+        let (record, signers) = match self.key_and_signers(from, &s.key_id, &s.signers).await? {
+            Ok(x) => x,
+            Err(why) => return Ok(decline(why)),
+        };
         // Hash the message ourselves: never sign a digest we did not compute.
-        let (data, digest) = hash.data_to_sign(&s.message);
+        let (data, digest) = match coordinator::to_sign(hashing, &s.message) {
+            Ok(x) => x,
+            Err(e) => return Ok(decline(e.to_string())),
+        };
         let claim =
             match coordinator::claim_fresh_request(node, &record.key_id, &s.request_id, &digest)
                 .await
@@ -357,6 +530,20 @@ impl pb::peer_server::Peer for PeerService {
         tracing::info!(from = %from.name, reason = %req.get_ref().reason, "session aborted by peer");
         self.node.abort(&id, from.id);
         Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn sign_with_presignature(
+        &self,
+        req: Request<pb::PresignSignRequest>,
+    ) -> Result<Response<pb::PresignSignReply>, Status> {
+        let from = self.caller(&req)?;
+        let reply = self
+            .sign_with_presignature_inner(from, req.into_inner())
+            .await?;
+        if !reply.missing && reply.partial_signature.is_empty() {
+            tracing::info!(from = %from.name, reason = %reply.reason, "declined to co-sign from a presignature");
+        }
+        Ok(Response::new(reply))
     }
 
     async fn ping(&self, req: Request<pb::Ack>) -> Result<Response<pb::Ack>, Status> {

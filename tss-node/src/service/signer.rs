@@ -57,7 +57,32 @@ pub fn key_info(r: &keygen::record::KeyRecord) -> pb::KeyInfo {
         threshold: u32::from(r.threshold),
         parties: r.parties.iter().map(|p| p.name.clone()).collect(),
         created_unix: r.created_unix,
+        pool: vec![],
     }
+}
+
+/// Key view with this node's presignature levels per signer pair it is in
+/// (blocking: reads the store).
+pub fn key_info_with_pool(
+    node: &Node,
+    r: &keygen::record::KeyRecord,
+) -> Result<pb::KeyInfo, ApiError> {
+    let mut info = key_info(r);
+    let me = r.my_index;
+    for other in (0..r.parties.len() as u16).filter(|&o| o != me) {
+        let mut pair = vec![me, other];
+        pair.sort_unstable();
+        info.pool.push(pb::PoolLevel {
+            signers: node
+                .pair_label(r, &pair)
+                .split('+')
+                .map(str::to_owned)
+                .collect(),
+            ready: crate::presign::level(node, &r.key_id, &pair)? as u32,
+            target: node.cfg.presign.target as u32,
+        });
+    }
+    Ok(info)
 }
 
 #[tonic::async_trait]
@@ -109,7 +134,7 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignResponse>, Status> {
         let c = self.client(&req)?;
         self.require(&c, Role::Gateway, "Sign")?;
-        let r = coordinator::sign(self.node.clone(), &c.name, req.into_inner()).await;
+        let r = coordinator::sign(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => tracing::info!(client = %c.name, ms = resp.elapsed_ms, "signed"),
             Err(e) => tracing::warn!(client = %c.name, error = %e, "sign refused or failed"),
@@ -127,10 +152,13 @@ impl pb::signer_server::Signer for SignerService {
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let n = self.node.clone();
         let k = key_id.clone();
-        let rec = blocking(move || flows::load_key_record(&n, &k))
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no key {key_id:?} at this node")))?;
-        Ok(Response::new(key_info(&rec)))
+        let info = blocking(move || match flows::load_key_record(&n, &k)? {
+            Some(rec) => key_info_with_pool(&n, &rec).map(Some),
+            None => Ok(None),
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no key {key_id:?} at this node")))?;
+        Ok(Response::new(info))
     }
 
     async fn list_keys(
@@ -144,7 +172,7 @@ impl pb::signer_server::Signer for SignerService {
             for k in n.store.keys(tss_core::store::RecordKind::KeyInfo)? {
                 let id = String::from_utf8_lossy(&k).into_owned();
                 if let Some(r) = flows::load_key_record(&n, &id)? {
-                    out.push(key_info(&r));
+                    out.push(key_info_with_pool(&n, &r)?);
                 }
             }
             Ok(out)
@@ -196,6 +224,7 @@ impl pb::signer_server::Signer for SignerService {
             primes_generating: node.primes.generating(),
             sessions_running: node.sessions_running() as u32,
             peers,
+            presign: Some(node.counters.snapshot()),
         }))
     }
 }
