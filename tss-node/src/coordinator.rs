@@ -432,25 +432,30 @@ pub async fn sign(
         started,
     };
     let record = &job.record;
-    // Co-signers with presignatures ready first, the fullest pool first.
+    // Co-signers with presignatures ready first, the fullest pool first (not
+    // counting those our other requests hold right now); on a tie, pairs
+    // this node leads, so that the two parties of a pair seldom draw from
+    // its pool at the same moment.
     let mut candidates = Vec::new();
     for cand in (0..ids.len() as u16).filter(|&c| c != me) {
         let mut pair = vec![me, cand];
         pair.sort_unstable();
+        let leads = pair[0] == me;
         let (n, k) = (node.clone(), record.key_id.clone());
         let ready = match data {
             ToSign::Hashed(_) if node.cfg.presign.target > 0 => {
-                blocking(move || crate::presign::level(&n, &k, &pair)).await?
+                let ids = blocking(move || crate::presign::ready_ids(&n, &k, &pair)).await?;
+                ids.iter().filter(|id| !node.presignature_claimed(id)).count()
             }
             _ => 0,
         };
-        candidates.push((cand, ready));
+        candidates.push((cand, ready, leads));
     }
-    candidates.sort_by_key(|&(_, ready)| std::cmp::Reverse(ready));
+    candidates.sort_by_key(|&(_, ready, leads)| std::cmp::Reverse((ready, leads)));
     let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
     let mut failures = Vec::new();
     let result = 'sign: {
-        for (cand, ready) in candidates {
+        for (cand, ready, _) in candidates {
             let cand_id = ids[usize::from(cand)];
             let name = node
                 .party(&cand_id)

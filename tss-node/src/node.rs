@@ -330,6 +330,11 @@ impl Node {
         self.presignatures.try_claim(id, false)
     }
 
+    /// Whether a presignature id is claimed by a request here now.
+    pub fn presignature_claimed(&self, id: &[u8; 32]) -> bool {
+        self.presignatures.is_claimed(id)
+    }
+
     /// Whether our part of aux-info run `id` is still in progress.
     pub fn aux_running(&self, id: &[u8; 32]) -> bool {
         self.aux_runs.is_claimed(id)
