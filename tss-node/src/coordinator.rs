@@ -445,7 +445,9 @@ pub async fn sign(
         let ready = match data {
             ToSign::Hashed(_) if node.cfg.presign.target > 0 => {
                 let ids = blocking(move || crate::presign::ready_ids(&n, &k, &pair)).await?;
-                ids.iter().filter(|id| !node.presignature_claimed(id)).count()
+                ids.iter()
+                    .filter(|id| !node.presignature_claimed(id))
+                    .count()
             }
             _ => 0,
         };
@@ -587,14 +589,12 @@ async fn sign_full(
         Ok(Ok(_)) => {}
     }
     let info = reg.info.clone();
-    let _running = node.metrics.session_running("sign");
     match flows::sign(node.clone(), reg, share, signers.clone(), data).await {
         Ok(sig) => {
             let fin = job.finish(&sig).map_err(|e| e.to_string())?;
             Ok(job.response(&fin, &signers, "full", vec![]))
         }
         Err(f) => {
-            node.metrics.session_failed("sign");
             tracing::warn!(co_signer = %name, failure = %f, "signing session failed; trying the next co-signer");
             node.send_abort(&info, &f.to_string()).await;
             Err(format!("{name}: {f}"))
@@ -645,6 +645,7 @@ async fn propose_all(
             continue;
         };
         let name = p.name.clone();
+        let metrics = node.metrics.clone();
         let req = pb::Proposal {
             session_id: info.id.to_vec(),
             kind: Some(kind.clone()),
@@ -655,7 +656,10 @@ async fn propose_all(
                     format!("{name}: no answer within {} ms", timeout.as_millis()),
                     false,
                 )),
-                Ok(Err(s)) => Err((format!("{name}: unreachable ({})", s.message()), false)),
+                Ok(Err(s)) => {
+                    metrics.peer_rpc_error(&name);
+                    Err((format!("{name}: unreachable ({})", s.message()), false))
+                }
                 Ok(Ok(r)) if !r.get_ref().accepted => Err((
                     format!("{name}: declined ({})", r.get_ref().reason),
                     r.get_ref().missing_aux,

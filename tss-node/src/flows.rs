@@ -72,6 +72,15 @@ pub fn load_share(node: &Node, key_id: &str) -> Result<KeyShare, ApiError> {
 /// set's current aux info. The caller holds [`Node::aux_in_progress`] for
 /// the run from the moment it accepts or proposes it.
 pub async fn aux(node: Arc<Node>, reg: Registered) -> Result<[u8; 32], SessionFailure> {
+    let _running = node.metrics.session_running("aux_info");
+    let r = aux_inner(node.clone(), reg).await;
+    if r.is_err() {
+        node.metrics.session_failed("aux_info");
+    }
+    r
+}
+
+async fn aux_inner(node: Arc<Node>, reg: Registered) -> Result<[u8; 32], SessionFailure> {
     let info = reg.info.clone();
     let n = info.parties.len() as u16;
     let pool = node.primes.clone();
@@ -103,6 +112,20 @@ pub async fn aux(node: Arc<Node>, reg: Registered) -> Result<[u8; 32], SessionFa
 
 /// Runs DKG as one party, completes the share with `aux` and seals it.
 pub async fn keygen(
+    node: Arc<Node>,
+    reg: Registered,
+    key_id: String,
+    aux: AuxRecord,
+) -> Result<KeyRecord, SessionFailure> {
+    let _running = node.metrics.session_running("keygen");
+    let r = keygen_inner(node.clone(), reg, key_id, aux).await;
+    if r.is_err() {
+        node.metrics.session_failed("keygen");
+    }
+    r
+}
+
+async fn keygen_inner(
     node: Arc<Node>,
     reg: Registered,
     key_id: String,
@@ -180,9 +203,17 @@ pub async fn sign(
 ) -> Result<ecdsa::Signature, SessionFailure> {
     let eid = reg.info.id;
     let me = reg.info.me;
-    reg.run(
-        Duration::from_millis(node.cfg.timeouts.sign_ms),
-        move |party| async move { ecdsa::sign::run(&eid, me, &signers, &share, data, party).await },
-    )
-    .await
+    let _running = node.metrics.session_running("sign");
+    let r = reg
+        .run(
+            Duration::from_millis(node.cfg.timeouts.sign_ms),
+            move |party| async move {
+                ecdsa::sign::run(&eid, me, &signers, &share, data, party).await
+            },
+        )
+        .await;
+    if r.is_err() {
+        node.metrics.session_failed("sign");
+    }
+    r
 }

@@ -632,6 +632,7 @@ async fn pump(
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         queues.insert(j as u16, tx);
         let fail = fail.clone();
+        let metrics = node.metrics.clone();
         let per_call = Duration::from_millis(node.cfg.timeouts.propose_ms.max(1000) * 3);
         tasks.push(tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
@@ -642,6 +643,7 @@ async fn pump(
                     Ok(Err(status)) => format!("{}: {}", status.code(), status.message()),
                     Err(_) => format!("no answer within {} ms", per_call.as_millis()),
                 };
+                metrics.peer_rpc_error(&name);
                 let _ = fail.send(SessionFailure::Unreachable {
                     peer: name.clone(),
                     reason: err,
