@@ -510,7 +510,10 @@ pub async fn sign(
     };
     match result {
         Ok(resp) => {
-            record_signed(&node, &record.key_id, &req.request_id, &digest).await?;
+            // The pool path recorded it with the presignature it consumed.
+            if resp.path != "pool" {
+                record_signed(&node, &record.key_id, &req.request_id, &digest).await?;
+            }
             Ok(resp)
         }
         Err(e) => {
