@@ -277,6 +277,7 @@ async fn sign_from_pool(
     job: &SignJob,
     data: cggmp24::DataToSign<tss_core::ecdsa::Curve>,
     cand: u16,
+    ids: Vec<[u8; 32]>,
     name: &str,
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
 ) -> Result<pb::SignResponse, PoolMiss> {
@@ -284,10 +285,6 @@ async fn sign_from_pool(
     let mut signers = vec![me, cand];
     signers.sort_unstable();
     let key_id = job.record.key_id.clone();
-    let (n, k, sg) = (node.clone(), key_id.clone(), signers.clone());
-    let ids = blocking(move || crate::presign::ready_ids(&n, &k, &sg))
-        .await
-        .map_err(|e| PoolMiss::Missing(e.to_string()))?;
     // The pair's leader (lower index) draws from the front of the sorted
     // ids, the other party from the back, so that the two rarely pick the
     // same presignature at once; a claim keeps our own requests apart.
@@ -442,18 +439,19 @@ pub async fn sign(
         pair.sort_unstable();
         let leads = pair[0] == me;
         let (n, k) = (node.clone(), record.key_id.clone());
-        let ready = match data {
+        let ready: Vec<[u8; 32]> = match data {
             ToSign::Hashed(_) if node.cfg.presign.target > 0 => {
-                let ids = blocking(move || crate::presign::ready_ids(&n, &k, &pair)).await?;
-                ids.iter()
+                blocking(move || crate::presign::ready_ids(&n, &k, &pair))
+                    .await?
+                    .into_iter()
                     .filter(|id| !node.presignature_claimed(id))
-                    .count()
+                    .collect()
             }
-            _ => 0,
+            _ => vec![],
         };
         candidates.push((cand, ready, leads));
     }
-    candidates.sort_by_key(|&(_, ready, leads)| std::cmp::Reverse((ready, leads)));
+    candidates.sort_by_key(|(_, ready, leads)| std::cmp::Reverse((ready.len(), *leads)));
     let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
     let mut failures = Vec::new();
     let result = 'sign: {
@@ -466,8 +464,9 @@ pub async fn sign(
                 failures.push(format!("{name}: not in this node's config"));
                 continue;
             };
-            if let (ToSign::Hashed(hashed), true) = (data, ready > 0) {
-                match sign_from_pool(&node, &job, hashed, cand, &name, &mut client_rpc).await {
+            if let (ToSign::Hashed(hashed), false) = (data, ready.is_empty()) {
+                match sign_from_pool(&node, &job, hashed, cand, ready, &name, &mut client_rpc).await
+                {
                     Ok(resp) => {
                         node.counters.pool_signs.fetch_add(1, Ordering::Relaxed);
                         node.metrics.observe_sign(SignPath::Pool, started.elapsed());

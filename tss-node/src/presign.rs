@@ -1,8 +1,9 @@
 //! The presignature pool: per key and signer pair, presignatures made ahead
 //! of time so that a Sign request is answered in one round.
 //!
-//! - Refill runs on its own Tokio runtime whose threads run at the lowest
-//!   CPU priority (nice 19): client requests and Health never wait behind it.
+//! - Refill runs on its own Tokio runtime whose threads are in the idle
+//!   scheduling class (`SCHED_IDLE`): client requests and Health never wait
+//!   behind it.
 //!   Of each pair, the party with the lower keygen index leads the presign
 //!   sessions; the other accepts while it holds fewer than target + slack.
 //! - A presignature is used at most once, also across crashes: it is removed
@@ -206,13 +207,27 @@ impl PoolRuntime {
     }
 }
 
-/// Lowers the calling thread to the lowest CPU priority (Linux: per thread).
+/// Puts the calling thread in the idle scheduling class (Linux `SCHED_IDLE`:
+/// it runs only when no normal thread wants the CPU, and a waking normal
+/// thread preempts it at once), else at nice 19.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
-            tracing::warn!(error = %e, "cannot lower the presign thread's priority");
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        let idle = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        if let Err(e) = idle {
+            tracing::warn!(error = ?e, "cannot put the presign thread in SCHED_IDLE; using nice 19");
+            let tid = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+                tracing::warn!(error = %e, "cannot lower the presign thread's priority");
+            }
         }
     }
 }

@@ -10,7 +10,7 @@
 //!   raw digests go through the full protocol.
 
 use cggmp24::key_share::AnyKeyShare;
-use cggmp24::signing::{PartialSignature, Presignature, PresignatureCommitment};
+use cggmp24::signing::Presignature;
 use generic_ec::coords::AlwaysHasAffineX;
 use generic_ec::{NonZero, Point, Scalar};
 use round_based::Mpc;
@@ -129,33 +129,42 @@ impl StoredPresignature {
     }
 
     /// Combines the partial signatures of all signers (in `signers` order)
-    /// into a signature, checking each against its commitment first so that
-    /// a wrong partial names its signer.
+    /// into a signature. Each partial from another signer is checked first
+    /// against that signer's commitment (σ_j·Γ = m·Δ̃_j + r·S̃_j), so that a
+    /// wrong partial names its signer; ours (position `me`) is our own
+    /// computation.
     pub fn combine(
         &self,
         partials: &[[u8; 32]],
         data: cggmp24::DataToSign<Curve>,
     ) -> Result<Signature, CombineError> {
-        let (r, m) = (self.gamma.x().to_scalar(), data.to_scalar());
-        let mut sigmas = Vec::with_capacity(partials.len());
-        for ((bytes, (delta, s)), &signer) in
-            partials.iter().zip(&self.commitments).zip(&self.signers)
+        if partials.len() != self.signers.len() {
+            return Err(CombineError::Degenerate);
+        }
+        let r = NonZero::from_scalar(self.gamma.x().to_scalar()).ok_or(CombineError::Degenerate)?;
+        let m = data.to_scalar();
+        let mut sum = Scalar::<Curve>::zero();
+        for (j, ((bytes, (delta, s)), &signer)) in partials
+            .iter()
+            .zip(&self.commitments)
+            .zip(&self.signers)
+            .enumerate()
         {
             let sigma = Scalar::<Curve>::from_be_bytes(bytes)
                 .map_err(|_| CombineError::Malformed { culprit: signer })?;
-            if self.gamma * sigma != m * delta + r * s {
+            if j != usize::from(self.me) && self.gamma * sigma != m * delta + *r * s {
                 return Err(CombineError::InvalidPartial { culprit: signer });
             }
-            sigmas.push(PartialSignature { sigma });
+            sum += sigma;
         }
-        if sigmas.len() != self.signers.len() {
-            return Err(CombineError::Degenerate);
-        }
-        PartialSignature::combine(&sigmas, &self.public_data(), data)
-            .ok_or(CombineError::Degenerate)
+        let s = NonZero::from_scalar(sum).ok_or(CombineError::Degenerate)?;
+        Ok(Signature::from_raw_parts(r, s).normalize_s())
     }
 
-    fn public_data(&self) -> cggmp24::signing::PresignaturePublicData<Curve> {
+    /// The public data cggmp24 uses to check partial signatures (tests).
+    #[cfg(test)]
+    pub(crate) fn public_data(&self) -> cggmp24::signing::PresignaturePublicData<Curve> {
+        use cggmp24::signing::PresignatureCommitment;
         cggmp24::signing::PresignaturePublicData {
             Gamma: self.gamma,
             commitments: self

@@ -226,33 +226,55 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
             .into_iter()
             .map(|p| presign::StoredPresignature::decode(p.unwrap().encode().expose()).unwrap())
             .collect();
-        let combiner = presign::StoredPresignature::decode(presigs[0].encode().expose()).unwrap();
+        let copies: Vec<presign::StoredPresignature> = presigs
+            .iter()
+            .map(|p| presign::StoredPresignature::decode(p.encode().expose()).unwrap())
+            .collect();
+        let combiner = &copies[0];
         let (data, digest) = sign::HashAlgo::Keccak256.data_to_sign(b"from the pool");
         let partials: Vec<[u8; 32]> = presigs.into_iter().map(|p| p.issue(data)).collect();
         let sig = combiner.combine(&partials, data).unwrap();
+        // The same signature as cggmp24's own combination (which checks
+        // every partial against the commitments)
+        let theirs: Vec<cggmp24::signing::PartialSignature<Curve>> = partials
+            .iter()
+            .map(|p| cggmp24::signing::PartialSignature {
+                sigma: generic_ec::Scalar::from_be_bytes(p).unwrap(),
+            })
+            .collect();
+        let reference =
+            cggmp24::signing::PartialSignature::combine(&theirs, &combiner.public_data(), data)
+                .unwrap();
+        assert_eq!(sig, reference);
         let mut rs = [0u8; 64];
         sig.write_to_slice(&mut rs);
         crate::chain::finish_signature(&pk, &digest, &rs).unwrap();
 
-        // A wrong partial names its signer, whichever it is
-        for (j, &culprit) in at_keygen.iter().enumerate() {
+        // A wrong partial from the other signer names it, whichever signer
+        // combines (its own partial is its own computation)
+        for (me, combiner) in copies.iter().enumerate() {
+            let other = 1 - me;
             let mut bad = partials.clone();
-            bad[j][31] ^= 1;
+            bad[other][31] ^= 1;
             match combiner.combine(&bad, data) {
-                Err(presign::CombineError::InvalidPartial { culprit: c }) => assert_eq!(c, culprit),
-                other => panic!("expected culprit {culprit}, got {:?}", other.map(|_| ())),
+                Err(presign::CombineError::InvalidPartial { culprit }) => {
+                    assert_eq!(culprit, at_keygen[other])
+                }
+                r => panic!(
+                    "expected culprit {}, got {:?}",
+                    at_keygen[other],
+                    r.map(|_| ())
+                ),
             }
+            // So does a partial for another message
+            let (msg2, _) = sign::HashAlgo::Keccak256.data_to_sign(b"something else");
+            let mut wrong = partials.clone();
+            wrong[other] = copies[other].issue(msg2);
+            assert!(matches!(
+                combiner.combine(&wrong, data),
+                Err(presign::CombineError::InvalidPartial { .. })
+            ));
         }
-        // So does a partial for another message
-        let (other, _) = sign::HashAlgo::Keccak256.data_to_sign(b"something else");
-        let mut wrong = partials.clone();
-        wrong[1] = presign::StoredPresignature::decode(combiner.encode().expose())
-            .unwrap()
-            .issue(other);
-        assert!(matches!(
-            combiner.combine(&wrong, data),
-            Err(presign::CombineError::InvalidPartial { .. })
-        ));
     }
 
     let seen = MAX_SEEN.lock().unwrap();
