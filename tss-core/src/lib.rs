@@ -18,10 +18,20 @@
 
 #[cfg(not(any(feature = "pure-rust", feature = "gmp")))]
 compile_error!("select a big-integer backend: feature `pure-rust` (default) or `gmp`");
-#[cfg(all(feature = "pure-rust", feature = "gmp"))]
-compile_error!(
-    "features `pure-rust` and `gmp` are exclusive: build with `--no-default-features --features gmp`"
-);
+
+/// The big-integer backend this build uses for Paillier arithmetic.
+///
+/// With both features on (for example `--features gmp` without
+/// `--no-default-features`), fast-paillier uses num-bigint: the build works
+/// but is not the fast one. `tss-node` warns about it at start-up.
+pub const BACKEND: &str = if cfg!(feature = "pure-rust") {
+    "pure-rust"
+} else {
+    "gmp"
+};
+
+/// Whether both backend features are on (see [`BACKEND`]).
+pub const BOTH_BACKENDS: bool = cfg!(all(feature = "pure-rust", feature = "gmp"));
 
 pub mod chain;
 pub mod ecdsa;

@@ -52,6 +52,12 @@ pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<(Arc<Node>, tls::TlsId
 /// Runs the node until a shutdown signal.
 pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let listen = cfg.listen;
+    if tss_core::BOTH_BACKENDS {
+        tracing::warn!(
+            "built with both big-integer backends: the slower pure-Rust one is in use; \
+             for GMP build with `--no-default-features --features gmp`"
+        );
+    }
     let (node, my_tls) = open_node(cfg).await?;
     if node.cfg.primes.pool_target > 0 {
         node.primes.start()?;
@@ -76,6 +82,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         peers = node.cfg.peers.len(),
         clients = node.cfg.clients.len(),
         primes_ready = node.primes.ready(),
+        backend = tss_core::BACKEND,
         "tss-node serving"
     );
     let incoming = tls::tls_incoming(listener, server_cfg);
