@@ -498,7 +498,8 @@ pub async fn sign(
                     node.metrics.observe_sign(SignPath::Full, started.elapsed());
                     break 'sign Ok(resp);
                 }
-                Err(why) => failures.push(why),
+                Err(Ok(why)) => failures.push(why),
+                Err(Err(e)) => break 'sign Err(e),
             }
         }
         Err(ApiError::Unavailable(format!(
@@ -542,16 +543,38 @@ async fn sign_full(
     name: &str,
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
     share: Arc<tss_core::ecdsa::KeyShare>,
-) -> Result<pb::SignResponse, String> {
+) -> Result<pb::SignResponse, Result<String, ApiError>> {
     let record = &job.record;
     let me = record.my_index;
     let mut signers = vec![me, cand];
     signers.sort_unstable();
     let eid = session::sign_execution_id(&record.key_id, &signers, &job.request_id, &job.digest);
-    let info = sign_session(record, &signers, me, eid).map_err(|e| e.to_string())?;
-    let reg = node
-        .register(info, false, None)
-        .map_err(|e| e.to_string())?;
+    let info = sign_session(record, &signers, me, eid).map_err(|e| Ok(e.to_string()))?;
+    let reg = match node.register(info, false, None) {
+        Ok(r) => r,
+        // This node is at its session limit: tell the caller, no failover.
+        Err(e @ ApiError::ResourceExhausted(_)) => return Err(Err(e)),
+        Err(e) => return Err(Ok(e.to_string())),
+    };
+    sign_full_registered(node, job, data, name, client_rpc, share, signers, reg)
+        .await
+        .map_err(Ok)
+}
+
+/// [`sign_full`] once the session is registered; errors are one line.
+#[allow(clippy::too_many_arguments)]
+async fn sign_full_registered(
+    node: &Arc<Node>,
+    job: &SignJob,
+    data: ToSign,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+    share: Arc<tss_core::ecdsa::KeyShare>,
+    signers: Vec<u16>,
+    reg: crate::node::Registered,
+) -> Result<pb::SignResponse, String> {
+    let record = &job.record;
+    let eid = reg.info.id;
     if let Err(e) = mark_seen(node, eid).await {
         // This pair already ran this request: another pair may still sign it.
         return Err(format!("{name}: {e}"));
