@@ -388,50 +388,51 @@ pub async fn refill_loop(node: Arc<Node>) {
                 Vec::new()
             }
         };
-        for record in records {
-            for signers in led_pairs(&record) {
+        // The pairs short of their target, the emptiest first: a freed slot
+        // goes to the pair that needs it most, so no pair starves.
+        let mut wanted = Vec::new();
+        for record in &records {
+            for signers in led_pairs(record) {
                 let k = (record.key_id.clone(), signers.clone());
                 let ready = level(&node, &record.key_id, &signers).unwrap_or(target);
                 node.metrics.set_pool_level(
                     &record.key_id,
-                    &node.pair_label(&record, &signers),
+                    &node.pair_label(record, &signers),
                     ready as u64,
                 );
                 let flying = in_flight
                     .lock()
                     .map_or(0, |m| m.get(&k).copied().unwrap_or(0));
-                if ready + flying >= target {
+                if ready + flying >= target
+                    || backoff.get(&k).is_some_and(|(t, _)| Instant::now() < *t)
+                {
                     continue;
                 }
-                if backoff.get(&k).is_some_and(|(t, _)| Instant::now() < *t) {
-                    continue;
-                }
-                let Ok(permit) = parallel.clone().try_acquire_owned() else {
-                    continue;
-                };
-                if let Ok(mut m) = in_flight.lock() {
-                    *m.entry(k.clone()).or_insert(0) += 1;
-                }
-                let (node, record, in_flight, fail_tx) = (
-                    node.clone(),
-                    record.clone(),
-                    in_flight.clone(),
-                    fail_tx.clone(),
-                );
-                tokio::spawn(async move {
-                    let r = lead_one(node, record, signers).await;
-                    if let Err(e) = &r {
-                        tracing::debug!(key_id = %k.0, error = %e, "presign session failed");
-                    }
-                    if let Ok(mut m) = in_flight.lock() {
-                        if let Some(c) = m.get_mut(&k) {
-                            *c = c.saturating_sub(1);
-                        }
-                    }
-                    let _ = fail_tx.send((k, r.is_ok()));
-                    drop(permit);
-                });
+                wanted.push((ready + flying, k, record.clone(), signers));
             }
+        }
+        wanted.sort_by_key(|w| w.0);
+        for (_, k, record, signers) in wanted {
+            let Ok(permit) = parallel.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Ok(mut m) = in_flight.lock() {
+                *m.entry(k.clone()).or_insert(0) += 1;
+            }
+            let (node, in_flight, fail_tx) = (node.clone(), in_flight.clone(), fail_tx.clone());
+            tokio::spawn(async move {
+                let r = lead_one(node, record, signers).await;
+                if let Err(e) = &r {
+                    tracing::debug!(key_id = %k.0, error = %e, "presign session failed");
+                }
+                if let Ok(mut m) = in_flight.lock() {
+                    if let Some(c) = m.get_mut(&k) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                let _ = fail_tx.send((k, r.is_ok()));
+                drop(permit);
+            });
         }
         tokio::select! {
             _ = node.presign_wake.notified() => {}
