@@ -392,6 +392,16 @@ pub async fn refill_loop(node: Arc<Node>) {
         // goes to the pair that needs it most, so no pair starves.
         let mut wanted = Vec::new();
         for record in &records {
+            // Levels of the pairs this node follows, for the metrics.
+            for other in 0..record.my_index {
+                let signers = [other, record.my_index];
+                let ready = level(&node, &record.key_id, &signers).unwrap_or(0);
+                node.metrics.set_pool_level(
+                    &record.key_id,
+                    &node.pair_label(record, &signers),
+                    ready as u64,
+                );
+            }
             for signers in led_pairs(record) {
                 let k = (record.key_id.clone(), signers.clone());
                 let ready = level(&node, &record.key_id, &signers).unwrap_or(target);
