@@ -209,6 +209,37 @@ enum PoolMiss {
     Failed(String),
 }
 
+/// Proposes a two-party session (sign, presign) to co-signer `name`. When it
+/// does not answer, or the call fails, tells it to drop the session (it may
+/// have accepted late). Errors are one line for the caller's failure list.
+pub async fn propose_pair(
+    node: &Node,
+    client: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+    info: &SessionInfo,
+    proposal: pb::Proposal,
+    name: &str,
+) -> Result<(), String> {
+    let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
+    match tokio::time::timeout(timeout, client.propose(proposal)).await {
+        Err(_) => {
+            node.send_abort(info, "proposal timed out").await;
+            Err(format!(
+                "{name}: no answer within {} ms",
+                timeout.as_millis()
+            ))
+        }
+        Ok(Err(status)) => {
+            node.metrics.peer_rpc_error(name);
+            node.send_abort(info, "proposal failed").await;
+            Err(format!("{name}: unreachable ({})", status.message()))
+        }
+        Ok(Ok(reply)) if !reply.get_ref().accepted => {
+            Err(format!("{name}: declined ({})", reply.get_ref().reason))
+        }
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
 /// Everything one Sign request needs, shared by both paths.
 struct SignJob {
     record: KeyRecord,
@@ -217,6 +248,8 @@ struct SignJob {
     message: Vec<u8>,
     hash: i32,
     client: ClientEntry,
+    /// SHA-256 of the client's certificate (co-signers check it).
+    client_fp: Vec<u8>,
     digest: [u8; 32],
     started: Instant,
 }
@@ -298,19 +331,15 @@ async fn sign_from_pool(
     else {
         return Err(PoolMiss::Missing("no presignature ready".into()));
     };
-    let signed = signed_key(&key_id, &job.request_id, &job.digest);
-    let (n, k, sg, digest) = (node.clone(), key_id.clone(), signers.clone(), job.digest);
-    let local = blocking(move || {
-        crate::presign::consume(
-            &n,
-            &k,
-            &sg,
-            &pid,
-            &digest,
-            "coordinator",
-            &[(RecordKind::SeenExecution, &signed, &[1])],
-        )
-    });
+    let local = crate::presign::consume(
+        node,
+        &job.record,
+        &signers,
+        pid,
+        &job.request_id,
+        job.digest,
+        "coordinator",
+    );
     let remote = tokio::time::timeout(
         Duration::from_millis(node.cfg.timeouts.propose_ms),
         client_rpc.sign_with_presignature(pb::PresignSignRequest {
@@ -321,22 +350,11 @@ async fn sign_from_pool(
             message: job.message.clone(),
             hash: job.hash,
             requested_by: job.client.name.clone(),
-            requested_by_cert: client_fingerprint(&job.client)
-                .map_err(|e| PoolMiss::Failed(e.to_string()))?
-                .to_vec(),
+            requested_by_cert: job.client_fp.clone(),
         }),
     );
     let (local, remote) = tokio::join!(local, remote);
-    node.presign_wake.notify_one();
-    let ours = match local {
-        Ok(Some(p)) => {
-            node.metrics
-                .presignature_consumed(&key_id, &node.pair_label(&job.record, &signers));
-            Some(p)
-        }
-        Ok(None) => None,
-        Err(e) => return Err(PoolMiss::Failed(format!("{} (this node)", e))),
-    };
+    let ours = local.map_err(|e| PoolMiss::Failed(format!("{e} (this node)")))?;
     let reply = match remote {
         Err(_) => {
             return Err(PoolMiss::Failed(format!(
@@ -425,6 +443,7 @@ pub async fn sign(
         message: req.message.clone(),
         hash: req.hash,
         client: client.clone(),
+        client_fp: client_fingerprint(client)?.to_vec(),
         digest,
         started,
     };
@@ -588,31 +607,10 @@ async fn sign_full_registered(
             message: job.message.clone(),
             hash: job.hash,
             requested_by: job.client.name.clone(),
-            requested_by_cert: client_fingerprint(&job.client)
-                .map_err(|e| e.to_string())?
-                .to_vec(),
+            requested_by_cert: job.client_fp.clone(),
         })),
     };
-    let propose_timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
-    match tokio::time::timeout(propose_timeout, client_rpc.propose(proposal)).await {
-        Err(_) => {
-            // It may have accepted late: tell it to drop the session.
-            node.send_abort(&reg.info, "proposal timed out").await;
-            return Err(format!(
-                "{name}: no answer within {} ms",
-                propose_timeout.as_millis()
-            ));
-        }
-        Ok(Err(status)) => {
-            node.metrics.peer_rpc_error(name);
-            node.send_abort(&reg.info, "proposal failed").await;
-            return Err(format!("{name}: unreachable ({})", status.message()));
-        }
-        Ok(Ok(reply)) if !reply.get_ref().accepted => {
-            return Err(format!("{name}: declined ({})", reply.get_ref().reason));
-        }
-        Ok(Ok(_)) => {}
-    }
+    propose_pair(node, client_rpc, &reg.info, proposal, name).await?;
     let info = reg.info.clone();
     match flows::sign(node.clone(), reg, share, signers.clone(), data).await {
         Ok(sig) => {

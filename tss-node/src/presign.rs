@@ -111,21 +111,22 @@ pub fn ready_ids(node: &Node, key_id: &str, signers: &[u16]) -> Result<Vec<[u8; 
         .collect())
 }
 
-/// Removes a presignature and logs its use, durably, in one transaction;
-/// `also` records are written in the same transaction. `None` if this node
-/// does not hold it (never had it, or consumed it before).
-pub fn consume(
-    node: &Node,
-    key_id: &str,
+/// Consumes a presignature for signing request (`request_id`, `digest`) of
+/// `record`'s key: removes it, logs its use and records the request as
+/// signed, durably, in one transaction (on a blocking thread). `None` if
+/// this node does not hold it (never had it, or consumed it before).
+pub async fn consume(
+    node: &Arc<Node>,
+    record: &KeyRecord,
     signers: &[u16],
-    id: &[u8; 32],
-    digest: &[u8; 32],
-    role: &str,
-    also: &[(RecordKind, &[u8], &[u8])],
+    id: [u8; 32],
+    request_id: &[u8],
+    digest: [u8; 32],
+    role: &'static str,
 ) -> Result<Option<StoredPresignature>, ApiError> {
     let used = UsedRecord {
         id: hex::encode(id),
-        key_id: key_id.to_owned(),
+        key_id: record.key_id.clone(),
         signers: signers.to_vec(),
         digest: hex::encode(digest),
         role: role.to_owned(),
@@ -134,15 +135,24 @@ pub fn consume(
             .map_or(0, |d| d.as_secs()),
     };
     let used = serde_json::to_vec(&used).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let taken = node.store.consume(
-        (RecordKind::Presignature, &store_key(key_id, signers, id)),
-        (RecordKind::PresignatureUsed, id, &used),
-        also,
-    )?;
+    let signed = crate::coordinator::signed_key(&record.key_id, request_id, &digest);
+    let key = store_key(&record.key_id, signers, &id);
+    let n = node.clone();
+    let taken = blocking(move || {
+        Ok(n.store.consume(
+            (RecordKind::Presignature, &key),
+            (RecordKind::PresignatureUsed, &id, &used),
+            &[(RecordKind::SeenExecution, &signed, &[1])],
+        )?)
+    })
+    .await?;
     let Some(bytes) = taken else {
         return Ok(None);
     };
     node.counters.consumed.fetch_add(1, Ordering::Relaxed);
+    node.metrics
+        .presignature_consumed(&record.key_id, &node.pair_label(record, signers));
+    node.presign_wake.notify_one();
     let p = StoredPresignature::decode(bytes.expose())
         .map_err(|e| ApiError::Internal(format!("stored presignature is unusable: {e}")))?;
     if p.signers != signers {
@@ -232,11 +242,12 @@ fn lower_priority() {
     }
 }
 
-/// The pairs of a key this node leads (it has the lower keygen index).
-fn led_pairs(record: &KeyRecord) -> Vec<Vec<u16>> {
+/// The signer pairs of a key that include this node, ascending each.
+pub fn pairs_with_me(record: &KeyRecord) -> Vec<Vec<u16>> {
     let me = record.my_index;
-    (me + 1..record.parties.len() as u16)
-        .map(|other| vec![me, other])
+    (0..record.parties.len() as u16)
+        .filter(|&o| o != me)
+        .map(|o| if o < me { vec![o, me] } else { vec![me, o] })
         .collect()
 }
 
@@ -317,24 +328,7 @@ async fn lead_one(node: Arc<Node>, record: KeyRecord, signers: Vec<u16>) -> Resu
             nonce: nonce.to_vec(),
         })),
     };
-    let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
-    match tokio::time::timeout(timeout, client.propose(proposal)).await {
-        Err(_) => {
-            node.send_abort(&reg.info, "proposal timed out").await;
-            return Err(format!(
-                "{name}: no answer within {} ms",
-                timeout.as_millis()
-            ));
-        }
-        Ok(Err(s)) => {
-            node.metrics.peer_rpc_error(&name);
-            return Err(format!("{name}: unreachable ({})", s.message()));
-        }
-        Ok(Ok(r)) if !r.get_ref().accepted => {
-            return Err(format!("{name}: declined ({})", r.get_ref().reason));
-        }
-        Ok(Ok(_)) => {}
-    }
+    crate::coordinator::propose_pair(&node, &mut client, &reg.info, proposal, &name).await?;
     let (n, k) = (node.clone(), record.key_id.clone());
     let share = Arc::new(
         blocking(move || flows::load_share(&n, &k))
@@ -381,45 +375,43 @@ pub async fn refill_loop(node: Arc<Node>) {
             }
         }
         let n = node.clone();
-        let records = match blocking(move || flows::list_key_records(&n)).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "presign pool cannot list keys");
-                Vec::new()
-            }
-        };
-        // The pairs short of their target, the emptiest first: a freed slot
-        // goes to the pair that needs it most, so no pair starves.
-        let mut wanted = Vec::new();
-        for record in &records {
-            // Levels of the pairs this node follows, for the metrics.
-            for other in 0..record.my_index {
-                let signers = [other, record.my_index];
-                let ready = level(&node, &record.key_id, &signers).unwrap_or(0);
-                node.metrics.set_pool_level(
-                    &record.key_id,
-                    &node.pair_label(record, &signers),
-                    ready as u64,
-                );
-            }
-            for signers in led_pairs(record) {
-                let k = (record.key_id.clone(), signers.clone());
-                let ready = level(&node, &record.key_id, &signers).unwrap_or(target);
-                node.metrics.set_pool_level(
-                    &record.key_id,
-                    &node.pair_label(record, &signers),
-                    ready as u64,
-                );
-                let flying = in_flight
-                    .lock()
-                    .map_or(0, |m| m.get(&k).copied().unwrap_or(0));
-                if ready + flying >= target
-                    || backoff.get(&k).is_some_and(|(t, _)| Instant::now() < *t)
-                {
-                    continue;
+        // Every key with the level of each pair this node is in (store reads
+        // off the reactor).
+        let levels = blocking(move || {
+            let mut out = Vec::new();
+            for record in flows::list_key_records(&n)? {
+                for signers in pairs_with_me(&record) {
+                    let ready = level(&n, &record.key_id, &signers)?;
+                    out.push((record.clone(), signers, ready));
                 }
-                wanted.push((ready + flying, k, record.clone(), signers));
             }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "presign pool cannot list keys");
+            Vec::new()
+        });
+        // The pairs it leads that are short of their target, the emptiest
+        // first: a freed slot goes to the pair that needs it most, so no
+        // pair starves.
+        let mut wanted = Vec::new();
+        for (record, signers, ready) in levels {
+            let label = node.pair_label(&record, &signers);
+            node.metrics
+                .set_pool_level(&record.key_id, &label, ready as u64);
+            if signers[0] != record.my_index {
+                continue;
+            }
+            let k = (record.key_id.clone(), signers.clone());
+            let flying = in_flight
+                .lock()
+                .map_or(0, |m| m.get(&k).copied().unwrap_or(0));
+            if ready + flying >= target || backoff.get(&k).is_some_and(|(t, _)| Instant::now() < *t)
+            {
+                continue;
+            }
+            wanted.push((ready + flying, k, record, signers));
         }
         wanted.sort_by_key(|w| w.0);
         for (_, k, record, signers) in wanted {

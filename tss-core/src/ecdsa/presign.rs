@@ -9,7 +9,6 @@
 //!   takes [`cggmp24::DataToSign`], which only exists for a known preimage;
 //!   raw digests go through the full protocol.
 
-use cggmp24::key_share::AnyKeyShare;
 use cggmp24::signing::Presignature;
 use generic_ec::coords::AlwaysHasAffineX;
 use generic_ec::{NonZero, Point, Scalar};
@@ -191,13 +190,7 @@ pub async fn run<M>(
 where
     M: Mpc<ProtocolMessage = Msg>,
 {
-    if parties_at_keygen.len() != usize::from(share.min_signers()) {
-        return Err(EngineError::InvalidInput(format!(
-            "{} signers given, the key needs exactly {}",
-            parties_at_keygen.len(),
-            share.min_signers()
-        )));
-    }
+    super::sign::check_signers(parties_at_keygen, share)?;
     let (presig, public) =
         cggmp24::signing(cggmp24::ExecutionId::new(eid), i, parties_at_keygen, share)
             .generate_presignature(&mut rand_core::OsRng, party)

@@ -82,6 +82,21 @@ impl ToSign {
     }
 }
 
+/// Signing and presigning take exactly the key's threshold of signers.
+pub(super) fn check_signers(
+    parties_at_keygen: &[u16],
+    share: &KeyShare,
+) -> Result<(), EngineError> {
+    if parties_at_keygen.len() != usize::from(share.min_signers()) {
+        return Err(EngineError::InvalidInput(format!(
+            "{} signers given, the key needs exactly {}",
+            parties_at_keygen.len(),
+            share.min_signers()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs full signing as signer `i` (0-based among the signers);
 /// `parties_at_keygen[j]` is the keygen index of signer `j`.
 pub async fn run<M>(
@@ -95,13 +110,7 @@ pub async fn run<M>(
 where
     M: Mpc<ProtocolMessage = Msg>,
 {
-    if parties_at_keygen.len() != usize::from(share.min_signers()) {
-        return Err(EngineError::InvalidInput(format!(
-            "{} signers given, the key needs exactly {}",
-            parties_at_keygen.len(),
-            share.min_signers()
-        )));
-    }
+    check_signers(parties_at_keygen, share)?;
     cggmp24::signing(cggmp24::ExecutionId::new(eid), i, parties_at_keygen, share)
         .sign(&mut rand_core::OsRng, party, data.as_any())
         .await

@@ -370,19 +370,15 @@ impl PeerService {
                 Ok(c) => c,
                 Err(e) => return Ok(refuse(e.to_string(), false)),
             };
-        let (n, k, sg) = (node.clone(), record.key_id.clone(), signers.clone());
-        let signed = coordinator::signed_key(&record.key_id, &r.request_id, &digest);
-        let presig = blocking(move || {
-            crate::presign::consume(
-                &n,
-                &k,
-                &sg,
-                &pid,
-                &digest,
-                "co-signer",
-                &[(tss_core::store::RecordKind::SeenExecution, &signed, &[1])],
-            )
-        })
+        let presig = crate::presign::consume(
+            node,
+            &record,
+            &signers,
+            pid,
+            &r.request_id,
+            digest,
+            "co-signer",
+        )
         .await?;
         let Some(presig) = presig else {
             return Ok(refuse(
@@ -394,9 +390,6 @@ impl PeerService {
                 true,
             ));
         };
-        node.presign_wake.notify_one();
-        node.metrics
-            .presignature_consumed(&record.key_id, &node.pair_label(&record, &signers));
         // Durably consumed: only now may the partial signature be issued.
         if let Some(h) = &node.cfg.test_hooks {
             if h.pause_before_partial_ms > 0 {

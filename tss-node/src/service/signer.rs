@@ -68,10 +68,7 @@ pub fn key_info_with_pool(
     r: &keygen::record::KeyRecord,
 ) -> Result<pb::KeyInfo, ApiError> {
     let mut info = key_info(r);
-    let me = r.my_index;
-    for other in (0..r.parties.len() as u16).filter(|&o| o != me) {
-        let mut pair = vec![me, other];
-        pair.sort_unstable();
+    for pair in crate::presign::pairs_with_me(r) {
         info.pool.push(pb::PoolLevel {
             signers: node
                 .pair_label(r, &pair)
