@@ -149,8 +149,8 @@ async fn sign__should_refuse_bad_input_with_clear_status_and_keep_serving() {
     peer.ping(pb::Ack {})
         .await
         .expect("custodian-b's real identity is accepted");
-    for garbage in [vec![], vec![0u8; 10], b"TSE1".repeat(40), {
-        let mut huge = b"TSE1".to_vec();
+    for garbage in [vec![], vec![0u8; 10], b"TSE2".repeat(40), {
+        let mut huge = b"TSE2".to_vec();
         huge.extend([0u8; 32]);
         huge.push(1);
         huge.extend([0u8; 8]);

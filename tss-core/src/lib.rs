@@ -42,5 +42,7 @@ pub mod primes;
 pub mod secret;
 pub mod session;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Culprit, Error};

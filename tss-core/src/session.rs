@@ -194,21 +194,46 @@ pub type IncomingStream<M> =
 pub type OutgoingSink<M> =
     std::pin::Pin<Box<dyn futures::Sink<Outgoing<M>, Error = DeliveryError> + Send>>;
 
+/// Keeps a copy of every envelope a session sends, and of every envelope it
+/// accepted after all checks: the party's own view of a run, from which
+/// keygen transcripts are built.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<std::sync::Mutex<Vec<Envelope>>>);
+
+impl Recorder {
+    fn push(&self, e: &Envelope) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(e.clone());
+        }
+    }
+
+    /// The envelopes recorded so far, in the order they were sent or accepted.
+    pub fn take(&self) -> Vec<Envelope> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
+
 /// Builds a `round-based` delivery for a session.
 ///
 /// `inbound` carries envelopes the transport received for this session;
 /// `outbound` receives the signed envelopes to send (a broadcast envelope goes
-/// to every other party, a p2p one to its recipient).
+/// to every other party, a p2p one to its recipient). With a `recorder`,
+/// every envelope sent and every envelope accepted is also kept there.
 pub fn delivery<M>(
     info: Arc<SessionInfo>,
     key: Arc<IdentityKey>,
     inbound: mpsc::Receiver<Received>,
     outbound: mpsc::UnboundedSender<Envelope>,
+    recorder: Option<Recorder>,
 ) -> (IncomingStream<M>, OutgoingSink<M>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
     let in_info = info.clone();
+    let in_recorder = recorder.clone();
     let mut next_seq = HashMap::new();
     let mut msg_id = 0u64;
     let incoming = inbound.map(move |r| {
@@ -219,6 +244,9 @@ where
                 reason: format!("payload is not a valid protocol message: {e}"),
             }
         })?;
+        if let Some(rec) = &in_recorder {
+            rec.push(&r.envelope);
+        }
         msg_id += 1;
         Ok(Incoming {
             id: msg_id,
@@ -259,6 +287,9 @@ where
                             payload,
                         );
                         *seq += 1;
+                        if let Some(r) = &recorder {
+                            r.push(&env);
+                        }
                         env
                     });
                 futures::future::ready(r)
@@ -303,7 +334,7 @@ mod tests {
         let (mut tx, rx) = mpsc::channel(16);
         let (otx, _orx) = mpsc::unbounded();
         let k = Arc::new(IdentityKey::from_secret(&keys[0].to_secret()).unwrap());
-        let (inc, _out) = delivery::<u32>(info.clone(), k, rx, otx);
+        let (inc, _out) = delivery::<u32>(info.clone(), k, rx, otx, None);
         for i in items {
             tx.send(i).await.unwrap();
         }

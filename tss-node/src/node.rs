@@ -538,9 +538,22 @@ impl Registered {
     }
 
     /// Runs an engine on a blocking thread over this session's delivery.
-    pub async fn run<M, T, F, Fut>(
+    pub async fn run<M, T, F, Fut>(self, timeout: Duration, engine: F) -> Result<T, SessionFailure>
+    where
+        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(EngineParty<M>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, EngineError>>,
+    {
+        self.run_recorded(timeout, None, engine).await
+    }
+
+    /// Like [`Registered::run`], keeping every envelope sent and accepted in
+    /// `recorder` (keygen transcripts).
+    pub async fn run_recorded<M, T, F, Fut>(
         mut self,
         timeout: Duration,
+        recorder: Option<session::Recorder>,
         engine: F,
     ) -> Result<T, SessionFailure>
     where
@@ -555,8 +568,13 @@ impl Registered {
             return Err(SessionFailure::Engine("session already ran".into()));
         };
         let (out_tx, out_rx) = mpsc::unbounded();
-        let (inc, out) =
-            session::delivery::<M>(info.clone(), node.identity.clone(), inbound, out_tx);
+        let (inc, out) = session::delivery::<M>(
+            info.clone(),
+            node.identity.clone(),
+            inbound,
+            out_tx,
+            recorder,
+        );
         let (fail_tx, mut fail_rx) = tokio::sync::mpsc::unbounded_channel::<SessionFailure>();
         let pump = tokio::spawn(pump(node.clone(), info.clone(), out_rx, fail_tx));
         let job = tokio::task::spawn_blocking(move || {

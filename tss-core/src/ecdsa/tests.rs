@@ -5,109 +5,17 @@
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
-use futures::StreamExt;
 use round_based::MpcParty;
 
 use super::*;
 use crate::envelope::{Envelope, Protocol};
 use crate::identity::IdentityKey;
 use crate::session::{self, Received, SessionInfo};
-
-const FIXTURE: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/primes.test-only.txt"
-));
-
-/// Largest payload seen per protocol (to keep the limits honest).
-static MAX_SEEN: Mutex<Vec<(Protocol, usize)>> = Mutex::new(Vec::new());
-
-struct Net {
-    keys: Vec<Arc<IdentityKey>>,
-}
-
-impl Net {
-    fn new(n: usize) -> Self {
-        Net {
-            keys: (0..n).map(|_| Arc::new(IdentityKey::generate())).collect(),
-        }
-    }
-
-    /// Runs `f(i, party)` for each listed member on its own thread, routing
-    /// envelopes between them. `members[j]` is the global party index of
-    /// protocol index j.
-    fn run<M, T, F, Fut>(
-        &self,
-        protocol: Protocol,
-        sid: [u8; 32],
-        members: &[usize],
-        f: F,
-    ) -> Vec<T>
-    where
-        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-        T: Send + 'static,
-        F: Fn(u16, MpcParty<M, (session::IncomingStream<M>, session::OutgoingSink<M>)>) -> Fut
-            + Send
-            + Sync
-            + Clone
-            + 'static,
-        Fut: std::future::Future<Output = T>,
-    {
-        let parties: Vec<_> = members.iter().map(|&g| self.keys[g].party_id()).collect();
-        let mut inboxes = Vec::new();
-        let mut handles = Vec::new();
-        let (out_tx, mut out_rx) = mpsc::unbounded::<Envelope>();
-        for (j, &g) in members.iter().enumerate() {
-            let (in_tx, in_rx) = mpsc::channel(1024);
-            inboxes.push(in_tx);
-            let info = Arc::new(SessionInfo {
-                id: sid,
-                protocol,
-                me: j as u16,
-                parties: parties.clone(),
-            });
-            let (inc, out) =
-                session::delivery::<M>(info, self.keys[g].clone(), in_rx, out_tx.clone());
-            let f = f.clone();
-            handles.push(std::thread::spawn(move || {
-                futures::executor::block_on(f(j as u16, MpcParty::connected((inc, out))))
-            }));
-        }
-        drop(out_tx);
-        let router_parties = parties.clone();
-        let router = std::thread::spawn(move || {
-            futures::executor::block_on(async move {
-                while let Some(env) = out_rx.next().await {
-                    {
-                        let mut m = MAX_SEEN.lock().unwrap();
-                        m.push((env.protocol, env.payload.len()));
-                    }
-                    let bytes = env.encode();
-                    let from = router_parties[usize::from(env.sender)];
-                    for (k, inbox) in inboxes.iter_mut().enumerate() {
-                        let to_k = match env.recipient {
-                            None => k != usize::from(env.sender),
-                            Some(r) => usize::from(r) == k,
-                        };
-                        if to_k {
-                            let envelope = Envelope::decode(&bytes).expect("own envelope decodes");
-                            let _ = inbox.try_send(Received { envelope, from });
-                        }
-                    }
-                }
-            })
-        });
-        let out = handles
-            .into_iter()
-            .map(|h| h.join().expect("party thread"))
-            .collect();
-        router.join().expect("router");
-        out
-    }
-}
+use crate::testing::{Net, MAX_SEEN};
 
 #[test]
 fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
-    let primes = crate::primes::fixtures_from_text(FIXTURE).unwrap();
+    let primes = crate::testing::fixture_primes().unwrap();
     assert!(primes.len() >= 3, "fixtures hold at least three prime sets");
     let net = Net::new(3);
     let primes = Arc::new(Mutex::new(
@@ -313,7 +221,7 @@ fn sign__should_abort_naming_culprit_when_peer_sends_garbage() {
     });
     let (mut in_tx, in_rx) = mpsc::channel(8);
     let (out_tx, _out_rx) = mpsc::unbounded();
-    let (inc, out) = session::delivery::<keygen::Msg>(info, keys[0].clone(), in_rx, out_tx);
+    let (inc, out) = session::delivery::<keygen::Msg>(info, keys[0].clone(), in_rx, out_tx, None);
     let garbage = Envelope::seal(
         &keys[1],
         [5; 32],
