@@ -1,7 +1,10 @@
 //! The DKG ceremony's state, without any network.
 //!
 //! - [`record`]: what each party stores about a key and about its party
-//!   set's aux info, and the rules for key ids.
+//!   set's aux info, and the rules for key ids;
+//! - [`transcript`]: recorded envelopes, the key certificate and the
+//!   transcript file;
+//! - [`verify`]: the offline checks of `tss-audit verify`.
 //!
 //! The ceremony's steps (DESIGN.md, "Keygen"):
 //! 1. the coordinator proposes `keygen(key_id, parties, t)`; each party checks
@@ -9,8 +12,16 @@
 //! 2. if the party set has no aux info yet, they run aux-info generation first
 //!    (primes from each node's pool); aux info is reused for later keys;
 //! 3. DKG; each party completes its share with the aux info and seals it;
-//! 4. (key certificates and transcripts: issue #4).
+//! 4. the coordinator collects the point-to-point envelopes it did not see;
+//!    every party completes its view of both sessions, computes the
+//!    transcript root and signs the same key certificate;
+//! 5. the new key signs the certificate's digest (threshold signature).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod record;
+pub mod transcript;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,10 @@
 //! | `seen_execution` | execution ids already run (replay protection)        |
 //! | `presignature`   | presignatures, single use ([`Store::take`])          |
 //! | `node_secret`    | the node's identity and TLS private keys             |
+//! | `transcript`     | keygen transcripts: each party's view of an aux-info  |
+//! |                  | run (`aux/<aux id>`) and of a keygen run (`view/<key>`), |
+//! |                  | a key's certificate (`cert/<key>`), the final file    |
+//! |                  | (`file/<key>`)                                        |
 //!
 //! The tree name is also the record kind's tag ([`RecordKind::tag`]).
 //!
@@ -150,6 +154,9 @@ pub enum RecordKind {
     PresignatureUsed,
     /// The node's own long-term secrets (identity key, TLS private key).
     NodeSecret,
+    /// Keygen transcripts: recorded session views, key certificates and
+    /// finished transcript files (public data, sealed like everything else).
+    Transcript,
 }
 
 impl RecordKind {
@@ -163,6 +170,7 @@ impl RecordKind {
         RecordKind::Presignature,
         RecordKind::PresignatureUsed,
         RecordKind::NodeSecret,
+        RecordKind::Transcript,
     ];
 
     /// Stable tag, bound into each sealed value. Part of the on-disk format:
@@ -177,6 +185,7 @@ impl RecordKind {
             RecordKind::Presignature => "presignature",
             RecordKind::PresignatureUsed => "presignature_used",
             RecordKind::NodeSecret => "node_secret",
+            RecordKind::Transcript => "transcript",
         }
     }
 
@@ -202,6 +211,7 @@ struct Trees {
     presignature: sled::Tree,
     presignature_used: sled::Tree,
     node_secret: sled::Tree,
+    transcript: sled::Tree,
 }
 
 impl Trees {
@@ -219,6 +229,7 @@ impl Trees {
             presignature: open(RecordKind::Presignature)?,
             presignature_used: open(RecordKind::PresignatureUsed)?,
             node_secret: open(RecordKind::NodeSecret)?,
+            transcript: open(RecordKind::Transcript)?,
         })
     }
 
@@ -232,6 +243,7 @@ impl Trees {
             RecordKind::Presignature => &self.presignature,
             RecordKind::PresignatureUsed => &self.presignature_used,
             RecordKind::NodeSecret => &self.node_secret,
+            RecordKind::Transcript => &self.transcript,
         }
     }
 }
@@ -1188,7 +1200,8 @@ mod tests {
                 "seen_execution",
                 "presignature",
                 "presignature_used",
-                "node_secret"
+                "node_secret",
+                "transcript"
             ]
         );
         let mut names: Vec<_> = RecordKind::ALL.iter().map(|k| k.tree_name()).collect();
