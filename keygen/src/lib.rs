@@ -17,6 +17,7 @@
 //!    transcript root and signs the same key certificate;
 //! 5. the new key signs the certificate's digest (threshold signature).
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(non_snake_case))]
 #![deny(missing_docs)]
 
 pub mod record;

@@ -519,3 +519,49 @@ pub fn decode_entry_list(b: &[u8]) -> Result<Vec<Entry>, TranscriptError> {
         ciborium::from_reader(b).map_err(|e| TranscriptError::File(e.to_string()))?;
     decode_entries(&list)
 }
+
+/// What a party knows about a key when it signs the certificate.
+pub struct CertificateFacts<'a> {
+    /// Key id.
+    pub key_id: &'a str,
+    /// Parties in keygen index order.
+    pub parties: Vec<CertParty>,
+    /// The party's own key share (public key and public shares come from it).
+    pub share: &'a tss_core::ecdsa::KeyShare,
+    /// Aux-info execution id.
+    pub aux_id: [u8; 32],
+    /// Keygen execution id.
+    pub keygen_id: [u8; 32],
+    /// Transcript root the party computed itself.
+    pub root: [u8; 32],
+    /// Creation time agreed for the certificate.
+    pub created_unix: u64,
+}
+
+impl KeyCertificate {
+    /// The certificate a party signs, from its own records.
+    pub fn from_facts(f: CertificateFacts<'_>) -> Self {
+        let key_info = &f.share.core.key_info;
+        let t = key_info
+            .vss_setup
+            .as_ref()
+            .map_or(key_info.public_shares.len() as u16, |v| v.min_signers);
+        KeyCertificate {
+            format: CERTIFICATE_FORMAT.into(),
+            key_id: f.key_id.into(),
+            curve: "secp256k1".into(),
+            threshold: t,
+            parties: f.parties,
+            public_key: ByteBuf::from(tss_core::ecdsa::public_key(f.share).to_vec()),
+            public_shares: key_info
+                .public_shares
+                .iter()
+                .map(|p| ByteBuf::from(p.to_bytes(true).to_vec()))
+                .collect(),
+            aux_id: ByteBuf::from(f.aux_id.to_vec()),
+            keygen_id: ByteBuf::from(f.keygen_id.to_vec()),
+            transcript_root: ByteBuf::from(f.root.to_vec()),
+            created_unix: f.created_unix,
+        }
+    }
+}

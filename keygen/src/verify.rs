@@ -34,7 +34,7 @@ type Sid<'a> = cggmp24::ExecutionId<'a>;
 /// The engine crates keep them private; these copies must hash identically
 /// (same tags and field names), which the verification of every real
 /// transcript confirms.
-mod unambiguous {
+pub(crate) mod unambiguous {
     use super::*;
 
     #[derive(udigest::Digestable)]
