@@ -24,7 +24,9 @@ pub const TRANSCRIPT_FORMAT: &str = "tss-keygen-transcript";
 pub const TRANSCRIPT_VERSION: u8 = 1;
 /// `format` of a key certificate.
 pub const CERTIFICATE_FORMAT: &str = "tss-key-certificate/v1";
-const CERT_DOMAIN: &[u8] = b"tss/key-certificate/v1";
+/// Domain prefix of what certificate signatures cover ([`certificate_digest`]).
+/// Sign requests whose message starts with it are reserved for certificates.
+pub const CERT_DOMAIN: &[u8] = b"tss/key-certificate/v1";
 const CHAIN_DOMAIN: &[u8] = b"tss/transcript-chain/v1";
 
 /// One recorded envelope: in full, or reduced to its hash (p2p keygen
@@ -379,7 +381,9 @@ impl KeyCertificate {
     }
 }
 
-fn cert_signed_bytes(body: &[u8]) -> Vec<u8> {
+/// What certificate signatures cover: `CERT_DOMAIN | body` (the parties'
+/// Ed25519 signatures, and the key's ECDSA signature through SHA-256).
+pub fn cert_signed_bytes(body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(CERT_DOMAIN.len() + body.len());
     v.extend_from_slice(CERT_DOMAIN);
     v.extend_from_slice(body);

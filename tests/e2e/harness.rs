@@ -114,6 +114,15 @@ impl Cluster {
     }
 
     pub async fn keygen(&self, i: usize, key_id: &str) -> pb::KeyInfo {
+        self.keygen_with_progress(i, key_id).await.0
+    }
+
+    /// Keygen through node `i`, with the progress it reported.
+    pub async fn keygen_with_progress(
+        &self,
+        i: usize,
+        key_id: &str,
+    ) -> (pb::KeyInfo, Vec<pb::KeygenProgress>) {
         let mut c = self.client(i, "admin").await;
         let mut s = c
             .keygen(pb::KeygenRequest {
@@ -123,12 +132,15 @@ impl Cluster {
             .expect("keygen")
             .into_inner();
         let mut done = None;
+        let mut progress = Vec::new();
         while let Some(ev) = s.message().await.expect("keygen stream") {
-            if let Some(pb::keygen_event::Event::Done(k)) = ev.event {
-                done = Some(k);
+            match ev.event {
+                Some(pb::keygen_event::Event::Done(k)) => done = Some(k),
+                Some(pb::keygen_event::Event::Progress(p)) => progress.push(p),
+                None => {}
             }
         }
-        done.expect("keygen finished with a key")
+        (done.expect("keygen finished with a key"), progress)
     }
 }
 
@@ -219,4 +231,24 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// Prints a test step with the time since `t0` (shown with `--nocapture`).
 pub fn step(t0: std::time::Instant, what: &str) {
     eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+}
+
+/// The `tss-audit` binary (package tss-keygen), built once per test run in
+/// the profile of this test binary: cargo builds only this package's own
+/// binaries for its tests.
+pub fn tss_audit() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile dir>/deps/e2e-<hash>
+        let exe = std::env::current_exe().expect("test executable");
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .expect("test executable under target/<profile>/deps");
+        let profile = if dir == "debug" { "dev" } else { dir };
+        demo::cargo_build("tss-keygen", "tss-audit", profile, false).expect("build tss-audit")
+    })
+    .clone()
 }

@@ -13,3 +13,4 @@ mod bad_input;
 mod cli;
 mod pool;
 mod signing;
+mod transcript;

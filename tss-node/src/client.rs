@@ -27,7 +27,7 @@ pub async fn connect(
     let ch = tls::connect(node, cfg, Duration::from_secs(5))
         .await
         .with_context(|| format!("cannot connect to {node}"))?;
-    Ok(SignerClient::new(ch).max_decoding_message_size(crate::run::MAX_CLIENT_MESSAGE))
+    Ok(SignerClient::new(ch).max_decoding_message_size(crate::run::MAX_CLIENT_RESPONSE))
 }
 
 /// Connects using files: the node's `tls.crt` and a client folder holding

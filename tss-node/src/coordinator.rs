@@ -6,7 +6,8 @@
 //! when no two parties can sign, naming each party that could not.
 //!
 //! Keygen: make sure the party set has aux info (run aux-info generation
-//! once if not), then propose the DKG to every party, start it, run it.
+//! once if not), then propose the DKG to every party, start it, run it;
+//! then certify the key and store its transcript ([`crate::transcript`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -868,7 +869,7 @@ pub async fn keygen(
         // both start an aux-info run.
         let aux_lock = node.aux_lock.lock().await;
         let n = node.clone();
-        let aux = match blocking(move || flows::load_aux(&n)).await? {
+        let aux = match blocking(move || flows::load_aux_for_keygen(&n)).await? {
             Some(a) => a,
             None => {
                 run_aux(&node, client, &p, started).await?;
@@ -949,10 +950,37 @@ pub async fn keygen(
                 progress(
                     &p,
                     started,
+                    "keygen",
+                    format!(
+                        "key {key_id} sealed at every party; DKG took {} ms; public key {}",
+                        dkg_start.elapsed().as_millis(),
+                        rec.public_key
+                    ),
+                )
+                .await;
+                with_heartbeat(
+                    &p,
+                    started,
+                    "certificate",
+                    certify_key(&node, client, &rec, &p, started),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::error!(key_id, error = %e, "key certification failed");
+                    prefixed(
+                        e,
+                        &format!(
+                            "key {key_id} was generated and its shares are sealed at every party, \
+                                 but its transcript could not be certified"
+                        ),
+                    )
+                })?;
+                progress(
+                    &p,
+                    started,
                     "done",
                     format!(
-                        "key {key_id} sealed; DKG took {} ms; public key {}",
-                        dkg_start.elapsed().as_millis(),
+                        "key {key_id} ready and certified; public key {}",
                         rec.public_key
                     ),
                 )
@@ -968,4 +996,374 @@ pub async fn keygen(
     Err(ApiError::Unavailable(
         "parties could not agree on aux info".into(),
     ))
+}
+
+/// `e` with `prefix` before its message, same status code.
+fn prefixed(e: ApiError, prefix: &str) -> ApiError {
+    let m = |s: String| format!("{prefix}: {s}");
+    match e {
+        ApiError::InvalidArgument(s) => ApiError::InvalidArgument(m(s)),
+        ApiError::PermissionDenied(s) => ApiError::PermissionDenied(m(s)),
+        ApiError::Unauthenticated(s) => ApiError::Unauthenticated(m(s)),
+        ApiError::NotFound(s) => ApiError::NotFound(m(s)),
+        ApiError::AlreadyExists(s) => ApiError::AlreadyExists(m(s)),
+        ApiError::Unavailable(s) => ApiError::Unavailable(m(s)),
+        ApiError::ResourceExhausted(s) => ApiError::ResourceExhausted(m(s)),
+        ApiError::DeadlineExceeded(s) => ApiError::DeadlineExceeded(m(s)),
+        ApiError::FailedPrecondition(s) => ApiError::FailedPrecondition(m(s)),
+        ApiError::Internal(s) => ApiError::Internal(m(s)),
+    }
+}
+
+type PeerRpc = proto::v1::peer_client::PeerClient<tonic::transport::Channel>;
+
+/// The other parties of a key: index, name, client.
+fn key_peers(node: &Node, record: &KeyRecord) -> Result<Vec<(u16, String, PeerRpc)>, ApiError> {
+    let ids = record
+        .party_ids()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    ids.iter()
+        .enumerate()
+        .filter(|(i, _)| *i != usize::from(record.my_index))
+        .map(|(i, id)| {
+            let p = node.party(id).ok_or_else(|| {
+                ApiError::FailedPrecondition(format!(
+                    "party #{i} of key {} is not in the config of {}",
+                    record.key_id, node.cfg.name
+                ))
+            })?;
+            let c = p
+                .client
+                .clone()
+                .ok_or_else(|| ApiError::Internal(format!("no client for {}", p.name)))?;
+            Ok((i as u16, p.name.clone(), c))
+        })
+        .collect()
+}
+
+/// One line for a failed peer call.
+fn call_error<T>(
+    node: &Node,
+    name: &str,
+    timeout: Duration,
+    r: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,
+) -> Result<T, String> {
+    match r {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => {
+            node.metrics.peer_rpc_error(name);
+            Err(format!("{name}: {:?}: {}", s.code(), s.message()))
+        }
+        Err(_) => Err(format!(
+            "{name}: no answer within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// After keygen, as its coordinator: completes the transcript with every
+/// party, has every party certify the key, has the key sign the certificate,
+/// and stores the verified transcript file here and at the peers
+/// ([`crate::transcript`] lists the steps). Fails only if this node cannot
+/// produce a verified file; a peer that cannot store it is reported.
+async fn certify_key(
+    node: &Arc<Node>,
+    client: &ClientEntry,
+    record: &KeyRecord,
+    p: &Progress,
+    started: Instant,
+) -> Result<(), ApiError> {
+    let peers = key_peers(node, record)?;
+    progress(
+        p,
+        started,
+        "transcript",
+        "collecting the point-to-point envelopes the other parties sent each other".into(),
+    )
+    .await;
+    let sessions = collect_transcript(node, record, &peers).await?;
+    let root = sessions.root();
+    progress(
+        p,
+        started,
+        "certificate",
+        format!(
+            "transcript complete ({} aux-info and {} keygen envelopes, root {}); every party checks it and signs the key certificate",
+            sessions.aux.len(),
+            sessions.keygen.len(),
+            hex::encode(root)
+        ),
+    )
+    .await;
+    let (n, k) = (node.clone(), record.key_id.clone());
+    let share = Arc::new(blocking(move || flows::load_share(&n, &k)).await?);
+    let (body, signatures) = certify_everywhere(node, record, &peers, &sessions, &share).await?;
+    progress(
+        p,
+        started,
+        "certificate",
+        format!(
+            "all {n} parties signed the same certificate; the key signs it ({}-of-{n}, full protocol)",
+            record.threshold,
+            n = signatures.len(),
+        ),
+    )
+    .await;
+    let key_signature = sign_certificate(node, client, record, &body, share).await?;
+    progress(
+        p,
+        started,
+        "transcript",
+        "the key signed its certificate; checking the signatures and storing the transcript".into(),
+    )
+    .await;
+    let (n, rec, b, sigs) = (
+        node.clone(),
+        record.clone(),
+        body.clone(),
+        signatures.clone(),
+    );
+    let size = blocking(move || {
+        let at = |e: String| ApiError::Internal(format!("at {}: {e}", n.cfg.name));
+        crate::transcript::check_signatures(&rec, &b, &sigs, &key_signature).map_err(at)?;
+        let file = crate::transcript::assemble(&sessions, &b, &sigs, key_signature);
+        crate::transcript::store_file(&n, &rec.key_id, &file)?;
+        Ok(file.len())
+    })
+    .await?;
+    progress(
+        p,
+        started,
+        "transcript",
+        format!(
+            "transcript stored at {} ({size} bytes, root {}); sending the signatures to the other parties",
+            node.cfg.name,
+            hex::encode(root)
+        ),
+    )
+    .await;
+    let req = pb::StoreTranscriptRequest {
+        key_id: record.key_id.clone(),
+        certificate_body: body,
+        signatures,
+        key_signature: key_signature.to_vec(),
+    };
+    for detail in distribute_transcript(node, &peers, req).await {
+        progress(p, started, "transcript", detail).await;
+    }
+    Ok(())
+}
+
+/// Step 2: asks every peer for the point-to-point envelopes it sent to the
+/// others, and completes this node's views of both runs with them.
+async fn collect_transcript(
+    node: &Arc<Node>,
+    record: &KeyRecord,
+    peers: &[(u16, String, PeerRpc)],
+) -> Result<crate::transcript::Sessions, ApiError> {
+    // A peer may still be storing its share: it waits up to the keygen timeout.
+    let wait = Duration::from_millis(node.cfg.timeouts.keygen_ms + node.cfg.timeouts.propose_ms);
+    let parts = futures::future::join_all(peers.iter().map(|(_, name, c)| {
+        let mut c = c.clone();
+        let req = pb::TranscriptPartRequest {
+            key_id: record.key_id.clone(),
+        };
+        async move {
+            let r = tokio::time::timeout(wait, c.transcript_part(req)).await;
+            call_error(node, name, wait, r).and_then(|l| {
+                keygen::transcript::decode_entry_list(&l.entries)
+                    .map_err(|e| format!("{name}: its transcript part does not decode: {e}"))
+            })
+        }
+    }))
+    .await;
+    let mut extra = Vec::new();
+    let mut failures = Vec::new();
+    for r in parts {
+        match r {
+            Ok(v) => extra.extend(v),
+            Err(e) => failures.push(e),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "cannot collect the transcript: {}",
+            failures.join("; ")
+        )));
+    }
+    let (n, rec) = (node.clone(), record.clone());
+    blocking(move || {
+        let mine = crate::transcript::load_views(&n, &rec)?;
+        crate::transcript::complete(&rec, mine, extra).map_err(|e| {
+            ApiError::Unavailable(format!("the collected transcript does not check: {e}"))
+        })
+    })
+    .await
+}
+
+/// Step 3: sends every peer the envelopes it did not see and one
+/// certificate time; builds and signs this node's own certificate; requires
+/// every peer's certificate to be the same bytes, signed by its identity.
+/// Returns the certificate and every party's signature (index order).
+async fn certify_everywhere(
+    node: &Arc<Node>,
+    record: &KeyRecord,
+    peers: &[(u16, String, PeerRpc)],
+    sessions: &crate::transcript::Sessions,
+    share: &tss_core::ecdsa::KeyShare,
+) -> Result<(Vec<u8>, Vec<Vec<u8>>), ApiError> {
+    use keygen::transcript::{encode_entries, SignedCertificate};
+    let created_unix = crate::transcript::now_unix();
+    let cert = crate::transcript::certificate(node, record, share, sessions.root(), created_unix)?;
+    let own = SignedCertificate::sign(&node.identity, record.my_index, &cert);
+    let body = own.body.to_vec();
+    let ids = record
+        .party_ids()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms.max(1000) * 4);
+    let replies = futures::future::join_all(peers.iter().map(|(j, name, c)| {
+        let mut c = c.clone();
+        let req = pb::CertifyRequest {
+            key_id: record.key_id.clone(),
+            missing_entries: encode_entries(&sessions.unseen_by(*j)),
+            created_unix,
+        };
+        async move {
+            if req.missing_entries.len() + 1024 > crate::node::MAX_PEER_MESSAGE {
+                return Err(format!(
+                    "{name}: the envelopes it lacks ({} bytes) exceed the peer message limit",
+                    req.missing_entries.len()
+                ));
+            }
+            let r = tokio::time::timeout(timeout, c.certify_key(req)).await;
+            call_error(node, name, timeout, r)
+        }
+    }))
+    .await;
+    let mut signatures = vec![Vec::new(); ids.len()];
+    signatures[usize::from(record.my_index)] = own.signature.to_vec();
+    let mut failures = Vec::new();
+    for ((j, name, _), r) in peers.iter().zip(replies) {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        if r.certificate_body != body {
+            failures.push(format!(
+                "{name} certifies a different key certificate ({})",
+                crate::transcript::difference(&body, &r.certificate_body)
+            ));
+            continue;
+        }
+        let signed = SignedCertificate {
+            party: *j,
+            body: r.certificate_body.into(),
+            signature: r.signature.clone().into(),
+        };
+        if signed.verify(&ids[usize::from(*j)]).is_err() {
+            failures.push(format!(
+                "{name}'s certificate signature does not verify under its pinned identity"
+            ));
+            continue;
+        }
+        signatures[usize::from(*j)] = r.signature;
+    }
+    if !failures.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "the parties did not all certify the same key: {}",
+            failures.join("; ")
+        )));
+    }
+    let (n, rec, s, b) = (node.clone(), record.clone(), sessions.clone(), body.clone());
+    blocking(move || crate::transcript::store_certified(&n, &rec, &s, &b)).await?;
+    Ok((body, signatures))
+}
+
+/// Step 5: sends the signatures to every peer, which checks them and stores
+/// the same file. One progress line per peer; failures do not fail keygen
+/// (this node holds the file).
+async fn distribute_transcript(
+    node: &Arc<Node>,
+    peers: &[(u16, String, PeerRpc)],
+    req: pb::StoreTranscriptRequest,
+) -> Vec<String> {
+    let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms.max(1000) * 4);
+    let stored = futures::future::join_all(peers.iter().map(|(_, name, c)| {
+        let mut c = c.clone();
+        let req = req.clone();
+        async move {
+            let r = tokio::time::timeout(timeout, c.store_transcript(req)).await;
+            call_error(node, name, timeout, r).map(|_| name.clone())
+        }
+    }))
+    .await;
+    stored
+        .into_iter()
+        .map(|r| match r {
+            Ok(name) => format!("{name} checked the signatures and stored the transcript"),
+            Err(e) => {
+                tracing::warn!(key_id = %req.key_id, error = %e, "a party did not store the transcript");
+                format!(
+                    "{e} (not stored there; export the transcript from {})",
+                    node.cfg.name
+                )
+            }
+        })
+        .collect()
+}
+
+/// The key's threshold signature (`r || s`, low S) over its certificate:
+/// SHA-256 of the certificate domain and `body`, by the full protocol with
+/// one co-signer (each co-signer signs only the certificate it signed).
+async fn sign_certificate(
+    node: &Arc<Node>,
+    client: &ClientEntry,
+    record: &KeyRecord,
+    body: &[u8],
+    share: Arc<tss_core::ecdsa::KeyShare>,
+) -> Result<[u8; 64], ApiError> {
+    let message = [crate::transcript::CERTIFICATE_DOMAIN, body].concat();
+    let (data, digest) = to_sign(Hashing::Node(HashAlgo::Sha256), &message)?;
+    if digest != keygen::transcript::certificate_digest(body) {
+        return Err(ApiError::Internal(
+            "the certificate digest differs from the signed one (a bug)".into(),
+        ));
+    }
+    let request_id = crate::transcript::CERTIFICATE_REQUEST_ID.to_vec();
+    let _claim = claim_fresh_request(node, &record.key_id, &request_id, &digest).await?;
+    let job = SignJob {
+        record: record.clone(),
+        public_key: record
+            .public_key_bytes()
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        request_id,
+        message,
+        hash: pb::HashAlgorithm::Sha256 as i32,
+        client: client.clone(),
+        client_fp: client_fingerprint(client)?.to_vec(),
+        digest,
+        started: Instant::now(),
+    };
+    let mut failures = Vec::new();
+    for (cand, name, mut rpc) in key_peers(node, record)? {
+        match sign_full(node, &job, data, cand, &name, &mut rpc, share.clone()).await {
+            Ok(resp) => {
+                record_signed(node, &record.key_id, &job.request_id, &digest).await?;
+                let rs: [u8; 64] = [resp.r.as_slice(), resp.s.as_slice()]
+                    .concat()
+                    .try_into()
+                    .map_err(|_| ApiError::Internal("signature is not r || s".into()))?;
+                return Ok(rs);
+            }
+            Err(Ok(why)) => failures.push(why),
+            Err(Err(e)) => return Err(e),
+        }
+    }
+    Err(ApiError::Unavailable(format!(
+        "the key could not sign its certificate: {}",
+        failures.join("; ")
+    )))
 }

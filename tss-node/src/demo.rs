@@ -1,5 +1,5 @@
 //! `tssctl demo`: a local three-party cluster, keygen, one signature checked
-//! with `k256`, step by step.
+//! with `k256`, the keygen transcript verified offline, step by step.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,11 +106,8 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
         std::fs::remove_file(&path)?;
         crate::init::write_config(&path, &cfg)?;
     }
-    let parties_toml: String = entries
-        .iter()
-        .map(|e| format!("[[parties]]\n{}\n", toml::to_string(e).unwrap_or_default()))
-        .collect();
-    std::fs::write(root.join("parties.toml"), parties_toml)?;
+    let party_files: Vec<PathBuf> = parties.iter().map(|d| d.join("party.toml")).collect();
+    write_parties_toml(&root.join("parties.toml"), &party_files)?;
     Ok(ClusterDirs {
         root: root.to_owned(),
         parties,
@@ -118,6 +115,42 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
         gateway,
         addrs,
     })
+}
+
+/// A party as an auditor names it in `parties.toml`.
+#[derive(serde::Serialize)]
+struct AuditorEntry {
+    name: String,
+    identity: String,
+    /// Hex SHA-256 of the DER TLS certificate.
+    tls_fingerprint: String,
+    cert: String,
+}
+
+/// Writes the auditor's `parties.toml` (read by `tss-audit verify
+/// --parties`) from the parties' public `party.toml` files: a `[[parties]]`
+/// table each with name, identity, TLS fingerprint and certificate.
+pub fn write_parties_toml(path: &Path, party_files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut out = String::from(
+        "# The parties' public entries (from their party.toml files), for\n\
+         # `tss-audit verify K.transcript --parties parties.toml`.\n",
+    );
+    for f in party_files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let e: PartyEntry = toml::from_str(&text)
+            .with_context(|| format!("invalid party entry {}", f.display()))?;
+        let der = crate::tls::cert_der_from_pem(&e.cert)
+            .with_context(|| format!("{}: bad certificate", f.display()))?;
+        let entry = AuditorEntry {
+            name: e.name,
+            identity: e.identity,
+            tls_fingerprint: hex::encode(crate::tls::fingerprint(&der)),
+            cert: e.cert,
+        };
+        out.push_str(&format!("\n[[parties]]\n{}", toml::to_string(&entry)?));
+    }
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The daemon the demo starts: a `tss-node` binary, or this executable.
@@ -236,6 +269,14 @@ fn strip_cargo_run_env(build: &mut Command) {
 /// (default features, or `--no-default-features --features gmp`) and returns
 /// the path cargo reports for it. Cargo's own output goes to stderr.
 pub fn cargo_build_release(package: &str, bin: &str, gmp: bool) -> anyhow::Result<PathBuf> {
+    cargo_build(package, bin, "release", gmp)
+}
+
+/// Builds binary `bin` of workspace package `package` in cargo profile
+/// `profile` ("dev", "release", ...), with default features or with
+/// `--no-default-features --features gmp`, and returns the path cargo
+/// reports for it. Cargo's own output goes to stderr.
+pub fn cargo_build(package: &str, bin: &str, profile: &str, gmp: bool) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -244,11 +285,8 @@ pub fn cargo_build_release(package: &str, bin: &str, gmp: bool) -> anyhow::Resul
     let mut build = Command::new(cargo);
     strip_cargo_run_env(&mut build);
     build
-        .args([
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["build", "--message-format=json-render-diagnostics"])
+        .args(["--profile", profile])
         .arg("--manifest-path")
         .arg(&manifest)
         .args(["-p", package, "--bin", bin]);
@@ -259,7 +297,7 @@ pub fn cargo_build_release(package: &str, bin: &str, gmp: bool) -> anyhow::Resul
     let out = build.output().context("cannot run cargo")?;
     if !out.status.success() {
         bail!(
-            "`cargo build --release -p {package} --bin {bin}{}` failed ({})",
+            "`cargo build --profile {profile} -p {package} --bin {bin}{}` failed ({})",
             if gmp {
                 " --no-default-features --features gmp"
             } else {
@@ -548,13 +586,71 @@ pub async fn run(
             ),
         );
     }
+    // The keygen transcript, exported from a party other than the
+    // coordinator, checked offline as an auditor would.
+    let mut reader = client::connect_with_files(dirs.addrs[1], &node_cert(1), &dirs.admin).await?;
+    let file = reader
+        .export_transcript(pb::ExportTranscriptRequest {
+            key_id: key_id.into(),
+        })
+        .await?
+        .into_inner()
+        .transcript;
+    let transcripts = root.join("transcripts");
+    std::fs::create_dir_all(&transcripts)?;
+    let transcript_path = transcripts.join(format!("{key_id}.transcript"));
+    std::fs::write(&transcript_path, &file)?;
+    step(
+        t0,
+        &format!(
+            "keygen transcript exported from {}: {} ({} bytes)",
+            NAMES[1],
+            transcript_path.display(),
+            file.len()
+        ),
+    );
+    let parties_path = root.join("parties.toml");
+    let auditor = keygen::verify::parse_parties(&std::fs::read_to_string(&parties_path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", parties_path.display()))?;
+    let report = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || keygen::verify::verify(&file, &auditor)).await?
+    };
+    let transcript_verified = report.passed();
+    step(
+        t0,
+        &if transcript_verified {
+            format!(
+                "transcript verified offline: all {} checks pass (parties, envelopes, commitments, proofs, key signature)",
+                report.checks.len()
+            )
+        } else {
+            format!(
+                "transcript verification FAILED: {}",
+                report.failed().join(", ")
+            )
+        },
+    );
+    step(
+        t0,
+        &format!(
+            "an auditor runs: tss-audit verify {} --parties {}{}",
+            transcript_path.display(),
+            parties_path.display(),
+            if keep.is_none() {
+                "  (the folder is temporary: keep it with --keep DIR)"
+            } else {
+                ""
+            }
+        ),
+    );
     drop(procs);
     step(t0, "nodes stopped");
     if let Some(d) = &keep {
         step(
             t0,
             &format!(
-                "cluster kept in {} (node.toml files, logs/, parties.toml)",
+                "cluster kept in {} (node.toml files, logs/, parties.toml, transcripts/)",
                 d.display()
             ),
         );
@@ -569,9 +665,13 @@ pub async fn run(
         "v": sig.v,
         "eth_address": key.eth_address,
         "verified": verified,
+        "transcript_verified": transcript_verified,
     });
     if !verified {
         bail!("signature did not verify: {out}");
+    }
+    if !transcript_verified {
+        bail!("the keygen transcript did not verify:\n{report}");
     }
     Ok(out)
 }

@@ -1,16 +1,19 @@
 //! What one party does in each kind of session, whether it coordinates or
 //! was asked to join: run the engine on the registered session and store
-//! the result.
+//! the result. Aux-info and keygen runs are recorded: the party's view of
+//! each is stored with its result ([`crate::transcript`]).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use keygen::record::{AuxRecord, KeyParty, KeyRecord, KEY_RECORD_VERSION};
 use tss_core::ecdsa::{self, KeyShare};
+use tss_core::session::Recorder;
 use tss_core::store::RecordKind;
 
 use crate::error::{blocking, ApiError};
 use crate::node::{Node, Registered, SessionFailure};
+use crate::transcript;
 
 /// The party set's current aux info, if any.
 pub fn load_aux(node: &Node) -> Result<Option<AuxRecord>, ApiError> {
@@ -21,6 +24,26 @@ pub fn load_aux(node: &Node) -> Result<Option<AuxRecord>, ApiError> {
             .map(Some)
             .map_err(|e| ApiError::Internal(format!("stored aux info is unusable: {e}"))),
     }
+}
+
+/// The party set's current aux info for a new key: only if this node also
+/// holds its recorded view, without which the key could not be certified
+/// (aux info made before transcripts were recorded is replaced).
+pub fn load_aux_for_keygen(node: &Node) -> Result<Option<AuxRecord>, ApiError> {
+    let Some(a) = load_aux(node)? else {
+        return Ok(None);
+    };
+    if node
+        .store
+        .contains(RecordKind::Transcript, &transcript::aux_key(&a.aux_id))?
+    {
+        return Ok(Some(a));
+    }
+    tracing::warn!(
+        aux_id = %hex::encode(a.aux_id),
+        "the current aux info has no recorded transcript (made before transcripts were recorded): not used for new keys"
+    );
+    Ok(None)
 }
 
 /// A key's public record.
@@ -89,16 +112,22 @@ async fn aux_inner(node: Arc<Node>, reg: Registered) -> Result<[u8; 32], Session
         .map_err(|e| SessionFailure::Engine(e.to_string()))?
         .map_err(SessionFailure::Engine)?;
     let eid = info.id;
+    let recorder = Recorder::default();
     let aux = reg
-        .run(
+        .run_recorded(
             Duration::from_millis(node.cfg.timeouts.aux_ms),
+            Some(recorder.clone()),
             move |party| async move { ecdsa::aux::run(&eid, info.me, n, primes, party).await },
         )
         .await?;
+    let view = transcript::encode_view(&recorder.take());
     let record = AuxRecord { aux_id: eid, aux };
     let set = tss_core::session::party_set_id(&node.party_ids());
     let n2 = node.clone();
     blocking(move || {
+        // The view first: aux info without it could not be certified.
+        n2.store
+            .put(RecordKind::Transcript, &transcript::aux_key(&eid), &view)?;
         n2.store
             .put(RecordKind::AuxInfo, &set, record.encode().expose())?;
         n2.store.flush()?;
@@ -136,12 +165,16 @@ async fn keygen_inner(
     let t = node.cfg.threshold;
     let eid = info.id;
     let me = info.me;
+    let recorder = Recorder::default();
     let incomplete = reg
-        .run(
+        .run_recorded(
             Duration::from_millis(node.cfg.timeouts.keygen_ms),
+            Some(recorder.clone()),
             move |party| async move { ecdsa::keygen::run(&eid, me, n, t, party).await },
         )
         .await?;
+    // Point-to-point envelopes (secret shares) only as their hash.
+    let view = transcript::encode_view(&recorder.take());
     let aux_id = aux.aux_id;
     let share = ecdsa::keygen::complete(incomplete, aux.aux)
         .map_err(|e| SessionFailure::Engine(e.to_string()))?;
@@ -161,16 +194,14 @@ async fn keygen_inner(
         my_index: me,
         aux_id: hex::encode(aux_id),
         keygen_id: hex::encode(eid),
-        created_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created_unix: transcript::now_unix(),
     };
     let n2 = node.clone();
     let rec = record.clone();
     blocking(move || {
         let share_bytes = ecdsa::encode_share(&share);
-        // Share first, then the record that makes the key visible: a crash
-        // in between leaves no usable half key.
+        // Share and view of the run first, then the record that makes the
+        // key visible: a crash in between leaves no usable half key.
         if !n2.store.insert_new(
             RecordKind::KeyShare,
             rec.key_id.as_bytes(),
@@ -181,6 +212,11 @@ async fn keygen_inner(
                 rec.key_id
             )));
         }
+        n2.store.put(
+            RecordKind::Transcript,
+            &transcript::view_key(&rec.key_id),
+            &view,
+        )?;
         n2.store.flush()?;
         n2.store
             .put(RecordKind::KeyInfo, rec.key_id.as_bytes(), &rec.encode())?;

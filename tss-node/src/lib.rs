@@ -6,6 +6,7 @@
 //!   one-at-a-time rules;
 //! - [`flows`]: one party's part in each session; [`coordinator`]: driving a
 //!   request across parties; [`pool`]: the safe-prime pool;
+//! - [`transcript`]: keygen transcripts, key certificates and their files;
 //! - [`run`]: start-up; [`error`]: the typed RPC error and its status mapping;
 //! - [`client`] and [`demo`]: used by `tssctl`.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod presign;
 pub mod run;
 pub mod service;
 pub mod tls;
+pub mod transcript;
 
 /// Installs the log subscriber (stderr, `RUST_LOG`, else `default_level`).
 pub fn init_logging(default_level: &str) {

@@ -318,6 +318,11 @@ impl Node {
             })
     }
 
+    /// Whether a keygen of `key_id` runs here now (coordinated or joined).
+    pub fn keygen_running(&self, key_id: &str) -> bool {
+        self.keygens.is_claimed(&key_id.to_owned())
+    }
+
     /// Claims a signing request (key, request id, digest) while it is being
     /// signed here, so that the same request cannot run twice at once
     /// through two coordinators (any two signer pairs share a party).

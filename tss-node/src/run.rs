@@ -18,6 +18,9 @@ use crate::tls;
 /// enforces the smaller configured message limit with a clear message).
 pub const MAX_CLIENT_MESSAGE: usize = 4 << 20;
 
+/// Largest Signer response (a keygen transcript file is a few MB).
+pub const MAX_CLIENT_RESPONSE: usize = 16 << 20;
+
 /// Opens the store and builds the node (no network yet); also returns the
 /// node's TLS identity (certificate file + key from the store).
 pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<(Arc<Node>, tls::TlsIdentity)> {
@@ -89,7 +92,8 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(
             SignerServer::new(SignerService::new(node.clone()))
-                .max_decoding_message_size(MAX_CLIENT_MESSAGE),
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE)
+                .max_encoding_message_size(MAX_CLIENT_RESPONSE),
         )
         .add_service(
             PeerServer::new(PeerService::new(node.clone()))

@@ -11,7 +11,7 @@ use proto::v1 as pb;
 #[command(
     name = "tssctl",
     version,
-    about = "Client for tss-node: keygen, sign, keys, health; and a local demo"
+    about = "Client for tss-node: keygen, sign, keys, transcripts, health; and a local demo"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -105,12 +105,32 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Keygen transcripts (any client).
+    Transcript {
+        #[command(subcommand)]
+        cmd: TranscriptCmd,
+    },
     /// Run a node in this process (used by `demo` when no tss-node binary is
     /// beside tssctl; same code as `tss-node run`).
     #[command(hide = true)]
     Node {
         #[command(subcommand)]
         cmd: NodeCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TranscriptCmd {
+    /// Write a key's keygen transcript to a file for an auditor
+    /// (`tss-audit verify FILE --parties parties.toml`).
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        key: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -282,6 +302,25 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 "peers": h.peers.iter().map(|p| serde_json::json!({"name": p.name, "reachable": p.reachable, "error": p.error})).collect::<Vec<_>>(),
             }));
         }
+        Cmd::Transcript {
+            cmd: TranscriptCmd::Export { conn, key, out },
+        } => {
+            let bytes = connect(&conn)
+                .await?
+                .export_transcript(pb::ExportTranscriptRequest { key_id: key })
+                .await?
+                .into_inner()
+                .transcript;
+            let root = transcript_root(&bytes)
+                .context("the node answered with bytes that are not a keygen transcript")?;
+            std::fs::write(&out, &bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            json(serde_json::json!({
+                "path": out.display().to_string(),
+                "bytes": bytes.len(),
+                "transcript_root": root,
+            }));
+        }
         Cmd::Node {
             cmd: NodeCmd::Run { config },
         } => {
@@ -294,4 +333,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
 
 async fn connect(c: &Conn) -> anyhow::Result<tss_node::client::Client> {
     tss_node::client::connect_with_files(c.node, &c.node_cert, &c.client).await
+}
+
+/// The transcript root the file's first certificate names (hex).
+fn transcript_root(file: &[u8]) -> anyhow::Result<String> {
+    let f = keygen::transcript::TranscriptFile::decode(file)?;
+    let c = f.certificates.first().context("no certificates")?;
+    let cert = keygen::transcript::KeyCertificate::decode(&c.body)?;
+    Ok(hex::encode(&cert.transcript_root))
 }

@@ -1,7 +1,9 @@
 //! The Peer service: proposals, start signals, envelopes and aborts from the
-//! other parties. Every call is authenticated by the caller's pinned TLS
-//! certificate; every proposal is checked against this node's own view (its
-//! party set, its keys, its threshold) before it registers a session.
+//! other parties, and the transcript steps after keygen
+//! ([`crate::transcript`]). Every call is authenticated by the caller's
+//! pinned TLS certificate; every proposal is checked against this node's own
+//! view (its party set, its keys, its threshold) before it registers a
+//! session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use crate::error::{blocking, ApiError};
 use crate::flows;
 use crate::node::{Node, Party};
 use crate::tls;
+use crate::transcript;
 
 /// The Peer service.
 pub struct PeerService {
@@ -184,9 +187,13 @@ impl PeerService {
                     Err(e) => return Ok(decline(e.to_string())),
                 };
                 let (n, key_id) = (node.clone(), k.key_id.clone());
-                let (exists, aux) =
-                    blocking(move || Ok((flows::key_exists(&n, &key_id)?, flows::load_aux(&n)?)))
-                        .await?;
+                let (exists, aux) = blocking(move || {
+                    Ok((
+                        flows::key_exists(&n, &key_id)?,
+                        flows::load_aux_for_keygen(&n)?,
+                    ))
+                })
+                .await?;
                 if exists {
                     return Ok(decline(format!(
                         "key {} already exists at {}",
@@ -354,6 +361,12 @@ impl PeerService {
         if let Err(e) = coordinator::check_sign_input(node, &r.key_id, &r.message, &r.request_id) {
             return Ok(refuse(e.to_string(), false));
         }
+        if r.message.starts_with(transcript::CERTIFICATE_DOMAIN) {
+            return Ok(refuse(
+                "messages starting with the key-certificate domain are reserved for key certificates, signed by the full protocol only".into(),
+                false,
+            ));
+        }
         let (record, signers) = match self.key_and_signers(from, &r.key_id, &r.signers).await? {
             Ok(x) => x,
             Err(why) => return Ok(refuse(why, false)),
@@ -441,6 +454,17 @@ impl PeerService {
             Ok(x) => x,
             Err(why) => return Ok(decline(why)),
         };
+        if s.message.starts_with(transcript::CERTIFICATE_DOMAIN) {
+            // Reserved: only the certificate this node signed itself.
+            let sha256 =
+                hashing == coordinator::Hashing::Node(tss_core::ecdsa::sign::HashAlgo::Sha256);
+            if let Err(why) =
+                transcript::check_certificate_message(node, &record.key_id, sha256, &s.message)
+                    .await?
+            {
+                return Ok(decline(why));
+            }
+        }
         // Hash the message ourselves: never sign a digest we did not compute.
         let (data, digest) = match coordinator::to_sign(hashing, &s.message) {
             Ok(x) => x,
@@ -542,5 +566,42 @@ impl pb::peer_server::Peer for PeerService {
     async fn ping(&self, req: Request<pb::Ack>) -> Result<Response<pb::Ack>, Status> {
         self.caller(&req)?;
         Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn transcript_part(
+        &self,
+        req: Request<pb::TranscriptPartRequest>,
+    ) -> Result<Response<pb::EntryList>, Status> {
+        let from = self.caller(&req)?;
+        let r = transcript::part(&self.node, from, req.into_inner()).await;
+        log_refusal(from, "a transcript part", &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn certify_key(
+        &self,
+        req: Request<pb::CertifyRequest>,
+    ) -> Result<Response<pb::CertifyReply>, Status> {
+        let from = self.caller(&req)?;
+        let r = transcript::certify(&self.node, from, req.into_inner()).await;
+        log_refusal(from, "to certify a key", &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn store_transcript(
+        &self,
+        req: Request<pb::StoreTranscriptRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let from = self.caller(&req)?;
+        let r = transcript::store(&self.node, from, req.into_inner()).await;
+        log_refusal(from, "to store a transcript", &r);
+        r?;
+        Ok(Response::new(pb::Ack {}))
+    }
+}
+
+fn log_refusal<T>(from: &Party, what: &str, r: &Result<T, ApiError>) {
+    if let Err(e) = r {
+        tracing::warn!(from = %from.name, error = %e, "refused {what}");
     }
 }

@@ -1,6 +1,6 @@
 //! The Signer service (client API). Callers are identified by their pinned
 //! TLS client certificate and mapped to a role: `admin` may start keygen,
-//! `gateway` may sign; both may read keys and health.
+//! `gateway` may sign; both may read keys, transcripts and health.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use crate::error::{blocking, ApiError};
 use crate::flows;
 use crate::node::Node;
 use crate::tls;
+use crate::transcript;
 
 /// The Signer service.
 pub struct SignerService {
@@ -131,6 +132,17 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignResponse>, Status> {
         let c = self.client(&req)?;
         self.require(&c, Role::Gateway, "Sign")?;
+        if req
+            .get_ref()
+            .message
+            .starts_with(transcript::CERTIFICATE_DOMAIN)
+        {
+            return Err(ApiError::InvalidArgument(format!(
+                "messages starting with {:?} are reserved for key certificates",
+                String::from_utf8_lossy(transcript::CERTIFICATE_DOMAIN)
+            ))
+            .into());
+        }
         let r = coordinator::sign(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => tracing::info!(client = %c.name, ms = resp.elapsed_ms, "signed"),
@@ -176,6 +188,17 @@ impl pb::signer_server::Signer for SignerService {
         })
         .await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
+    }
+
+    async fn export_transcript(
+        &self,
+        req: Request<pb::ExportTranscriptRequest>,
+    ) -> Result<Response<pb::TranscriptFile>, Status> {
+        let c = self.client(&req)?;
+        let key_id = req.into_inner().key_id;
+        let transcript = transcript::export(&self.node, key_id.clone()).await?;
+        tracing::info!(client = %c.name, key_id, bytes = transcript.len(), "transcript exported");
+        Ok(Response::new(pb::TranscriptFile { transcript }))
     }
 
     async fn health(
