@@ -247,6 +247,17 @@ pub fn tss_audit() -> PathBuf {
             .and_then(|d| d.file_name())
             .and_then(|n| n.to_str())
             .expect("test executable under target/<profile>/deps");
+        // `cargo test --workspace` has built it already (for the keygen
+        // crate's CLI test); building it here would compete for the CPU
+        // with the other clusters' idle-priority presign pools.
+        let built = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .map(|d| d.join("tss-audit"))
+            .filter(|p| p.is_file());
+        if let Some(p) = built {
+            return p;
+        }
         let profile = if dir == "debug" { "dev" } else { dir };
         demo::cargo_build("tss-keygen", "tss-audit", profile, false).expect("build tss-audit")
     })
