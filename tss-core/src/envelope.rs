@@ -215,13 +215,6 @@ impl Envelope {
         }
         let h = parse_head(b)?;
         let len = h.payload_len as usize;
-        if len > h.protocol.max_payload() {
-            return Err(EnvelopeError::TooLarge {
-                protocol: h.protocol,
-                len,
-                limit: h.protocol.max_payload(),
-            });
-        }
         if b.len() != HEADER_LEN + len + SIG_LEN {
             return Err(EnvelopeError::Malformed(
                 "length field does not match the envelope size",
@@ -279,7 +272,8 @@ struct Head {
     payload_len: u32,
 }
 
-/// Parses the 50-byte header that both encodings share (after the magic).
+/// Parses the 50-byte header that both encodings share (after the magic),
+/// refusing a payload length above the protocol's limit.
 fn parse_head(b: &[u8]) -> Result<Head, EnvelopeError> {
     if b.len() < HEADER_LEN {
         return Err(EnvelopeError::Malformed("shorter than a header"));
@@ -291,6 +285,14 @@ fn parse_head(b: &[u8]) -> Result<Head, EnvelopeError> {
         1 => Some(u16_at(44)),
         _ => return Err(EnvelopeError::Malformed("bad recipient field")),
     };
+    let payload_len = u32::from_be_bytes([b[46], b[47], b[48], b[49]]);
+    if payload_len as usize > protocol.max_payload() {
+        return Err(EnvelopeError::TooLarge {
+            protocol,
+            len: payload_len as usize,
+            limit: protocol.max_payload(),
+        });
+    }
     let mut session_id = [0u8; 32];
     session_id.copy_from_slice(&b[4..36]);
     Ok(Head {
@@ -299,7 +301,7 @@ fn parse_head(b: &[u8]) -> Result<Head, EnvelopeError> {
         seq: u32::from_be_bytes([b[37], b[38], b[39], b[40]]),
         sender: u16_at(41),
         recipient,
-        payload_len: u32::from_be_bytes([b[46], b[47], b[48], b[49]]),
+        payload_len,
     })
 }
 
@@ -385,13 +387,6 @@ impl HashedEnvelope {
             ));
         }
         let h = parse_head(b)?;
-        if h.payload_len as usize > h.protocol.max_payload() {
-            return Err(EnvelopeError::TooLarge {
-                protocol: h.protocol,
-                len: h.payload_len as usize,
-                limit: h.protocol.max_payload(),
-            });
-        }
         let mut payload_hash = [0u8; 32];
         payload_hash.copy_from_slice(&b[HEADER_LEN..HEADER_LEN + 32]);
         let mut signature = [0u8; 64];

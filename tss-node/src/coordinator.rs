@@ -1325,7 +1325,7 @@ async fn sign_certificate(
     body: &[u8],
     share: Arc<tss_core::ecdsa::KeyShare>,
 ) -> Result<[u8; 64], ApiError> {
-    let message = [crate::transcript::CERTIFICATE_DOMAIN, body].concat();
+    let message = keygen::transcript::cert_signed_bytes(body);
     let (data, digest) = to_sign(Hashing::Node(HashAlgo::Sha256), &message)?;
     if digest != keygen::transcript::certificate_digest(body) {
         return Err(ApiError::Internal(

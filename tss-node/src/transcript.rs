@@ -778,7 +778,7 @@ mod tests {
     #[test]
     fn certificate_domain__should_give_the_certificate_digest() {
         let body = b"some certificate bytes";
-        let d: [u8; 32] = sha2::Sha256::digest([CERTIFICATE_DOMAIN, body].concat()).into();
+        let d: [u8; 32] = sha2::Sha256::digest(kt::cert_signed_bytes(body)).into();
         assert_eq!(d, kt::certificate_digest(body));
     }
 
@@ -903,7 +903,7 @@ mod tests {
         let signed: Vec<Vec<u8>> = f
             .keys
             .iter()
-            .map(|k| k.sign(&[CERTIFICATE_DOMAIN, &body].concat()).to_vec())
+            .map(|k| k.sign(&kt::cert_signed_bytes(&body)).to_vec())
             .collect();
         let sig: k256::ecdsa::Signature = f
             .signer
