@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tss_node::client::Client;
-use tss_node::config::{NodeConfig, Role};
+use tss_node::config::NodeConfig;
 use tss_node::demo::{self, ClusterDirs, Daemon, Processes, NAMES};
 
 /// Three parties on loopback, their folders, and (while started) processes.
@@ -58,9 +58,11 @@ impl Cluster {
             cfg.metrics_listen = Some(self.metrics[i]);
             cfg.presign.target = target;
             cfg.presign.parallel = parallel;
-            for c in cfg.clients.iter_mut().filter(|c| c.role == Role::Gateway) {
-                c.raw_digest = true;
-            }
+            cfg.policy = Some("policy.toml".into());
+            std::fs::write(
+                dir.join("policy.toml"),
+                tss_node::demo::demo_policy(&["gateway"]),
+            )?;
             tss_node::init::write_config(&path, &cfg)?;
         }
         Ok(())

@@ -81,6 +81,23 @@ impl Cluster {
         }
     }
 
+    /// Replaces node `i`'s policy file (takes effect at the next start or
+    /// SIGHUP).
+    pub fn write_policy(&self, i: usize, text: &str) {
+        std::fs::write(self.dirs.parties[i].join("policy.toml"), text).expect("write policy");
+    }
+
+    /// Sends SIGHUP to node `i` (policy reload).
+    pub fn sighup(&self, i: usize) {
+        let pid = self.procs[i].as_ref().expect("node running").id();
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -HUP {pid}");
+    }
+
     pub async fn client(&self, i: usize, who: &str) -> Client {
         let dir = if who == "admin" {
             &self.dirs.admin

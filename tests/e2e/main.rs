@@ -11,6 +11,7 @@ mod harness;
 mod auth;
 mod bad_input;
 mod cli;
+mod policy;
 mod pool;
 mod signing;
 mod transcript;

@@ -107,9 +107,8 @@ async fn pool__should_use_each_presignature_once_and_never_for_raw_digests() {
     let mut cluster = Cluster::start_with(|i, cfg| {
         cfg.presign.target = 4;
         cfg.presign.parallel = 2;
-        for c in &mut cfg.clients {
-            c.raw_digest = c.name == "gateway";
-        }
+        let policy = cfg.policy.as_ref().expect("demo clusters have a policy");
+        std::fs::write(policy, tss_node::demo::demo_policy(&["gateway"])).expect("write policy");
         if i == 0 {
             cfg.metrics_listen = Some(metrics_addr);
         }

@@ -8,7 +8,7 @@
 //! - [`ecdsa`]: the CGGMP24 engines (aux info, keygen, signing).
 //! - [`primes`]: safe primes for Paillier keys.
 //! - [`store`]: the sealed key-value store.
-//! - [`chain`]: signature encodings (DER, r||s||v, Ethereum addresses).
+//! - [`chain`]: signature encodings, Ethereum transactions, Bitcoin/Litecoin PSBTs.
 //!
 //! Nothing here opens a socket or owns an async runtime: engines are plain
 //! `async fn`s driven by whatever executor the caller chooses.

@@ -7,6 +7,7 @@
 //! tls_cert = "tls.crt"
 //! passphrase_file = "passphrase"      # or set TSS_PASSPHRASE; never on the command line
 //! threshold = 2
+//! policy = "policy.toml"              # what this node signs (examples/policy.toml); none: nothing
 //!
 //! [primes]
 //! pool_target = 1                     # safe-prime sets kept ready
@@ -29,7 +30,6 @@
 //! [[clients]]
 //! name = "gateway-1"
 //! role = "gateway"                    # or "admin"
-//! # raw_digest = true                 # may sign raw 32-byte digests (full protocol)
 //! cert = """-----BEGIN CERTIFICATE-----..."""
 //! ```
 
@@ -73,14 +73,10 @@ pub enum Role {
 pub struct ClientEntry {
     /// Name (for logs and records).
     pub name: String,
-    /// What it may do.
+    /// Which API it may call; what it may sign is up to the policy file.
     pub role: Role,
     /// PEM TLS client certificate (pinned).
     pub cert: String,
-    /// May sign raw 32-byte digests (hash `NONE`), always by the full
-    /// protocol. Every signer checks this for the requesting client.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub raw_digest: bool,
 }
 
 /// Safe-prime pool settings.
@@ -215,6 +211,10 @@ pub struct NodeConfig {
     /// Admission limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Signing policy file (`policy.toml`, see `examples/policy.toml`).
+    /// Without one the node signs nothing; reloaded on SIGHUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
     /// The other parties.
     #[serde(default)]
     pub peers: Vec<PartyEntry>,
@@ -242,6 +242,9 @@ impl NodeConfig {
         cfg.tls_cert = base.join(&cfg.tls_cert);
         if let Some(p) = &cfg.passphrase_file {
             cfg.passphrase_file = Some(base.join(p));
+        }
+        if let Some(p) = &cfg.policy {
+            cfg.policy = Some(base.join(p));
         }
         cfg.check()?;
         Ok(cfg)

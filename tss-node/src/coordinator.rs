@@ -27,6 +27,7 @@ use crate::error::{blocking, ApiError};
 use crate::flows;
 use crate::metrics::SignPath;
 use crate::node::{Node, RequestClaim, SessionFailure};
+use crate::signable::{self, Decoded};
 
 /// Progress reports of a long request.
 pub type Progress = tokio::sync::mpsc::Sender<pb::KeygenProgress>;
@@ -208,6 +209,8 @@ enum PoolMiss {
     Missing(String),
     /// The co-signer cannot or will not sign: try the next one.
     Failed(String),
+    /// The co-signer's policy refused the request: try the next one.
+    Denied(String),
 }
 
 /// Proposes a two-party session (sign, presign) to co-signer `name`. When it
@@ -220,23 +223,58 @@ pub async fn propose_pair(
     proposal: pb::Proposal,
     name: &str,
 ) -> Result<(), String> {
+    propose_pair_reply(node, client, info, proposal, name)
+        .await
+        .map_err(|r| match r {
+            Attempt::Failed(m) | Attempt::Denied(m) => m,
+            Attempt::Fatal(e) => e.to_string(),
+        })
+}
+
+/// One co-signer attempt that did not produce a signature.
+pub enum Attempt {
+    /// It could not sign (down, declined, failed): try the next.
+    Failed(String),
+    /// Its policy refused the request: try the next; if every co-signer
+    /// refuses, the client gets their reasons.
+    Denied(String),
+    /// Stop trying (this node cannot go on).
+    Fatal(ApiError),
+}
+
+/// [`propose_pair`], telling a policy refusal apart.
+async fn propose_pair_reply(
+    node: &Node,
+    client: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+    info: &SessionInfo,
+    proposal: pb::Proposal,
+    name: &str,
+) -> Result<(), Attempt> {
     let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
     match tokio::time::timeout(timeout, client.propose(proposal)).await {
         Err(_) => {
             node.send_abort(info, "proposal timed out").await;
-            Err(format!(
+            Err(Attempt::Failed(format!(
                 "{name}: no answer within {} ms",
                 timeout.as_millis()
-            ))
+            )))
         }
         Ok(Err(status)) => {
             node.metrics.peer_rpc_error(name);
             node.send_abort(info, "proposal failed").await;
-            Err(format!("{name}: unreachable ({})", status.message()))
+            Err(Attempt::Failed(format!(
+                "{name}: unreachable ({})",
+                status.message()
+            )))
         }
-        Ok(Ok(reply)) if !reply.get_ref().accepted => {
-            Err(format!("{name}: declined ({})", reply.get_ref().reason))
-        }
+        Ok(Ok(reply)) if reply.get_ref().denied => Err(Attempt::Denied(format!(
+            "{name}: {}",
+            reply.get_ref().reason
+        ))),
+        Ok(Ok(reply)) if !reply.get_ref().accepted => Err(Attempt::Failed(format!(
+            "{name}: declined ({})",
+            reply.get_ref().reason
+        ))),
         Ok(Ok(_)) => Ok(()),
     }
 }
@@ -248,6 +286,7 @@ struct SignJob {
     request_id: Vec<u8>,
     message: Vec<u8>,
     hash: i32,
+    payload: Option<pb::SignPayload>,
     client: ClientEntry,
     /// SHA-256 of the client's certificate (co-signers check it).
     client_fp: Vec<u8>,
@@ -352,6 +391,7 @@ async fn sign_from_pool(
             hash: job.hash,
             requested_by: job.client.name.clone(),
             requested_by_cert: job.client_fp.clone(),
+            payload: job.payload.clone(),
         }),
     );
     let (local, remote) = tokio::join!(local, remote);
@@ -382,6 +422,9 @@ async fn sign_from_pool(
     if reply.missing {
         return Err(PoolMiss::Missing(format!("{name}: {}", reply.reason)));
     }
+    if reply.denied {
+        return Err(PoolMiss::Denied(format!("{name}: {}", reply.reason)));
+    }
     let Ok(theirs) = <[u8; 32]>::try_from(reply.partial_signature.as_slice()) else {
         return Err(PoolMiss::Failed(format!(
             "{name}: declined ({})",
@@ -403,7 +446,103 @@ async fn sign_from_pool(
     Ok(job.response(&fin, &signers, "pool", pid.to_vec()))
 }
 
-/// Sign as coordinator.
+/// Loads a key this node holds, or NOT_FOUND.
+pub async fn load_record(node: &Arc<Node>, key_id: &str) -> Result<KeyRecord, ApiError> {
+    let (n, k) = (node.clone(), key_id.to_owned());
+    blocking(move || flows::load_key_record(&n, &k))
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no key {key_id:?}: create it with Keygen, or check the id"
+            ))
+        })
+}
+
+/// Evaluates this node's policy for `client` on a decoded request, appends
+/// the decision to the audit log (durably, before anything is signed) and
+/// reserves the amounts it moves. PERMISSION_DENIED names the rule.
+pub async fn check_policy(
+    node: &Arc<Node>,
+    client: &str,
+    key_id: &str,
+    request_id: &[u8],
+    decoded: &Decoded,
+    role: String,
+) -> Result<Option<crate::spend::Reservation>, ApiError> {
+    let (n, client, key_id, request_id, decoded) = (
+        node.clone(),
+        client.to_owned(),
+        key_id.to_owned(),
+        request_id.to_vec(),
+        decoded.clone(),
+    );
+    blocking(move || {
+        let policy = n.policy();
+        let intent = decoded.intent();
+        let (d, reservation) = n.ledger.decide(&n.store, &key_id, decoded.tx_id, |usage| {
+            policy.evaluate(&client, &key_id, &intent, usage)
+        });
+        let body = crate::audit::AuditBody {
+            seq: 0,
+            unix_ms: 0,
+            node: n.cfg.name.clone(),
+            role,
+            client: client.clone(),
+            key_id: key_id.clone(),
+            request_id: hex::encode(&request_id),
+            decision: if d.allow { "allow" } else { "deny" }.into(),
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+            intent: crate::policy::intent_json(&intent),
+        };
+        n.audit.append(&n.store, body)?;
+        if d.allow {
+            tracing::info!(client, key_id, reason = %d.reason, "policy allows");
+            Ok(reservation)
+        } else {
+            tracing::warn!(client, key_id, rule = %d.rule, reason = %d.reason, "policy denies");
+            Err(ApiError::PermissionDenied(format!(
+                "{} policy denies (rule {}): {}",
+                n.cfg.name, d.rule, d.reason
+            )))
+        }
+    })
+    .await
+}
+
+/// Records what this node released against the policy limits; a request
+/// whose amounts cannot be recorded is not released.
+pub async fn commit_spend(
+    node: &Arc<Node>,
+    reservation: Option<crate::spend::Reservation>,
+) -> Result<(), ApiError> {
+    let Some(r) = reservation else {
+        return Ok(());
+    };
+    let n = node.clone();
+    blocking(move || {
+        r.commit(&n.store).map_err(|e| {
+            tracing::error!(error = %e, "cannot record a released amount");
+            ApiError::Internal(format!(
+                "cannot record the amount against the policy limits ({e}); the signature is withheld"
+            ))
+        })
+    })
+    .await
+}
+
+/// What co-signers are sent: the request bytes and how to decode them.
+#[derive(Clone, Debug, Default)]
+pub struct Wire {
+    /// Message, unsigned transaction or PSBT.
+    pub message: Vec<u8>,
+    /// Hash algorithm (wire enum) for messages.
+    pub hash: i32,
+    /// Transaction kind; `None` for messages.
+    pub payload: Option<pb::SignPayload>,
+}
+
+/// Sign (a message) as coordinator.
 pub async fn sign(
     node: Arc<Node>,
     client: &ClientEntry,
@@ -412,24 +551,50 @@ pub async fn sign(
     let started = Instant::now();
     let hashing = hash_algo(req.hash)?;
     check_sign_input(&node, &req.key_id, &req.message, &req.request_id)?;
-    if hashing == Hashing::Raw && !client.raw_digest {
-        return Err(ApiError::PermissionDenied(format!(
-            "client {} may not sign raw digests (hash NONE) at {}: send the message and a hash algorithm",
-            client.name, node.cfg.name
-        )));
-    }
-    let (data, digest) = to_sign(hashing, &req.message)?;
-    let n = node.clone();
-    let key_id = req.key_id.clone();
-    let record = blocking(move || flows::load_key_record(&n, &key_id))
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no key {:?}: create it with Keygen, or check the id",
-                req.key_id
-            ))
-        })?;
-    let _claim = claim_fresh_request(&node, &record.key_id, &req.request_id, &digest).await?;
+    let decoded = signable::message(hashing, &req.message)?;
+    let record = load_record(&node, &req.key_id).await?;
+    let reservation = check_policy(
+        &node,
+        &client.name,
+        &record.key_id,
+        &req.request_id,
+        &decoded,
+        "coordinator".into(),
+    )
+    .await?;
+    let wire = Wire {
+        message: req.message,
+        hash: req.hash,
+        payload: None,
+    };
+    let resp = sign_decoded(
+        &node,
+        client,
+        record,
+        &req.request_id,
+        wire,
+        &decoded,
+        started,
+    )
+    .await?;
+    commit_spend(&node, reservation).await?;
+    Ok(resp)
+}
+
+/// Signs a decoded request the policy allowed: find a co-signer (pool path
+/// first), sign, check the signature.
+pub async fn sign_decoded(
+    node: &Arc<Node>,
+    client: &ClientEntry,
+    record: KeyRecord,
+    request_id: &[u8],
+    wire: Wire,
+    decoded: &Decoded,
+    started: Instant,
+) -> Result<pb::SignResponse, ApiError> {
+    let node = node.clone();
+    let (data, digest) = (decoded.data, decoded.digest);
+    let _claim = claim_fresh_request(&node, &record.key_id, request_id, &digest).await?;
     let me = record.my_index;
     let ids = record
         .party_ids()
@@ -440,9 +605,10 @@ pub async fn sign(
     let job = SignJob {
         record,
         public_key,
-        request_id: req.request_id.clone(),
-        message: req.message.clone(),
-        hash: req.hash,
+        request_id: request_id.to_vec(),
+        message: wire.message,
+        hash: wire.hash,
+        payload: wire.payload,
         client: client.clone(),
         client_fp: client_fingerprint(client)?.to_vec(),
         digest,
@@ -474,6 +640,7 @@ pub async fn sign(
     candidates.sort_by_key(|(_, ready, leads)| std::cmp::Reverse((ready.len(), *leads)));
     let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
     let mut failures = Vec::new();
+    let mut denials = Vec::new();
     let result = 'sign: {
         for (cand, ready, _) in candidates {
             let cand_id = ids[usize::from(cand)];
@@ -501,6 +668,11 @@ pub async fn sign(
                         failures.push(why);
                         continue;
                     }
+                    Err(PoolMiss::Denied(why)) => {
+                        tracing::warn!(co_signer = %name, why, "co-signer's policy refused; trying the next co-signer");
+                        denials.push(why);
+                        continue;
+                    }
                 }
             }
             let share = match &share {
@@ -518,10 +690,19 @@ pub async fn sign(
                     node.metrics.observe_sign(SignPath::Full, started.elapsed());
                     break 'sign Ok(resp);
                 }
-                Err(Ok(why)) => failures.push(why),
-                Err(Err(e)) => break 'sign Err(e),
+                Err(Attempt::Failed(why)) => failures.push(why),
+                Err(Attempt::Denied(why)) => denials.push(why),
+                Err(Attempt::Fatal(e)) => break 'sign Err(e),
             }
         }
+        if failures.is_empty() && !denials.is_empty() {
+            break 'sign Err(ApiError::PermissionDenied(format!(
+                "{} allowed it, but every co-signer refused: {}",
+                node.cfg.name,
+                denials.join("; ")
+            )));
+        }
+        failures.extend(denials);
         Err(ApiError::Unavailable(format!(
             "no two parties can sign key {}: {}",
             record.key_id,
@@ -532,7 +713,7 @@ pub async fn sign(
         Ok(resp) => {
             // The pool path recorded it with the presignature it consumed.
             if resp.path != "pool" {
-                record_signed(&node, &record.key_id, &req.request_id, &digest).await?;
+                record_signed(&node, &record.key_id, request_id, &digest).await?;
             }
             Ok(resp)
         }
@@ -541,7 +722,7 @@ pub async fn sign(
             // consumes; nothing was released, so the client may retry it.
             let (n, k) = (
                 node.clone(),
-                signed_key(&record.key_id, &req.request_id, &digest),
+                signed_key(&record.key_id, request_id, &digest),
             );
             let _ = blocking(move || {
                 n.store.take(RecordKind::SeenExecution, &k)?;
@@ -563,22 +744,21 @@ async fn sign_full(
     name: &str,
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
     share: Arc<tss_core::ecdsa::KeyShare>,
-) -> Result<pb::SignResponse, Result<String, ApiError>> {
+) -> Result<pb::SignResponse, Attempt> {
     let record = &job.record;
     let me = record.my_index;
     let mut signers = vec![me, cand];
     signers.sort_unstable();
     let eid = session::sign_execution_id(&record.key_id, &signers, &job.request_id, &job.digest);
-    let info = sign_session(record, &signers, me, eid).map_err(|e| Ok(e.to_string()))?;
+    let info =
+        sign_session(record, &signers, me, eid).map_err(|e| Attempt::Failed(e.to_string()))?;
     let reg = match node.register(info, false, None) {
         Ok(r) => r,
         // This node is at its session limit: tell the caller, no failover.
-        Err(e @ ApiError::ResourceExhausted(_)) => return Err(Err(e)),
-        Err(e) => return Err(Ok(e.to_string())),
+        Err(e @ ApiError::ResourceExhausted(_)) => return Err(Attempt::Fatal(e)),
+        Err(e) => return Err(Attempt::Failed(e.to_string())),
     };
-    sign_full_registered(node, job, data, name, client_rpc, share, signers, reg)
-        .await
-        .map_err(Ok)
+    sign_full_registered(node, job, data, name, client_rpc, share, signers, reg).await
 }
 
 /// [`sign_full`] once the session is registered; errors are one line.
@@ -592,12 +772,12 @@ async fn sign_full_registered(
     share: Arc<tss_core::ecdsa::KeyShare>,
     signers: Vec<u16>,
     reg: crate::node::Registered,
-) -> Result<pb::SignResponse, String> {
+) -> Result<pb::SignResponse, Attempt> {
     let record = &job.record;
     let eid = reg.info.id;
     if let Err(e) = mark_seen(node, eid).await {
         // This pair already ran this request: another pair may still sign it.
-        return Err(format!("{name}: {e}"));
+        return Err(Attempt::Failed(format!("{name}: {e}")));
     }
     let proposal = pb::Proposal {
         session_id: eid.to_vec(),
@@ -609,19 +789,22 @@ async fn sign_full_registered(
             hash: job.hash,
             requested_by: job.client.name.clone(),
             requested_by_cert: job.client_fp.clone(),
+            payload: job.payload.clone(),
         })),
     };
-    propose_pair(node, client_rpc, &reg.info, proposal, name).await?;
+    propose_pair_reply(node, client_rpc, &reg.info, proposal, name).await?;
     let info = reg.info.clone();
     match flows::sign(node.clone(), reg, share, signers.clone(), data).await {
         Ok(sig) => {
-            let fin = job.finish(&sig).map_err(|e| e.to_string())?;
+            let fin = job
+                .finish(&sig)
+                .map_err(|e| Attempt::Failed(e.to_string()))?;
             Ok(job.response(&fin, &signers, "full", vec![]))
         }
         Err(f) => {
             tracing::warn!(co_signer = %name, failure = %f, "signing session failed; trying the next co-signer");
             node.send_abort(&info, &f.to_string()).await;
-            Err(format!("{name}: {f}"))
+            Err(Attempt::Failed(format!("{name}: {f}")))
         }
     }
 }
@@ -1342,6 +1525,7 @@ async fn sign_certificate(
         request_id,
         message,
         hash: pb::HashAlgorithm::Sha256 as i32,
+        payload: None,
         client: client.clone(),
         client_fp: client_fingerprint(client)?.to_vec(),
         digest,
@@ -1358,8 +1542,8 @@ async fn sign_certificate(
                     .map_err(|_| ApiError::Internal("signature is not r || s".into()))?;
                 return Ok(rs);
             }
-            Err(Ok(why)) => failures.push(why),
-            Err(Err(e)) => return Err(e),
+            Err(Attempt::Failed(why) | Attempt::Denied(why)) => failures.push(why),
+            Err(Attempt::Fatal(e)) => return Err(e),
         }
     }
     Err(ApiError::Unavailable(format!(

@@ -41,6 +41,27 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// The demo cluster's signing policy: the `gateway` client may sign
+/// messages (hashed by the node) with every key, and the clients named in
+/// `raw_digest` raw 32-byte digests. No transaction is allowed: custody
+/// policies list chains, whitelists and limits (see `examples/policy.toml`).
+pub fn demo_policy(raw_digest: &[&str]) -> String {
+    let list = raw_digest
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "# Demo policy: the gateway signs messages with every key.\n\
+         version = 1\n\n\
+         [clients.gateway]\n\
+         roles = [\"signer\"]\n\n\
+         [[keys]]\n\
+         key = \"*\"\n\
+         raw_digest = [{list}]\n"
+    )
+}
+
 /// Creates three parties, an admin and a gateway client, and configs that
 /// pin each other. `test_primes`: preload party i with fixture prime set i.
 pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterDirs> {
@@ -90,15 +111,15 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
                 name: "admin".into(),
                 role: Role::Admin,
                 cert: admin_cert.clone(),
-                raw_digest: false,
             },
             ClientEntry {
                 name: "gateway".into(),
                 role: Role::Gateway,
                 cert: gateway_cert.clone(),
-                raw_digest: false,
             },
         ];
+        cfg.policy = Some("policy.toml".into());
+        std::fs::write(dir.join("policy.toml"), demo_policy(&[]))?;
         if test_primes {
             // The fixture set covers aux info; do not generate more in the background.
             cfg.primes.pool_target = 0;

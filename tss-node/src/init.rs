@@ -28,6 +28,14 @@ pub struct Initialized {
     pub entry: PartyEntry,
 }
 
+/// The policy `init` writes: nothing is allowed until the custodian says so.
+pub const INITIAL_POLICY: &str = "\
+# What this custodian signs. Default deny: as written, nothing.
+# Give clients roles and keys chains, whitelists and limits; see
+# examples/policy.toml. Reload with `kill -HUP <tss-node pid>`.
+version = 1
+";
+
 /// Creates a party in `dir` (which must not hold one yet).
 ///
 /// `passphrase_file`, if given, is recorded in the config; otherwise the node
@@ -95,10 +103,15 @@ pub fn init_party(
         metrics_listen: None,
         timeouts: Default::default(),
         limits: Default::default(),
+        policy: Some("policy.toml".into()),
         peers: vec![],
         clients: vec![],
         test_hooks: None,
     };
+    let policy_path = dir.join("policy.toml");
+    if !policy_path.exists() {
+        std::fs::write(&policy_path, INITIAL_POLICY)?;
+    }
     write_config(&config_path, &cfg)?;
     Ok(Initialized {
         config_path,

@@ -7,11 +7,16 @@
 //! - [`flows`]: one party's part in each session; [`coordinator`]: driving a
 //!   request across parties; [`pool`]: the safe-prime pool;
 //! - [`transcript`]: keygen transcripts, key certificates and their files;
+//! - [`policy`]: what this custodian signs (pure); [`signable`]: requests
+//!   decoded by the node itself; [`tx`]: Ethereum and Bitcoin signing;
+//!   [`spend`]: rolling limit counters; [`audit`]: the decision log;
 //! - [`run`]: start-up; [`error`]: the typed RPC error and its status mapping;
 //! - [`client`] and [`demo`]: used by `tssctl`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(non_snake_case))]
 
+pub mod audit;
 pub mod claims;
 pub mod client;
 pub mod config;
@@ -22,12 +27,16 @@ pub mod flows;
 pub mod init;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod pool;
 pub mod presign;
 pub mod run;
 pub mod service;
+pub mod signable;
+pub mod spend;
 pub mod tls;
 pub mod transcript;
+pub mod tx;
 
 /// Installs the log subscriber (stderr, `RUST_LOG`, else `default_level`).
 pub fn init_logging(default_level: &str) {

@@ -93,6 +93,27 @@ pub struct Node {
     pub pool_rt: Option<crate::presign::PoolRuntime>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The signing policy in force (replaced on SIGHUP).
+    policy: std::sync::RwLock<Arc<crate::policy::Policy>>,
+    /// Why the last reload was refused.
+    policy_error: Mutex<Option<String>>,
+    /// Amounts reserved by requests in flight (policy limits).
+    pub ledger: Arc<crate::spend::Ledger>,
+    /// The audit log of policy decisions.
+    pub audit: crate::audit::AuditLog,
+}
+
+/// Reads the policy file named by the config (none: nothing is signed).
+fn load_policy(cfg: &NodeConfig) -> anyhow::Result<crate::policy::Policy> {
+    use anyhow::Context;
+    let Some(path) = &cfg.policy else {
+        return Ok(crate::policy::Policy::deny_all());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    let names: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
+    crate::policy::Policy::parse(&text, &names)
+        .map_err(|e| anyhow::anyhow!("invalid policy {}: {e}", path.display()))
 }
 
 /// A registered session: owns its inbound queue and a session permit, and
@@ -216,6 +237,8 @@ impl Node {
             clients.insert(tls::fingerprint(&der), c.clone());
             allowed.push(der);
         }
+        let policy = load_policy(&cfg)?;
+        let audit = crate::audit::AuditLog::open(&store)?;
         let primes = PrimePool::new(store.clone(), cfg.primes.clone());
         let pool_rt = if cfg.presign.target > 0 {
             Some(crate::presign::PoolRuntime::start(
@@ -246,7 +269,43 @@ impl Node {
             presign_wake: tokio::sync::Notify::new(),
             pool_rt,
             metrics: crate::metrics::Metrics::new(),
+            policy: std::sync::RwLock::new(Arc::new(policy)),
+            policy_error: Mutex::new(None),
+            ledger: Arc::default(),
+            audit,
         }))
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.policy
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Why the last policy reload was refused, if it was.
+    pub fn policy_error(&self) -> Option<String> {
+        self.policy_error
+            .lock()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Re-reads the policy file (SIGHUP). A file that does not load is
+    /// refused and the policy in force stays.
+    pub fn reload_policy(&self) -> Result<(), String> {
+        let result = load_policy(&self.cfg).map_err(|e| format!("{e:#}"));
+        let mut err = self.policy_error.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(p) => {
+                *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+                *err = None;
+                Ok(())
+            }
+            Err(e) => {
+                *err = Some(e.clone());
+                Err(e)
+            }
+        }
     }
 
     /// Certificates allowed to connect: the peers' and the clients'.

@@ -62,6 +62,18 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         );
     }
     let (node, my_tls) = open_node(cfg).await?;
+    match &node.cfg.policy {
+        Some(p) => tracing::info!(
+            policy = %p.display(),
+            sha256 = %hex::encode(node.policy().sha256()),
+            "signing policy loaded (reload with SIGHUP)"
+        ),
+        None => tracing::warn!(
+            "no signing policy (`policy` in node.toml): this node refuses every signing request"
+        ),
+    }
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(node.clone()));
     if node.cfg.primes.pool_target > 0 {
         node.primes.start()?;
     }
@@ -105,6 +117,32 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     node.store.flush()?;
     tracing::info!("tss-node stopped");
     Ok(())
+}
+
+/// Re-reads the policy on every SIGHUP; a bad file is refused and the
+/// policy in force stays.
+#[cfg(unix)]
+async fn reload_on_sighup(node: Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the policy cannot be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let n = node.clone();
+        let r = tokio::task::spawn_blocking(move || n.reload_policy()).await;
+        match r {
+            Ok(Ok(())) => tracing::info!(
+                sha256 = %hex::encode(node.policy().sha256()),
+                "policy reloaded"
+            ),
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "policy reload refused; the previous policy stays in force"
+            ),
+            Err(e) => tracing::error!(error = %e, "policy reload failed"),
+        }
+    }
 }
 
 async fn shutdown() {

@@ -157,6 +157,10 @@ pub enum RecordKind {
     /// Keygen transcripts: recorded session views, key certificates and
     /// finished transcript files (public data, sealed like everything else).
     Transcript,
+    /// Amounts released per key, chain and asset (rolling policy limits).
+    Spend,
+    /// The node's hash-chained audit log of policy decisions.
+    Audit,
 }
 
 impl RecordKind {
@@ -171,6 +175,8 @@ impl RecordKind {
         RecordKind::PresignatureUsed,
         RecordKind::NodeSecret,
         RecordKind::Transcript,
+        RecordKind::Spend,
+        RecordKind::Audit,
     ];
 
     /// Stable tag, bound into each sealed value. Part of the on-disk format:
@@ -186,6 +192,8 @@ impl RecordKind {
             RecordKind::PresignatureUsed => "presignature_used",
             RecordKind::NodeSecret => "node_secret",
             RecordKind::Transcript => "transcript",
+            RecordKind::Spend => "spend",
+            RecordKind::Audit => "audit",
         }
     }
 
@@ -212,6 +220,8 @@ struct Trees {
     presignature_used: sled::Tree,
     node_secret: sled::Tree,
     transcript: sled::Tree,
+    spend: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl Trees {
@@ -230,6 +240,8 @@ impl Trees {
             presignature_used: open(RecordKind::PresignatureUsed)?,
             node_secret: open(RecordKind::NodeSecret)?,
             transcript: open(RecordKind::Transcript)?,
+            spend: open(RecordKind::Spend)?,
+            audit: open(RecordKind::Audit)?,
         })
     }
 
@@ -244,6 +256,8 @@ impl Trees {
             RecordKind::PresignatureUsed => &self.presignature_used,
             RecordKind::NodeSecret => &self.node_secret,
             RecordKind::Transcript => &self.transcript,
+            RecordKind::Spend => &self.spend,
+            RecordKind::Audit => &self.audit,
         }
     }
 }
@@ -626,6 +640,14 @@ impl Store {
                 .map(|k| Some(k.to_vec()))
                 .map_err(|e| self.io("listing", kind, e)),
             None => Ok(None),
+        }
+    }
+
+    /// The largest key of a kind, if any.
+    pub fn last_key(&self, kind: RecordKind) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.tree(kind).last() {
+            Ok(last) => Ok(last.map(|(k, _)| k.to_vec())),
+            Err(e) => Err(self.io("listing", kind, e)),
         }
     }
 

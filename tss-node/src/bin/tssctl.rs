@@ -36,8 +36,9 @@ enum Hash {
     Sha256,
     Keccak256,
     DoubleSha256,
-    /// The message is a 32-byte digest, signed as given (the client needs
-    /// `raw_digest = true` at every signer; always the full protocol).
+    /// The message is a 32-byte digest, signed as given (every signer's
+    /// policy must list the client in the key's `raw_digest`; always the
+    /// full protocol).
     None,
 }
 
@@ -87,6 +88,76 @@ enum Cmd {
         /// Request id (hex); random if not given.
         #[arg(long)]
         request_id: Option<String>,
+    },
+    /// Sign an unsigned Ethereum transaction (EIP-1559 or legacy EIP-155
+    /// RLP, hex); prints the raw signed transaction for eth_sendRawTransaction.
+    SignEth {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        key: String,
+        /// Unsigned transaction, hex (`tssctl eth-tx` builds one).
+        #[arg(long)]
+        tx: String,
+        /// Chain id the transaction is for (must match the transaction).
+        #[arg(long)]
+        chain_id: u64,
+        /// Request id (hex); random if not given.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Sign a PSBT's inputs that spend the key's P2WPKH outputs; prints the
+    /// updated PSBT and, when complete, the transaction hex.
+    SignPsbt {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        key: String,
+        /// PSBT, base64, or @FILE holding it.
+        #[arg(long)]
+        psbt: String,
+        /// bitcoin, bitcoin-testnet, litecoin or litecoin-testnet.
+        #[arg(long, default_value = "bitcoin")]
+        chain: String,
+        /// Request id (hex); random if not given.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Build an unsigned EIP-1559 transaction (hex) for `sign-eth`: a plain
+    /// transfer, or an ERC-20 transfer with --token.
+    EthTx {
+        #[arg(long)]
+        chain_id: u64,
+        #[arg(long)]
+        nonce: u64,
+        /// Recipient (of the ether, or of the tokens with --token).
+        #[arg(long)]
+        to: String,
+        /// Amount in base units (wei, or token units with --token).
+        #[arg(long)]
+        amount: String,
+        /// ERC-20 token contract: build transfer(to, amount) to it.
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, default_value_t = 100_000)]
+        gas_limit: u64,
+        /// Max fee per gas, wei.
+        #[arg(long, default_value_t = 30_000_000_000)]
+        max_fee: u128,
+        /// Max priority fee per gas, wei.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        priority_fee: u128,
+    },
+    /// A node's audit log of policy decisions (admin); checks the hash chain.
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+        /// First entry.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// At most this many entries (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
     },
     /// Show one key.
     GetKey {
@@ -181,6 +252,7 @@ fn key_json(k: &pb::KeyInfo) -> serde_json::Value {
         "threshold": k.threshold,
         "parties": k.parties,
         "eth_address": k.eth_address,
+        "addresses": k.addresses.iter().map(|a| (a.chain.clone(), serde_json::Value::from(a.address.clone()))).collect::<serde_json::Map<_, _>>(),
         "created_unix": k.created_unix,
         "presignatures": k.pool.iter().map(|p| serde_json::json!({
             "signers": p.signers, "ready": p.ready, "target": p.target,
@@ -266,6 +338,136 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 "path": r.path, "presignature_id": hex::encode(&r.presignature_id),
             }));
         }
+        Cmd::SignEth {
+            conn,
+            key,
+            tx,
+            chain_id,
+            request_id,
+        } => {
+            let unsigned_tx =
+                hex::decode(tx.trim().trim_start_matches("0x")).context("--tx is not hex")?;
+            let r = connect(&conn)
+                .await?
+                .sign_ethereum_transaction(pb::SignEthereumTransactionRequest {
+                    key_id: key,
+                    unsigned_tx,
+                    chain_id,
+                    request_id: request_id_or_random(request_id)?,
+                })
+                .await?
+                .into_inner();
+            json(serde_json::json!({
+                "raw_transaction": format!("0x{}", hex::encode(&r.raw_transaction)),
+                "tx_hash": format!("0x{}", hex::encode(&r.tx_hash)),
+                "from": r.from,
+                "signers": r.signature.as_ref().map(|s| s.signers.clone()),
+                "path": r.signature.as_ref().map(|s| s.path.clone()),
+            }));
+        }
+        Cmd::SignPsbt {
+            conn,
+            key,
+            psbt,
+            chain,
+            request_id,
+        } => {
+            let psbt_base64 = match psbt.strip_prefix('@') {
+                Some(f) => {
+                    std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?
+                }
+                None => psbt,
+            };
+            let r = connect(&conn)
+                .await?
+                .sign_bitcoin_psbt(pb::SignBitcoinPsbtRequest {
+                    key_id: key,
+                    psbt_base64: psbt_base64.trim().to_owned(),
+                    chain,
+                    request_id: request_id_or_random(request_id)?,
+                })
+                .await?
+                .into_inner();
+            json(serde_json::json!({
+                "psbt": r.psbt_base64, "complete": r.complete, "tx_hex": r.tx_hex,
+                "txid": r.txid, "signed_inputs": r.signed_inputs,
+            }));
+        }
+        Cmd::EthTx {
+            chain_id,
+            nonce,
+            to,
+            amount,
+            token,
+            gas_limit,
+            max_fee,
+            priority_fee,
+        } => {
+            let tx = tss_node::client::eip1559_transfer(
+                chain_id,
+                nonce,
+                &to,
+                &amount,
+                token.as_deref(),
+                gas_limit,
+                max_fee,
+                priority_fee,
+            )?;
+            println!("0x{}", hex::encode(tx));
+        }
+        Cmd::Audit { conn, from, limit } => {
+            let mut c = connect(&conn).await?;
+            let mut entries = Vec::new();
+            let mut next = from;
+            loop {
+                let want = if limit == 0 {
+                    1000
+                } else {
+                    (limit - entries.len() as u64).min(1000)
+                };
+                if want == 0 {
+                    break;
+                }
+                let r = c
+                    .audit_log(pb::AuditLogRequest {
+                        from_seq: next,
+                        limit: want as u32,
+                    })
+                    .await?
+                    .into_inner();
+                if r.entries.is_empty() {
+                    break;
+                }
+                next += r.entries.len() as u64;
+                entries.extend(r.entries);
+            }
+            let stored: Vec<tss_node::audit::StoredEntry> = entries
+                .iter()
+                .map(|e| tss_node::audit::StoredEntry {
+                    seq: e.seq,
+                    prev: e.prev_hash.clone(),
+                    body: e.body.clone(),
+                    hash: e.hash.clone(),
+                })
+                .collect();
+            // From entry 0 the chain is checked from its start; a later
+            // window is checked from the hash its first entry names.
+            let start: [u8; 32] = match stored.first() {
+                Some(e) if e.seq > 0 => e.prev.as_slice().try_into().unwrap_or([0; 32]),
+                _ => [0; 32],
+            };
+            let head = tss_node::audit::verify_chain(&stored, start)
+                .map_err(|e| anyhow::anyhow!("the audit log's hash chain is broken: {e}"))?;
+            for e in &stored {
+                println!("{}", String::from_utf8_lossy(&e.body));
+            }
+            eprintln!(
+                "audit log: {} entries from {from}, hash chain verified{}; head {}",
+                stored.len(),
+                if from == 0 { " from the start" } else { "" },
+                hex::encode(head)
+            );
+        }
         Cmd::GetKey { conn, key } => {
             let k = connect(&conn)
                 .await?
@@ -299,6 +501,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     "pool_signs": p.pool_signs, "full_signs": p.full_signs,
                     "fallbacks": p.fallbacks,
                 })),
+                "policy_sha256": hex::encode(&h.policy_sha256),
+                "policy_error": h.policy_error,
                 "peers": h.peers.iter().map(|p| serde_json::json!({"name": p.name, "reachable": p.reachable, "error": p.error})).collect::<Vec<_>>(),
             }));
         }
@@ -329,6 +533,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn request_id_or_random(hex_id: Option<String>) -> anyhow::Result<Vec<u8>> {
+    Ok(match hex_id {
+        Some(h) => hex::decode(h).context("--request-id is not hex")?,
+        None => rand::random::<[u8; 16]>().to_vec(),
+    })
 }
 
 async fn connect(c: &Conn) -> anyhow::Result<tss_node::client::Client> {

@@ -17,6 +17,7 @@ use crate::coordinator;
 use crate::error::{blocking, ApiError};
 use crate::flows;
 use crate::node::{Node, Party};
+use crate::signable::{self, Decoded};
 use crate::tls;
 use crate::transcript;
 
@@ -73,7 +74,59 @@ fn decline(reason: impl Into<String>) -> pb::ProposalReply {
         accepted: false,
         reason: reason.into(),
         missing_aux: false,
+        denied: false,
     }
+}
+
+/// Why a co-signer does not sign a request.
+enum Refusal {
+    /// Malformed, or not for this node.
+    Declined(String),
+    /// This node's policy refuses it.
+    Denied(String),
+}
+
+impl Refusal {
+    fn proposal_reply(self) -> pb::ProposalReply {
+        match self {
+            Refusal::Declined(m) => decline(m),
+            Refusal::Denied(m) => pb::ProposalReply {
+                denied: true,
+                ..decline(m)
+            },
+        }
+    }
+
+    fn presign_reply(self) -> pb::PresignSignReply {
+        let (reason, denied) = match self {
+            Refusal::Declined(m) => (m, false),
+            Refusal::Denied(m) => (m, true),
+        };
+        pb::PresignSignReply {
+            partial_signature: vec![],
+            reason,
+            missing: false,
+            denied,
+        }
+    }
+}
+
+/// What a co-signer was asked, decoded and allowed by its own policy.
+struct Allowed {
+    decoded: Decoded,
+    reservation: Option<crate::spend::Reservation>,
+}
+
+/// A co-signer's view of a signing request (from a proposal or a pool
+/// request).
+struct Ask<'a> {
+    record: &'a keygen::record::KeyRecord,
+    request_id: &'a [u8],
+    message: &'a [u8],
+    hash: i32,
+    payload: Option<&'a pb::SignPayload>,
+    requested_by: &'a str,
+    requested_by_cert: &'a [u8],
 }
 
 fn accept() -> pb::ProposalReply {
@@ -81,10 +134,101 @@ fn accept() -> pb::ProposalReply {
         accepted: true,
         reason: String::new(),
         missing_aux: false,
+        denied: false,
     }
 }
 
 impl PeerService {
+    /// Decodes a signing request itself and checks it against this node's
+    /// policy for the client that asked (pinned here by certificate). The
+    /// key certificate (a message in its reserved domain) is signed only if
+    /// it is the one this node signed, with no client policy involved.
+    async fn allowed(
+        &self,
+        from: &Party,
+        ask: Ask<'_>,
+        presign: bool,
+    ) -> Result<Result<Allowed, Refusal>, ApiError> {
+        let node = &self.node;
+        if let Err(e) =
+            coordinator::check_sign_input(node, &ask.record.key_id, ask.message, ask.request_id)
+        {
+            return Ok(Err(Refusal::Declined(e.to_string())));
+        }
+        let public_key = ask
+            .record
+            .public_key_bytes()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let decoded = {
+            let (m, h, p, pk) = (
+                ask.message.to_vec(),
+                ask.hash,
+                ask.payload.cloned(),
+                public_key,
+            );
+            match blocking(move || Ok(signable::from_wire(&m, h, p.as_ref(), &pk))).await? {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(Refusal::Declined(e.to_string()))),
+            }
+        };
+        if presign && !matches!(decoded.data, tss_core::ecdsa::sign::ToSign::Hashed(_)) {
+            return Ok(Err(Refusal::Declined(
+                "raw digests are never signed from a presignature".into(),
+            )));
+        }
+        if ask.payload.is_none() && ask.message.starts_with(transcript::CERTIFICATE_DOMAIN) {
+            let sha256 = matches!(
+                decoded.payload,
+                signable::Payload::Message(coordinator::Hashing::Node(
+                    tss_core::ecdsa::sign::HashAlgo::Sha256
+                ))
+            );
+            if presign {
+                return Ok(Err(Refusal::Declined("messages starting with the key-certificate domain are reserved for key certificates, signed by the full protocol only".into())));
+            }
+            return Ok(
+                match transcript::check_certificate_message(
+                    node,
+                    &ask.record.key_id,
+                    sha256,
+                    ask.message,
+                )
+                .await?
+                {
+                    Ok(()) => Ok(Allowed {
+                        decoded,
+                        reservation: None,
+                    }),
+                    Err(why) => Err(Refusal::Declined(why)),
+                },
+            );
+        }
+        let fp: Option<crate::tls::Fingerprint> = ask.requested_by_cert.try_into().ok();
+        let Some(client) = fp.and_then(|fp| node.client(&fp)).cloned() else {
+            return Ok(Err(Refusal::Denied(format!(
+                "{} policy denies (rule clients): {:?} is not a client of this node",
+                node.cfg.name, ask.requested_by
+            ))));
+        };
+        match coordinator::check_policy(
+            node,
+            &client.name,
+            &ask.record.key_id,
+            ask.request_id,
+            &decoded,
+            format!("co-signer for {}", from.name),
+        )
+        .await
+        {
+            Ok(reservation) => Ok(Ok(Allowed {
+                decoded,
+                reservation,
+            })),
+            Err(ApiError::PermissionDenied(m)) => Ok(Err(Refusal::Denied(m))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Checks shared by keygen and aux-info proposals: the party set is this
     /// node's own, the session id is the one the proposal implies, and the
     /// run was asked for by an admin client that this node also knows as
@@ -213,6 +357,7 @@ impl PeerService {
                             node.cfg.name
                         ),
                         missing_aux: true,
+                        denied: false,
                     });
                 }
                 let info = node.ceremony_session(id, Protocol::Keygen);
@@ -346,36 +491,41 @@ impl PeerService {
             partial_signature: vec![],
             reason,
             missing,
+            denied: false,
         };
-        // Only data this node hashes itself: never a raw digest.
-        let hash = match coordinator::hash_algo(r.hash) {
-            Ok(coordinator::Hashing::Node(h)) => h,
-            Ok(coordinator::Hashing::Raw) => {
-                return Ok(refuse(
-                    "raw digests are never signed from a presignature".into(),
-                    false,
-                ))
-            }
-            Err(e) => return Ok(refuse(e.to_string(), false)),
-        };
-        if let Err(e) = coordinator::check_sign_input(node, &r.key_id, &r.message, &r.request_id) {
-            return Ok(refuse(e.to_string(), false));
-        }
-        if r.message.starts_with(transcript::CERTIFICATE_DOMAIN) {
-            return Ok(refuse(
-                "messages starting with the key-certificate domain are reserved for key certificates, signed by the full protocol only".into(),
-                false,
-            ));
+        if keygen::record::check_key_id(&r.key_id).is_err() {
+            return Ok(refuse("invalid key id".into(), false));
         }
         let (record, signers) = match self.key_and_signers(from, &r.key_id, &r.signers).await? {
             Ok(x) => x,
             Err(why) => return Ok(refuse(why, false)),
         };
+        let ask = Ask {
+            record: &record,
+            request_id: &r.request_id,
+            message: &r.message,
+            hash: r.hash,
+            payload: r.payload.as_ref(),
+            requested_by: &r.requested_by,
+            requested_by_cert: &r.requested_by_cert,
+        };
+        let Allowed {
+            decoded,
+            reservation,
+        } = match self.allowed(from, ask, true).await? {
+            Ok(a) => a,
+            Err(refusal) => return Ok(refusal.presign_reply()),
+        };
+        let tss_core::ecdsa::sign::ToSign::Hashed(data) = decoded.data else {
+            return Ok(refuse(
+                "raw digests are never signed from a presignature".into(),
+                false,
+            ));
+        };
+        let digest = decoded.digest;
         let Ok(pid) = <[u8; 32]>::try_from(r.presignature_id.as_slice()) else {
             return Ok(refuse("presignature id must be 32 bytes".into(), false));
         };
-        // Hash the message ourselves.
-        let (data, digest) = hash.data_to_sign(&r.message);
         let _claim =
             match coordinator::claim_fresh_request(node, &record.key_id, &r.request_id, &digest)
                 .await
@@ -413,12 +563,14 @@ impl PeerService {
                 tokio::time::sleep(Duration::from_millis(h.pause_before_partial_ms)).await;
             }
         }
+        coordinator::commit_spend(node, reservation).await?;
         let partial = presig.issue(data);
         tracing::info!(coordinator = %from.name, key_id = %record.key_id, "co-signed from a presignature");
         Ok(pb::PresignSignReply {
             partial_signature: partial.to_vec(),
             reason: String::new(),
             missing: false,
+            denied: false,
         })
     }
 
@@ -429,47 +581,30 @@ impl PeerService {
         s: pb::SignProposal,
     ) -> Result<pb::ProposalReply, ApiError> {
         let node = &self.node;
-        let hashing = match coordinator::hash_algo(s.hash) {
-            Ok(h) => h,
-            Err(e) => return Ok(decline(e.to_string())),
-        };
-        if let Err(e) = coordinator::check_sign_input(node, &s.key_id, &s.message, &s.request_id) {
-            return Ok(decline(e.to_string()));
-        }
-        if hashing == coordinator::Hashing::Raw {
-            // Raw digests only for a client this node also allows them for.
-            let fp: Option<crate::tls::Fingerprint> =
-                s.requested_by_cert.as_slice().try_into().ok();
-            if !fp
-                .and_then(|fp| node.client(&fp))
-                .is_some_and(|c| c.raw_digest)
-            {
-                return Ok(decline(format!(
-                    "client {:?} may not sign raw digests at {}",
-                    s.requested_by, node.cfg.name
-                )));
-            }
+        if keygen::record::check_key_id(&s.key_id).is_err() {
+            return Ok(decline("invalid key id"));
         }
         let (record, signers) = match self.key_and_signers(from, &s.key_id, &s.signers).await? {
             Ok(x) => x,
             Err(why) => return Ok(decline(why)),
         };
-        if s.message.starts_with(transcript::CERTIFICATE_DOMAIN) {
-            // Reserved: only the certificate this node signed itself.
-            let sha256 =
-                hashing == coordinator::Hashing::Node(tss_core::ecdsa::sign::HashAlgo::Sha256);
-            if let Err(why) =
-                transcript::check_certificate_message(node, &record.key_id, sha256, &s.message)
-                    .await?
-            {
-                return Ok(decline(why));
-            }
-        }
-        // Hash the message ourselves: never sign a digest we did not compute.
-        let (data, digest) = match coordinator::to_sign(hashing, &s.message) {
-            Ok(x) => x,
-            Err(e) => return Ok(decline(e.to_string())),
+        let ask = Ask {
+            record: &record,
+            request_id: &s.request_id,
+            message: &s.message,
+            hash: s.hash,
+            payload: s.payload.as_ref(),
+            requested_by: &s.requested_by,
+            requested_by_cert: &s.requested_by_cert,
         };
+        let Allowed {
+            decoded,
+            reservation,
+        } = match self.allowed(from, ask, false).await? {
+            Ok(a) => a,
+            Err(refusal) => return Ok(refusal.proposal_reply()),
+        };
+        let (data, digest) = (decoded.data, decoded.digest);
         let claim =
             match coordinator::claim_fresh_request(node, &record.key_id, &s.request_id, &digest)
                 .await
@@ -496,6 +631,9 @@ impl PeerService {
             let _claim = claim;
             match flows::sign(n, reg, share, signers, data).await {
                 Ok(_) => {
+                    if let Err(e) = coordinator::commit_spend(&n2, reservation).await {
+                        tracing::error!(error = %e, "cannot record a released amount");
+                    }
                     if let Err(e) =
                         coordinator::record_signed(&n2, &record.key_id, &request_id, &digest).await
                     {

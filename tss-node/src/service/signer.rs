@@ -51,9 +51,26 @@ impl SignerService {
 /// Public view of a key record.
 pub fn key_info(r: &keygen::record::KeyRecord) -> pb::KeyInfo {
     let pk = r.public_key_bytes().unwrap_or_default();
+    let eth_address = tss_core::chain::eth_address(&pk).unwrap_or_default();
+    let mut addresses: Vec<pb::ChainAddress> = tss_core::chain::btc::Network::ALL
+        .iter()
+        .filter_map(|&net| {
+            tss_core::chain::btc::p2wpkh_address(&pk, net)
+                .ok()
+                .map(|address| pb::ChainAddress {
+                    chain: net.name().into(),
+                    address,
+                })
+        })
+        .collect();
+    addresses.push(pb::ChainAddress {
+        chain: "ethereum".into(),
+        address: eth_address.clone(),
+    });
     pb::KeyInfo {
         key_id: r.key_id.clone(),
-        eth_address: tss_core::chain::eth_address(&pk).unwrap_or_default(),
+        eth_address,
+        addresses,
         public_key: pk,
         threshold: u32::from(r.threshold),
         parties: r.parties.iter().map(|p| p.name.clone()).collect(),
@@ -245,6 +262,80 @@ impl pb::signer_server::Signer for SignerService {
             sessions_running: node.sessions_running() as u32,
             peers,
             presign: Some(node.counters.snapshot()),
+            policy_sha256: {
+                let h = node.policy().sha256();
+                if h == [0; 32] {
+                    vec![]
+                } else {
+                    h.to_vec()
+                }
+            },
+            policy_error: node.policy_error().unwrap_or_default(),
+        }))
+    }
+
+    async fn sign_ethereum_transaction(
+        &self,
+        req: Request<pb::SignEthereumTransactionRequest>,
+    ) -> Result<Response<pb::SignEthereumTransactionResponse>, Status> {
+        let c = self.client(&req)?;
+        self.require(&c, Role::Gateway, "SignEthereumTransaction")?;
+        let r = crate::tx::sign_ethereum(self.node.clone(), &c, req.into_inner()).await;
+        match &r {
+            Ok(resp) => {
+                tracing::info!(client = %c.name, tx_hash = %hex::encode(&resp.tx_hash), "signed an Ethereum transaction")
+            }
+            Err(e) => {
+                tracing::warn!(client = %c.name, error = %e, "Ethereum signing refused or failed")
+            }
+        }
+        Ok(Response::new(r?))
+    }
+
+    async fn sign_bitcoin_psbt(
+        &self,
+        req: Request<pb::SignBitcoinPsbtRequest>,
+    ) -> Result<Response<pb::SignBitcoinPsbtResponse>, Status> {
+        let c = self.client(&req)?;
+        self.require(&c, Role::Gateway, "SignBitcoinPsbt")?;
+        let r = crate::tx::sign_bitcoin(self.node.clone(), &c, req.into_inner()).await;
+        match &r {
+            Ok(resp) => {
+                tracing::info!(client = %c.name, txid = %resp.txid, complete = resp.complete, "signed a PSBT")
+            }
+            Err(e) => {
+                tracing::warn!(client = %c.name, error = %e, "PSBT signing refused or failed")
+            }
+        }
+        Ok(Response::new(r?))
+    }
+
+    async fn audit_log(
+        &self,
+        req: Request<pb::AuditLogRequest>,
+    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        let c = self.client(&req)?;
+        self.require(&c, Role::Admin, "AuditLog")?;
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            l => (l as usize).min(crate::audit::MAX_READ),
+        };
+        let n = self.node.clone();
+        let entries =
+            blocking(move || Ok(crate::audit::AuditLog::read(&n.store, r.from_seq, limit)?))
+                .await?;
+        Ok(Response::new(pb::AuditLogResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::AuditEntry {
+                    seq: e.seq,
+                    prev_hash: e.prev,
+                    hash: e.hash,
+                    body: e.body,
+                })
+                .collect(),
+            total: self.node.audit.len(),
         }))
     }
 }

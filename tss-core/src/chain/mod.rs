@@ -1,4 +1,18 @@
 //! Chain-facing encodings of signatures and keys.
+//!
+//! And what a client asks to sign on each chain:
+//!
+//! - [`eth`]: Ethereum unsigned transactions (legacy EIP-155 and EIP-1559):
+//!   decoding, call classification, the signed network encoding.
+//! - [`btc`]: Bitcoin and Litecoin addresses and PSBTs: analysis (amounts,
+//!   fee, BIP143 sighashes of the key's P2WPKH inputs), signatures,
+//!   finalisation.
+//!
+//! Everything here takes client bytes: decoders refuse anything they cannot
+//! account for, with a [`ChainError`] that says what is wrong.
+
+pub mod btc;
+pub mod eth;
 
 use k256::ecdsa::{RecoveryId, Signature as K256Signature, VerifyingKey};
 use sha3::{Digest, Keccak256};
@@ -25,6 +39,21 @@ impl EcdsaSignature {
         out[64] = self.v;
         out
     }
+}
+
+/// Why a transaction or PSBT was refused; the message says what is wrong (it
+/// reaches the client as INVALID_ARGUMENT).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The bytes do not decode, or decode to something unsupported / inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A [`ChainError::Invalid`] with this message.
+pub(crate) fn invalid(msg: impl Into<String>) -> ChainError {
+    ChainError::Invalid(msg.into())
 }
 
 /// Why a signature was not released.

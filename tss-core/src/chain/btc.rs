@@ -1,0 +1,1334 @@
+//! Bitcoin and Litecoin: addresses and PSBTs (BIP174) spending the key's
+//! P2WPKH outputs.
+//!
+//! The node holds one secp256k1 key per wallet; on these chains it spends
+//! native segwit v0 outputs of that key (P2WPKH, BIP141/BIP143). Signing a
+//! PSBT goes in two steps:
+//!
+//! 1. [`analyse_psbt`] reads the PSBT: every input's amount (from
+//!    `witness_utxo`, or from a `non_witness_utxo` whose txid is checked
+//!    against the outpoint), which inputs are the key's, the outputs with
+//!    their addresses and whether they pay the key back, the fee, and for
+//!    each of the key's inputs the BIP143 preimage and sighash (SIGHASH_ALL
+//!    only). Policy decides on this summary.
+//! 2. [`add_signatures`] puts the signatures over those sighashes into the
+//!    PSBT; when every input is then signed or already finalised it
+//!    finalises the key's inputs and extracts the transaction.
+//!
+//! Amounts of inputs that are not the key's come from whoever built the
+//! PSBT: BIP143 commits only to the amount of the input being signed, so the
+//! fee is exact only when every foreign input carries a `non_witness_utxo`
+//! (checked here) or the PSBT's author is trusted. What the key itself
+//! spends (its inputs minus the outputs paying it back) is exact.
+//!
+//! Rust-bitcoin knows Bitcoin's address encodings only, so addresses are
+//! encoded here from the script with the network's bech32 prefix and
+//! base58check version bytes.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use base64ct::{Base64, Encoding};
+use bitcoin::bech32::{self, Hrp};
+use bitcoin::hashes::Hash;
+use bitcoin::psbt::{Input, Psbt};
+use bitcoin::sighash::SighashCache;
+use bitcoin::{
+    base58, ecdsa, CompressedPublicKey, EcdsaSighashType, PubkeyHash, Script, ScriptBuf,
+    ScriptHash, Transaction, TxIn, TxOut, Witness, WitnessProgram, WitnessVersion,
+};
+use k256::ecdsa::signature::hazmat::PrehashVerifier;
+
+use super::{invalid, ChainError, EcdsaSignature};
+
+/// Most inputs a PSBT may have.
+pub const MAX_INPUTS: usize = 1000;
+/// Most outputs a PSBT may have.
+pub const MAX_OUTPUTS: usize = 1000;
+
+/// The chains whose P2WPKH outputs the node spends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Network {
+    /// Bitcoin mainnet.
+    Bitcoin,
+    /// Bitcoin testnet (testnet3/testnet4/signet share the encodings).
+    BitcoinTestnet,
+    /// Litecoin mainnet.
+    Litecoin,
+    /// Litecoin testnet.
+    LitecoinTestnet,
+}
+
+/// Address encodings and money supply of a network.
+struct Params {
+    name: &'static str,
+    hrp: Hrp,
+    p2pkh: u8,
+    /// The first is the one addresses are written with; the others are
+    /// still accepted.
+    p2sh: &'static [u8],
+    /// What addresses of this network start with, for error messages.
+    prefixes: &'static str,
+    /// Largest amount that can exist, in the smallest unit.
+    max_money: u64,
+}
+
+const BITCOIN: Params = Params {
+    name: "bitcoin",
+    hrp: Hrp::parse_unchecked("bc"),
+    p2pkh: 0x00,
+    p2sh: &[0x05],
+    prefixes: "bc1, 1 or 3",
+    max_money: 21_000_000 * 100_000_000,
+};
+const BITCOIN_TESTNET: Params = Params {
+    name: "bitcoin-testnet",
+    hrp: Hrp::parse_unchecked("tb"),
+    p2pkh: 0x6f,
+    p2sh: &[0xc4],
+    prefixes: "tb1, m, n or 2",
+    max_money: 21_000_000 * 100_000_000,
+};
+const LITECOIN: Params = Params {
+    name: "litecoin",
+    hrp: Hrp::parse_unchecked("ltc"),
+    p2pkh: 0x30,
+    p2sh: &[0x32, 0x05],
+    prefixes: "ltc1, L, M or 3",
+    max_money: 84_000_000 * 100_000_000,
+};
+const LITECOIN_TESTNET: Params = Params {
+    name: "litecoin-testnet",
+    hrp: Hrp::parse_unchecked("tltc"),
+    p2pkh: 0x6f,
+    p2sh: &[0x3a, 0xc4],
+    prefixes: "tltc1, m, n, Q or 2",
+    max_money: 84_000_000 * 100_000_000,
+};
+
+impl Network {
+    /// Every network, in a fixed order.
+    pub const ALL: [Network; 4] = [
+        Network::Bitcoin,
+        Network::BitcoinTestnet,
+        Network::Litecoin,
+        Network::LitecoinTestnet,
+    ];
+
+    /// The network's name: "bitcoin", "bitcoin-testnet", "litecoin" or
+    /// "litecoin-testnet" (what [`FromStr`] accepts).
+    pub fn name(self) -> &'static str {
+        self.params().name
+    }
+
+    fn params(self) -> &'static Params {
+        match self {
+            Network::Bitcoin => &BITCOIN,
+            Network::BitcoinTestnet => &BITCOIN_TESTNET,
+            Network::Litecoin => &LITECOIN,
+            Network::LitecoinTestnet => &LITECOIN_TESTNET,
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Network {
+    type Err = ChainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Network::ALL
+            .into_iter()
+            .find(|n| n.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Network::ALL.iter().map(|n| n.name()).collect();
+                invalid(format!(
+                    "unknown network {s:?}: expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// bech32 P2WPKH address of a SEC1 public key (compressed or uncompressed input; the compressed form is used). hrp: bc, tb, ltc, tltc.
+///
+/// # Errors
+/// [`ChainError::Invalid`] when `public_key` is not a secp256k1 point.
+pub fn p2wpkh_address(public_key: &[u8], net: Network) -> Result<String, ChainError> {
+    let key = compressed_key(public_key)?;
+    let script = p2wpkh_script(&key);
+    address_for_script(script.as_bytes(), net)
+        .ok_or_else(|| invalid("cannot encode the P2WPKH address"))
+}
+
+/// The scriptPubKey an address string pays to, for that network: segwit v0/v1 bech32/bech32m with the network's hrp, and base58check P2PKH/P2SH with the network's version bytes (Bitcoin 0x00/0x05, Bitcoin testnet 0x6f/0xc4, Litecoin 0x30/0x32 (also accept legacy 0x05), Litecoin testnet 0x6f/0x3a (also 0xc4)). Refuse an address of another network with a message naming the expected prefix.
+///
+/// Segwit versions other than v0 (P2WPKH, P2WSH) and v1 with a 32-byte
+/// program (P2TR) are refused: nothing the node sends should go to outputs
+/// no wallet can spend yet.
+///
+/// # Errors
+/// [`ChainError::Invalid`] naming what is wrong with the address.
+pub fn script_for_address(addr: &str, net: Network) -> Result<Vec<u8>, ChainError> {
+    let p = net.params();
+    let other_network = || {
+        invalid(format!(
+            "not a {} address: {} addresses start with {}",
+            p.name, p.name, p.prefixes
+        ))
+    };
+    let lower = addr.to_ascii_lowercase();
+    let looks_segwit = Network::ALL
+        .iter()
+        .any(|n| lower.starts_with(&format!("{}1", n.params().hrp.to_lowercase())));
+    if looks_segwit {
+        let (hrp, version, program) = bech32::segwit::decode(addr)
+            .map_err(|e| invalid(format!("invalid segwit address: {e}")))?;
+        if hrp != p.hrp {
+            return Err(other_network());
+        }
+        let version = WitnessVersion::try_from(version)
+            .map_err(|e| invalid(format!("invalid segwit address: {e}")))?;
+        let supported = match version {
+            WitnessVersion::V0 => true,
+            WitnessVersion::V1 => program.len() == 32,
+            _ => false,
+        };
+        if !supported {
+            return Err(invalid(format!(
+                "segwit version {} addresses with {}-byte programs are not supported \
+                 (only v0 and v1 taproot)",
+                version.to_num(),
+                program.len()
+            )));
+        }
+        let program = WitnessProgram::new(version, &program)
+            .map_err(|e| invalid(format!("invalid segwit address: {e}")))?;
+        return Ok(ScriptBuf::new_witness_program(&program).into_bytes());
+    }
+    let payload = base58::decode_check(addr).map_err(|e| {
+        invalid(format!(
+            "not a valid address (neither segwit nor base58check: {e}); {} addresses start with {}",
+            p.name, p.prefixes
+        ))
+    })?;
+    let Some((&version, hash)) = payload.split_first() else {
+        return Err(invalid("base58check address without a version byte"));
+    };
+    let Ok(hash) = <[u8; 20]>::try_from(hash) else {
+        return Err(invalid(format!(
+            "base58check address carries {} bytes, not a 20-byte hash",
+            hash.len()
+        )));
+    };
+    let script = if version == p.p2pkh {
+        ScriptBuf::new_p2pkh(&PubkeyHash::from_byte_array(hash))
+    } else if p.p2sh.contains(&version) {
+        ScriptBuf::new_p2sh(&ScriptHash::from_byte_array(hash))
+    } else {
+        return Err(other_network());
+    };
+    Ok(script.into_bytes())
+}
+
+/// The address string of a scriptPubKey on that network (same encodings), None for non-standard scripts.
+pub fn address_for_script(script: &[u8], net: Network) -> Option<String> {
+    let p = net.params();
+    let s = Script::from_bytes(script);
+    let bytes = s.as_bytes();
+    if s.is_p2pkh() {
+        // OP_DUP OP_HASH160 <20> OP_EQUALVERIFY OP_CHECKSIG
+        let mut payload = vec![p.p2pkh];
+        payload.extend_from_slice(bytes.get(3..23)?);
+        return Some(base58::encode_check(&payload));
+    }
+    if s.is_p2sh() {
+        // OP_HASH160 <20> OP_EQUAL
+        let mut payload = vec![*p.p2sh.first()?];
+        payload.extend_from_slice(bytes.get(2..22)?);
+        return Some(base58::encode_check(&payload));
+    }
+    let version = if s.is_p2wpkh() || s.is_p2wsh() {
+        bech32::segwit::VERSION_0
+    } else if s.is_p2tr() {
+        bech32::segwit::VERSION_1
+    } else {
+        return None;
+    };
+    // OP_n <len> <program>
+    bech32::segwit::encode(p.hrp, version, bytes.get(2..)?).ok()
+}
+
+/// Base64 PSBT (as wallets exchange it) to its binary form, checking that it
+/// parses.
+///
+/// # Errors
+/// [`ChainError::Invalid`] when the text is not base64 or not a PSBT.
+pub fn decode_psbt_base64(s: &str) -> Result<Vec<u8>, ChainError> {
+    let bytes = Base64::decode_vec(s.trim())
+        .map_err(|_| invalid("PSBT is not valid base64 (RFC 4648, padded)"))?;
+    parse_psbt(&bytes)?;
+    Ok(bytes)
+}
+
+/// Binary PSBT to base64.
+pub fn encode_psbt_base64(psbt: &[u8]) -> String {
+    Base64::encode_string(psbt)
+}
+
+/// One input of an analysed PSBT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputSummary {
+    /// The output spent, "txid:vout" (txid in display order).
+    pub outpoint: String,
+    /// satoshis, from witness_utxo (or non_witness_utxo, checked against the outpoint's txid)
+    pub value: u64,
+    /// spends the key's own P2WPKH script
+    pub ours: bool,
+    /// For our inputs: the BIP143 signing preimage (SIGHASH_ALL); double-SHA256 of it is the sighash.
+    pub sighash_preimage: Option<Vec<u8>>,
+    /// For our inputs: the digest to sign.
+    pub sighash: Option<[u8; 32]>,
+}
+
+/// One output of an analysed PSBT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputSummary {
+    /// The output's script.
+    pub script_pubkey: Vec<u8>,
+    /// Its address on the network, `None` for non-standard scripts (OP_RETURN, bare multisig, ...).
+    pub address: Option<String>,
+    /// Amount in the smallest unit.
+    pub value: u64,
+    /// pays the key's own P2WPKH script
+    pub to_self: bool,
+}
+
+/// What a PSBT spends and where it sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PsbtSummary {
+    /// The network the addresses are written for.
+    pub network: Network,
+    /// unsigned txid, internal byte order
+    pub txid: [u8; 32],
+    /// display order
+    pub txid_hex: String,
+    /// Every input, in order.
+    pub inputs: Vec<InputSummary>,
+    /// Every output, in order.
+    pub outputs: Vec<OutputSummary>,
+    /// Inputs minus outputs.
+    pub fee: u64,
+}
+
+/// A PSBT with the key's signatures added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedPsbt {
+    /// The updated PSBT, binary.
+    pub psbt: Vec<u8>,
+    /// The updated PSBT, base64.
+    pub psbt_base64: String,
+    /// Whether every input is finalised (then `tx_hex` is the transaction).
+    pub complete: bool,
+    /// The extracted network transaction, hex, when `complete`.
+    pub tx_hex: Option<String>,
+}
+
+/// Reads a PSBT that spends outputs of `public_key` (see the module docs).
+///
+/// # Errors
+/// [`ChainError::Invalid`] when the bytes are not a PSBT, an input has no
+/// UTXO information or inconsistent UTXO information, one of the key's
+/// inputs asks for a sighash type other than ALL, no input is the key's,
+/// the outputs spend more than the inputs, an amount is above the
+/// network's money supply, or there are more than [`MAX_INPUTS`] inputs or
+/// [`MAX_OUTPUTS`] outputs.
+pub fn analyse_psbt(
+    psbt: &[u8],
+    public_key: &[u8],
+    net: Network,
+) -> Result<PsbtSummary, ChainError> {
+    let psbt = parse_psbt(psbt)?;
+    let key = compressed_key(public_key)?;
+    let ours_script = p2wpkh_script(&key);
+    let p = net.params();
+    let tx = &psbt.unsigned_tx;
+    if tx.output.is_empty() {
+        return Err(invalid("transaction has no outputs"));
+    }
+
+    let mut cache = SighashCache::new(tx);
+    let mut inputs = Vec::with_capacity(tx.input.len());
+    let mut total_in: u64 = 0;
+    for (i, (txin, input)) in tx.input.iter().zip(&psbt.inputs).enumerate() {
+        let utxo = spent_output(i, txin, input)?;
+        let value = checked_amount(&utxo, p, || format!("input {i}"))?;
+        total_in = total_in
+            .checked_add(value)
+            .ok_or_else(|| invalid("input amounts overflow"))?;
+        let ours = utxo.script_pubkey == ours_script;
+        let (sighash_preimage, sighash) = if ours {
+            require_sighash_all(i, input)?;
+            let (preimage, sighash) = bip143(&mut cache, i, &utxo)?;
+            (Some(preimage), Some(sighash))
+        } else {
+            (None, None)
+        };
+        inputs.push(InputSummary {
+            outpoint: txin.previous_output.to_string(),
+            value,
+            ours,
+            sighash_preimage,
+            sighash,
+        });
+    }
+    if !inputs.iter().any(|i| i.ours) {
+        return Err(invalid("no input spends this key's P2WPKH output"));
+    }
+
+    let mut outputs = Vec::with_capacity(tx.output.len());
+    let mut total_out: u64 = 0;
+    for (i, out) in tx.output.iter().enumerate() {
+        let value = checked_amount(out, p, || format!("output {i}"))?;
+        total_out = total_out
+            .checked_add(value)
+            .ok_or_else(|| invalid("output amounts overflow"))?;
+        outputs.push(OutputSummary {
+            script_pubkey: out.script_pubkey.to_bytes(),
+            address: address_for_script(out.script_pubkey.as_bytes(), net),
+            value,
+            to_self: out.script_pubkey == ours_script,
+        });
+    }
+    let fee = total_in.checked_sub(total_out).ok_or_else(|| {
+        invalid(format!(
+            "outputs total {total_out} but inputs only {total_in}: the transaction spends more than it has"
+        ))
+    })?;
+
+    let txid = tx.compute_txid();
+    Ok(PsbtSummary {
+        network: net,
+        txid: txid.to_byte_array(),
+        txid_hex: txid.to_string(),
+        inputs,
+        outputs,
+        fee,
+    })
+}
+
+/// Adds our signatures (DER || 0x01 in partial_sigs, keyed by our compressed key) for the given input indices; when every input then can be finalised (all inputs ours and signed, or already finalised), finalises our P2WPKH inputs (final_script_witness = [sig, pubkey]; clear partial_sigs, sighash_type, bip32_derivation etc. as BIP174 finalizer does), extracts the transaction and returns its hex.
+///
+/// Every signature is checked (with `k256`) against the input's BIP143
+/// sighash before it goes in, and so is a signature by the key that the PSBT
+/// already carries before it is finalised. The extracted transaction is not
+/// checked against a fee-rate limit: the fee is policy's business, on
+/// [`analyse_psbt`]'s summary.
+///
+/// # Errors
+/// [`ChainError::Invalid`] when the PSBT does not parse, an index is out of
+/// range, given twice, already finalised or not an input of the key, or a
+/// signature does not verify.
+pub fn add_signatures(
+    psbt: &[u8],
+    public_key: &[u8],
+    sigs: &[(usize, EcdsaSignature)],
+) -> Result<SignedPsbt, ChainError> {
+    let mut psbt = parse_psbt(psbt)?;
+    let key = compressed_key(public_key)?;
+    let ours_script = p2wpkh_script(&key);
+    let psbt_key = bitcoin::PublicKey::new(key.0);
+    let verifier = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.to_bytes())
+        .map_err(|_| invalid("public key is not a valid secp256k1 point"))?;
+    let n = psbt.inputs.len();
+
+    let mut added = Vec::with_capacity(sigs.len());
+    let mut seen = BTreeSet::new();
+    let mut cache = SighashCache::new(&psbt.unsigned_tx);
+    for (idx, sig) in sigs {
+        let idx = *idx;
+        if !seen.insert(idx) {
+            return Err(invalid(format!("two signatures for input {idx}")));
+        }
+        let (Some(txin), Some(input)) = (psbt.unsigned_tx.input.get(idx), psbt.inputs.get(idx))
+        else {
+            return Err(invalid(format!(
+                "signature for input {idx}, but the PSBT has {n} inputs"
+            )));
+        };
+        if is_finalised(input) {
+            return Err(invalid(format!("input {idx} is already finalised")));
+        }
+        let utxo = spent_output(idx, txin, input)?;
+        if utxo.script_pubkey != ours_script {
+            return Err(invalid(format!(
+                "input {idx} does not spend this key's P2WPKH output"
+            )));
+        }
+        require_sighash_all(idx, input)?;
+        let (_, sighash) = bip143(&mut cache, idx, &utxo)?;
+        let k = k256::ecdsa::Signature::from_scalars(sig.r, sig.s)
+            .map_err(|_| invalid(format!("signature for input {idx}: r or s out of range")))?;
+        if k.normalize_s().is_some() {
+            return Err(invalid(format!(
+                "signature for input {idx} is high-S (non-standard, BIP146)"
+            )));
+        }
+        verifier.verify_prehash(&sighash, &k).map_err(|_| {
+            invalid(format!(
+                "signature for input {idx} does not verify under the key for its BIP143 sighash"
+            ))
+        })?;
+        let secp = bitcoin::secp256k1::ecdsa::Signature::from_compact(&k.to_bytes())
+            .map_err(|_| invalid(format!("signature for input {idx}: r or s out of range")))?;
+        added.push((idx, ecdsa::Signature::sighash_all(secp)));
+    }
+    for (idx, sig) in added {
+        if let Some(input) = psbt.inputs.get_mut(idx) {
+            input.partial_sigs.insert(psbt_key, sig);
+        }
+    }
+
+    // Can every input be finalised now?
+    let mut complete = true;
+    let mut finalise = Vec::new();
+    let mut cache = SighashCache::new(&psbt.unsigned_tx);
+    for (i, (txin, input)) in psbt.unsigned_tx.input.iter().zip(&psbt.inputs).enumerate() {
+        if is_finalised(input) {
+            continue;
+        }
+        let Some(sig) = input.partial_sigs.get(&psbt_key) else {
+            complete = false;
+            continue;
+        };
+        let utxo = spent_output(i, txin, input)?;
+        if utxo.script_pubkey != ours_script {
+            complete = false;
+            continue;
+        }
+        require_sighash_all(i, input)?;
+        let (_, sighash) = bip143(&mut cache, i, &utxo)?;
+        let k = k256::ecdsa::Signature::from_slice(&sig.signature.serialize_compact());
+        let valid = sig.sighash_type == EcdsaSighashType::All
+            && k.is_ok_and(|k| verifier.verify_prehash(&sighash, &k).is_ok());
+        if !valid {
+            return Err(invalid(format!(
+                "input {i} carries a signature by this key that does not verify"
+            )));
+        }
+        finalise.push((i, *sig));
+    }
+
+    let mut tx_hex = None;
+    if complete {
+        for (i, sig) in finalise {
+            if let Some(input) = psbt.inputs.get_mut(i) {
+                let old = std::mem::take(input);
+                // BIP174 finalizer: keep only the UTXO, the final witness and
+                // the unknown and proprietary fields.
+                *input = Input {
+                    non_witness_utxo: old.non_witness_utxo,
+                    witness_utxo: old.witness_utxo,
+                    final_script_witness: Some(Witness::p2wpkh(&sig, &key.0)),
+                    proprietary: old.proprietary,
+                    unknown: old.unknown,
+                    ..Input::default()
+                };
+            }
+        }
+        let tx = psbt.clone().extract_tx_unchecked_fee_rate();
+        tx_hex = Some(bitcoin::consensus::encode::serialize_hex(&tx));
+    }
+    let bytes = psbt.serialize();
+    Ok(SignedPsbt {
+        psbt_base64: encode_psbt_base64(&bytes),
+        psbt: bytes,
+        complete,
+        tx_hex,
+    })
+}
+
+/// Parses a binary PSBT: nothing after it, and within the size bounds.
+fn parse_psbt(bytes: &[u8]) -> Result<Psbt, ChainError> {
+    let mut rest = bytes;
+    let psbt = Psbt::deserialize_from_reader(&mut rest)
+        .map_err(|e| invalid(format!("not a valid PSBT: {e}")))?;
+    if !rest.is_empty() {
+        return Err(invalid(format!(
+            "{} trailing bytes after the PSBT",
+            rest.len()
+        )));
+    }
+    if psbt.unsigned_tx.input.len() > MAX_INPUTS {
+        return Err(invalid(format!(
+            "PSBT has {} inputs, more than the {MAX_INPUTS} the node signs",
+            psbt.unsigned_tx.input.len()
+        )));
+    }
+    if psbt.unsigned_tx.output.len() > MAX_OUTPUTS {
+        return Err(invalid(format!(
+            "PSBT has {} outputs, more than the {MAX_OUTPUTS} the node signs",
+            psbt.unsigned_tx.output.len()
+        )));
+    }
+    let mut outpoints = BTreeSet::new();
+    for (i, txin) in psbt.unsigned_tx.input.iter().enumerate() {
+        if !outpoints.insert(txin.previous_output) {
+            return Err(invalid(format!(
+                "input {i} spends {} a second time",
+                txin.previous_output
+            )));
+        }
+    }
+    Ok(psbt)
+}
+
+fn compressed_key(public_key: &[u8]) -> Result<CompressedPublicKey, ChainError> {
+    let key = bitcoin::secp256k1::PublicKey::from_slice(public_key)
+        .map_err(|_| invalid("public key is not a valid secp256k1 point"))?;
+    Ok(CompressedPublicKey(key))
+}
+
+fn p2wpkh_script(key: &CompressedPublicKey) -> ScriptBuf {
+    ScriptBuf::new_p2wpkh(&key.wpubkey_hash())
+}
+
+fn is_finalised(input: &Input) -> bool {
+    input.final_script_witness.is_some() || input.final_script_sig.is_some()
+}
+
+/// The output input `i` spends, from its UTXO fields.
+fn spent_output(i: usize, txin: &TxIn, input: &Input) -> Result<TxOut, ChainError> {
+    let outpoint = txin.previous_output;
+    let from_full = match &input.non_witness_utxo {
+        Some(prev) => {
+            let txid = prev.compute_txid();
+            if txid != outpoint.txid {
+                return Err(invalid(format!(
+                    "input {i}: non_witness_utxo is transaction {txid}, but the input spends {outpoint}"
+                )));
+            }
+            let out = usize::try_from(outpoint.vout)
+                .ok()
+                .and_then(|v| prev.output.get(v))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "input {i} spends output {} of a transaction with {} outputs",
+                        outpoint.vout,
+                        prev.output.len()
+                    ))
+                })?;
+            Some(out)
+        }
+        None => None,
+    };
+    match (&input.witness_utxo, from_full) {
+        (Some(w), Some(f)) if w != f => Err(invalid(format!(
+            "input {i}: witness_utxo disagrees with the output its non_witness_utxo holds"
+        ))),
+        (Some(w), _) => Ok(w.clone()),
+        (None, Some(f)) => Ok(f.clone()),
+        (None, None) => Err(invalid(format!(
+            "input {i} has no witness_utxo: the node must know the amount it signs for (BIP143)"
+        ))),
+    }
+}
+
+fn checked_amount(
+    out: &TxOut,
+    p: &Params,
+    what: impl FnOnce() -> String,
+) -> Result<u64, ChainError> {
+    let value = out.value.to_sat();
+    if value > p.max_money {
+        return Err(invalid(format!(
+            "{} amount {value} is above {}'s money supply",
+            what(),
+            p.name
+        )));
+    }
+    Ok(value)
+}
+
+fn require_sighash_all(i: usize, input: &Input) -> Result<(), ChainError> {
+    match input.sighash_type {
+        None => Ok(()),
+        Some(t) if t.to_u32() == EcdsaSighashType::All.to_u32() => Ok(()),
+        Some(t) => Err(invalid(format!(
+            "input {i} asks for sighash type {t} ({:#x}); the node signs SIGHASH_ALL only",
+            t.to_u32()
+        ))),
+    }
+}
+
+/// BIP143 preimage and sighash (SIGHASH_ALL) of P2WPKH input `i`.
+fn bip143(
+    cache: &mut SighashCache<&Transaction>,
+    i: usize,
+    utxo: &TxOut,
+) -> Result<(Vec<u8>, [u8; 32]), ChainError> {
+    let fail = |e: &dyn fmt::Display| invalid(format!("input {i}: no BIP143 sighash: {e}"));
+    let script_code = utxo
+        .script_pubkey
+        .p2wpkh_script_code()
+        .ok_or_else(|| invalid(format!("input {i} is not P2WPKH")))?;
+    let mut preimage = Vec::new();
+    cache
+        .segwit_v0_encode_signing_data_to(
+            &mut preimage,
+            i,
+            &script_code,
+            utxo.value,
+            EcdsaSighashType::All,
+        )
+        .map_err(|e| fail(&e))?;
+    let sighash = cache
+        .p2wpkh_signature_hash(i, &utxo.script_pubkey, utxo.value, EcdsaSighashType::All)
+        .map_err(|e| fail(&e))?;
+    Ok((preimage, sighash.to_byte_array()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::finish_signature;
+    use bitcoin::absolute::LockTime;
+    use bitcoin::hashes::sha256d;
+    use bitcoin::psbt::PsbtSighashType;
+    use bitcoin::transaction::Version;
+    use bitcoin::{Amount, OutPoint, Sequence, Txid};
+    use k256::ecdsa::SigningKey;
+    use std::collections::BTreeMap;
+
+    fn signing_key(n: u8) -> SigningKey {
+        let mut k = [0u8; 32];
+        k[31] = n;
+        SigningKey::from_slice(&k).unwrap()
+    }
+
+    fn pubkey(sk: &SigningKey) -> Vec<u8> {
+        sk.verifying_key()
+            .to_encoded_point(true)
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// The key's P2WPKH script, computed with rust-bitcoin only.
+    fn wpkh(sk: &SigningKey) -> ScriptBuf {
+        let pk = CompressedPublicKey::from_slice(&pubkey(sk)).unwrap();
+        ScriptBuf::new_p2wpkh(&pk.wpubkey_hash())
+    }
+
+    fn txout(value: u64, script: &ScriptBuf) -> TxOut {
+        TxOut {
+            value: Amount::from_sat(value),
+            script_pubkey: script.clone(),
+        }
+    }
+
+    fn fake_outpoint(n: u8, vout: u32) -> OutPoint {
+        OutPoint {
+            txid: Txid::from_byte_array([n; 32]),
+            vout,
+        }
+    }
+
+    /// A PSBT spending `inputs` (outpoint, spent output) to `outputs`, with
+    /// `witness_utxo` set.
+    fn build(inputs: &[(OutPoint, TxOut)], outputs: Vec<TxOut>) -> Psbt {
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: inputs
+                .iter()
+                .map(|(op, _)| TxIn {
+                    previous_output: *op,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    witness: Witness::new(),
+                })
+                .collect(),
+            output: outputs,
+        };
+        let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
+        for (input, (_, utxo)) in psbt.inputs.iter_mut().zip(inputs) {
+            input.witness_utxo = Some(utxo.clone());
+        }
+        psbt
+    }
+
+    fn destination() -> ScriptBuf {
+        ScriptBuf::from_bytes(
+            script_for_address(
+                "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+                Network::Bitcoin,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn sign_inputs(sk: &SigningKey, summary: &PsbtSummary) -> Vec<(usize, EcdsaSignature)> {
+        summary
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, inp)| inp.sighash.map(|h| (i, h)))
+            .map(|(i, h)| {
+                let (sig, _) = sk.sign_prehash_recoverable(&h).unwrap();
+                let rs: [u8; 64] = sig.to_bytes().into();
+                (i, finish_signature(&pubkey(sk), &h, &rs).unwrap())
+            })
+            .collect()
+    }
+
+    fn verify_with_consensus(tx_hex: &str, spent: &[(OutPoint, TxOut)]) -> Transaction {
+        let tx: Transaction = bitcoin::consensus::encode::deserialize_hex(tx_hex).unwrap();
+        let spent: BTreeMap<OutPoint, TxOut> = spent.iter().cloned().collect();
+        tx.verify(|op| spent.get(op).cloned()).unwrap();
+        // The verifier is not vacuous: paying one satoshi more breaks every signature.
+        let mut tampered = tx.clone();
+        tampered.output[0].value += Amount::from_sat(1);
+        assert!(tampered.verify(|op| spent.get(op).cloned()).is_err());
+        tx
+    }
+
+    fn analyse_err(psbt: &[u8], sk: &SigningKey) -> String {
+        match analyse_psbt(psbt, &pubkey(sk), Network::Bitcoin) {
+            Err(ChainError::Invalid(m)) => m,
+            Ok(s) => panic!("analysed: {s:?}"),
+        }
+    }
+
+    #[test]
+    fn p2wpkh_address__should_match_known_vectors() {
+        // Private key 1 (BIP173's P2WPKH example program 751e76e8...).
+        let sk = signing_key(1);
+        let compressed = pubkey(&sk);
+        let uncompressed = sk.verifying_key().to_encoded_point(false);
+        let want = [
+            (
+                Network::Bitcoin,
+                "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+            ),
+            (
+                Network::BitcoinTestnet,
+                "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+            ),
+            (
+                Network::Litecoin,
+                "ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9",
+            ),
+            (
+                Network::LitecoinTestnet,
+                "tltc1qw508d6qejxtdg4y5r3zarvary0c5xw7klfsuq0",
+            ),
+        ];
+        for (net, addr) in want {
+            assert_eq!(p2wpkh_address(&compressed, net).unwrap(), addr);
+            assert_eq!(p2wpkh_address(uncompressed.as_bytes(), net).unwrap(), addr);
+        }
+        // rust-bitcoin agrees for Bitcoin.
+        let pk = CompressedPublicKey::from_slice(&compressed).unwrap();
+        assert_eq!(
+            bitcoin::Address::p2wpkh(&pk, bitcoin::Network::Bitcoin).to_string(),
+            want[0].1
+        );
+        assert!(p2wpkh_address(&[5; 33], Network::Bitcoin).is_err());
+        assert!(p2wpkh_address(&[], Network::Bitcoin).is_err());
+    }
+
+    #[test]
+    fn address_for_script__should_match_known_base58_vectors() {
+        let pkh = ScriptBuf::new_p2pkh(
+            &CompressedPublicKey::from_slice(&pubkey(&signing_key(1)))
+                .unwrap()
+                .pubkey_hash(),
+        );
+        let want = [
+            (Network::Bitcoin, "1BgGZ9tcN4rm9KBzDn7KprQz87SZ26SAMH"),
+            (
+                Network::BitcoinTestnet,
+                "mrCDrCybB6J1vRfbwM5hemdJz73FwDBC8r",
+            ),
+            (Network::Litecoin, "LVuDpNCSSj6pQ7t9Pv6d6sUkLKoqDEVUnJ"),
+            (
+                Network::LitecoinTestnet,
+                "mrCDrCybB6J1vRfbwM5hemdJz73FwDBC8r",
+            ),
+        ];
+        for (net, addr) in want {
+            assert_eq!(address_for_script(pkh.as_bytes(), net).unwrap(), addr);
+            assert_eq!(script_for_address(addr, net).unwrap(), pkh.as_bytes());
+        }
+        // BIP350 P2TR example.
+        let tr = script_for_address(
+            "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0",
+            Network::Bitcoin,
+        )
+        .unwrap();
+        assert_eq!(
+            hex::encode(&tr),
+            "512079be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+        );
+    }
+
+    #[test]
+    fn script_for_address__should_round_trip_on_every_network() {
+        let sk = signing_key(3);
+        let pk = CompressedPublicKey::from_slice(&pubkey(&sk)).unwrap();
+        let scripts = [
+            ScriptBuf::new_p2pkh(&pk.pubkey_hash()),
+            ScriptBuf::new_p2sh(&wpkh(&sk).script_hash()),
+            wpkh(&sk),
+            wpkh(&sk).to_p2wsh(),
+            ScriptBuf::new_witness_program(
+                &WitnessProgram::new(WitnessVersion::V1, &[7u8; 32]).unwrap(),
+            ),
+        ];
+        for net in Network::ALL {
+            assert_eq!(net.name().parse::<Network>().unwrap(), net);
+            for script in &scripts {
+                let addr = address_for_script(script.as_bytes(), net).unwrap();
+                assert_eq!(
+                    script_for_address(&addr, net).unwrap(),
+                    script.as_bytes(),
+                    "{net} {addr}"
+                );
+                // Upper-case bech32 is the same address.
+                if script.is_witness_program() {
+                    let upper = addr.to_ascii_uppercase();
+                    assert_eq!(script_for_address(&upper, net).unwrap(), script.as_bytes());
+                }
+            }
+        }
+        // Non-standard scripts have no address.
+        let op_return = ScriptBuf::new_op_return([1u8, 2, 3]);
+        assert_eq!(
+            address_for_script(op_return.as_bytes(), Network::Bitcoin),
+            None
+        );
+        assert_eq!(address_for_script(&[], Network::Litecoin), None);
+        assert!("dogecoin"
+            .parse::<Network>()
+            .unwrap_err()
+            .to_string()
+            .contains("litecoin-testnet"));
+    }
+
+    #[test]
+    fn script_for_address__should_refuse_other_networks() {
+        let sk = signing_key(1);
+        let bc = p2wpkh_address(&pubkey(&sk), Network::Bitcoin).unwrap();
+        let ltc = p2wpkh_address(&pubkey(&sk), Network::Litecoin).unwrap();
+        let m = script_for_address(&bc, Network::Litecoin)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("ltc1"), "{m}");
+        let m = script_for_address(&ltc, Network::Bitcoin)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("bc1"), "{m}");
+        assert!(script_for_address(&bc, Network::BitcoinTestnet).is_err());
+        // Base58: Bitcoin P2PKH on Litecoin, Litecoin P2PKH on Bitcoin.
+        let m = script_for_address("1BgGZ9tcN4rm9KBzDn7KprQz87SZ26SAMH", Network::Litecoin)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("ltc1, L, M or 3"), "{m}");
+        assert!(
+            script_for_address("LVuDpNCSSj6pQ7t9Pv6d6sUkLKoqDEVUnJ", Network::Bitcoin).is_err()
+        );
+        // Litecoin still accepts P2SH with Bitcoin's version byte 0x05.
+        let p2sh = ScriptBuf::new_p2sh(&wpkh(&sk).script_hash());
+        let three = address_for_script(p2sh.as_bytes(), Network::Bitcoin).unwrap();
+        assert!(three.starts_with('3'));
+        assert_eq!(
+            script_for_address(&three, Network::Litecoin).unwrap(),
+            p2sh.as_bytes()
+        );
+        assert!(address_for_script(p2sh.as_bytes(), Network::Litecoin)
+            .unwrap()
+            .starts_with('M'));
+    }
+
+    #[test]
+    fn script_for_address__should_refuse_malformed_and_unsupported() {
+        let good = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
+        // Bad checksum, mixed case, garbage, empty.
+        for bad in [
+            "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t5",
+            "bc1Qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+            "1BgGZ9tcN4rm9KBzDn7KprQz87SZ26SAMh",
+            "hello",
+            "",
+        ] {
+            assert!(script_for_address(bad, Network::Bitcoin).is_err(), "{bad}");
+        }
+        assert!(script_for_address(good, Network::Bitcoin).is_ok());
+        // Segwit v2 (BIP350 example) is refused.
+        let m = script_for_address("bc1zw508d6qejxtdg4y5r3zarvaryvaxxpcs", Network::Bitcoin)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("segwit version 2"), "{m}");
+    }
+
+    #[test]
+    fn psbt_base64__should_round_trip_and_refuse_garbage() {
+        let sk = signing_key(1);
+        let psbt = build(
+            &[(fake_outpoint(1, 0), txout(10_000, &wpkh(&sk)))],
+            vec![txout(9_000, &destination())],
+        )
+        .serialize();
+        let b64 = encode_psbt_base64(&psbt);
+        assert_eq!(decode_psbt_base64(&b64).unwrap(), psbt);
+        assert_eq!(decode_psbt_base64(&format!("{b64}\n")).unwrap(), psbt);
+        assert!(decode_psbt_base64("not base64!").is_err());
+        assert!(decode_psbt_base64(&encode_psbt_base64(b"hello world")).is_err());
+    }
+
+    #[test]
+    fn analyse_psbt__should_summarise_one_input_spend() {
+        // Given a PSBT spending one of the key's outputs to a destination, with change
+        let sk = signing_key(1);
+        let ours = wpkh(&sk);
+        let spent = [(fake_outpoint(1, 3), txout(100_000, &ours))];
+        let psbt = build(
+            &spent,
+            vec![txout(60_000, &destination()), txout(39_000, &ours)],
+        );
+        // When it is analysed
+        let s = analyse_psbt(&psbt.serialize(), &pubkey(&sk), Network::Bitcoin).unwrap();
+        // Then amounts, fee, addresses and the sighash are right
+        assert_eq!(s.network, Network::Bitcoin);
+        assert_eq!(s.fee, 1_000);
+        assert_eq!(s.txid, psbt.unsigned_tx.compute_txid().to_byte_array());
+        assert_eq!(s.txid_hex, psbt.unsigned_tx.compute_txid().to_string());
+        assert_eq!(s.inputs.len(), 1);
+        let input = &s.inputs[0];
+        assert_eq!(
+            input.outpoint,
+            format!("{}:3", Txid::from_byte_array([1; 32]))
+        );
+        assert_eq!(input.value, 100_000);
+        assert!(input.ours);
+        let preimage = input.sighash_preimage.as_ref().unwrap();
+        assert_eq!(
+            sha256d::Hash::hash(preimage).to_byte_array(),
+            input.sighash.unwrap()
+        );
+        // BIP143 preimage: version (4) .. nSequence, outputs hash, locktime, type.
+        assert_eq!(preimage.len(), 4 + 32 + 32 + 36 + 26 + 8 + 4 + 32 + 4 + 4);
+        assert_eq!(&preimage[preimage.len() - 4..], &[1, 0, 0, 0]);
+        assert_eq!(s.outputs[0].value, 60_000);
+        assert_eq!(
+            s.outputs[0].address.as_deref(),
+            Some("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq")
+        );
+        assert!(!s.outputs[0].to_self);
+        assert_eq!(s.outputs[1].value, 39_000);
+        assert!(s.outputs[1].to_self);
+        assert_eq!(
+            s.outputs[1].address.as_deref(),
+            Some("bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4")
+        );
+        // The same PSBT read for Litecoin only changes the addresses.
+        let l = analyse_psbt(&psbt.serialize(), &pubkey(&sk), Network::Litecoin).unwrap();
+        assert_eq!(l.inputs, s.inputs);
+        assert!(l.outputs[1].address.as_deref().unwrap().starts_with("ltc1"));
+    }
+
+    #[test]
+    fn add_signatures__should_finalise_a_spend_that_passes_script_verification() {
+        let sk = signing_key(1);
+        let ours = wpkh(&sk);
+        for n in [1u8, 2] {
+            // Given a PSBT spending n of the key's outputs
+            let spent: Vec<_> = (0..n)
+                .map(|i| {
+                    (
+                        fake_outpoint(10 + i, u32::from(i)),
+                        txout(50_000 + u64::from(i), &ours),
+                    )
+                })
+                .collect();
+            let total: u64 = spent.iter().map(|(_, o)| o.value.to_sat()).sum();
+            let mut psbt = build(
+                &spent,
+                vec![
+                    txout(30_000, &destination()),
+                    txout(total - 30_000 - 500, &ours),
+                ],
+            );
+            // with some metadata the finalizer must clear
+            psbt.inputs[0].sighash_type = Some(PsbtSighashType::from(EcdsaSighashType::All));
+            let bytes = psbt.serialize();
+            let s = analyse_psbt(&bytes, &pubkey(&sk), Network::Bitcoin).unwrap();
+            assert_eq!(s.fee, 500);
+            assert!(s.inputs.iter().all(|i| i.ours && i.sighash.is_some()));
+
+            // When every sighash is signed and the signatures added
+            let sigs = sign_inputs(&sk, &s);
+            let out = add_signatures(&bytes, &pubkey(&sk), &sigs).unwrap();
+
+            // Then the PSBT is complete and the transaction passes libbitcoinconsensus
+            assert!(out.complete);
+            assert_eq!(out.psbt_base64, encode_psbt_base64(&out.psbt));
+            let tx = verify_with_consensus(out.tx_hex.as_deref().unwrap(), &spent);
+            assert_eq!(tx.compute_txid().to_byte_array(), s.txid);
+            let back = Psbt::deserialize(&out.psbt).unwrap();
+            for input in &back.inputs {
+                assert!(input.partial_sigs.is_empty());
+                assert!(input.sighash_type.is_none());
+                let w = input.final_script_witness.as_ref().unwrap();
+                assert_eq!(w.len(), 2);
+                assert_eq!(w.nth(0).unwrap().last(), Some(&1u8), "DER || SIGHASH_ALL");
+                assert_eq!(w.nth(1).unwrap(), pubkey(&sk).as_slice());
+                assert!(input.witness_utxo.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn add_signatures__should_leave_foreign_inputs_to_their_owner() {
+        // Given a PSBT with one input of ours and one of another key
+        let sk = signing_key(1);
+        let other = signing_key(2);
+        let spent = [
+            (fake_outpoint(1, 0), txout(40_000, &wpkh(&sk))),
+            (fake_outpoint(2, 1), txout(70_000, &wpkh(&other))),
+        ];
+        let psbt = build(&spent, vec![txout(109_000, &destination())]);
+        let bytes = psbt.serialize();
+        let s = analyse_psbt(&bytes, &pubkey(&sk), Network::Bitcoin).unwrap();
+        assert!(s.inputs[0].ours && !s.inputs[1].ours);
+        assert!(s.inputs[1].sighash.is_none() && s.inputs[1].sighash_preimage.is_none());
+        assert_eq!(s.fee, 1_000);
+
+        // When we sign ours: not complete, our signature sits in partial_sigs
+        let out = add_signatures(&bytes, &pubkey(&sk), &sign_inputs(&sk, &s)).unwrap();
+        assert!(!out.complete);
+        assert_eq!(out.tx_hex, None);
+        let mut psbt = Psbt::deserialize(&out.psbt).unwrap();
+        let our_pk = bitcoin::PublicKey::from_slice(&pubkey(&sk)).unwrap();
+        let sig = psbt.inputs[0].partial_sigs[&our_pk];
+        assert_eq!(sig.sighash_type, EcdsaSighashType::All);
+        assert!(psbt.inputs[0].final_script_witness.is_none());
+        // Signing input 1 is refused: it is not ours.
+        let m = add_signatures(
+            &bytes,
+            &pubkey(&sk),
+            &[(1, sign_inputs(&sk, &s)[0].1.clone())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("does not spend this key's"), "{m}");
+
+        // When the other party finalises its input (with rust-bitcoin's sighash)
+        let h = SighashCache::new(&psbt.unsigned_tx)
+            .p2wpkh_signature_hash(
+                1,
+                &wpkh(&other),
+                Amount::from_sat(70_000),
+                EcdsaSighashType::All,
+            )
+            .unwrap()
+            .to_byte_array();
+        let (k, _) = other.sign_prehash_recoverable(&h).unwrap();
+        let k = k.normalize_s().unwrap_or(k);
+        let other_sig = ecdsa::Signature::sighash_all(
+            bitcoin::secp256k1::ecdsa::Signature::from_compact(&k.to_bytes()).unwrap(),
+        );
+        let other_pk = CompressedPublicKey::from_slice(&pubkey(&other)).unwrap();
+        psbt.inputs[1].final_script_witness = Some(Witness::p2wpkh(&other_sig, &other_pk.0));
+
+        // Then adding nothing more completes it, and it verifies
+        let out = add_signatures(&psbt.serialize(), &pubkey(&sk), &[]).unwrap();
+        assert!(out.complete);
+        verify_with_consensus(out.tx_hex.as_deref().unwrap(), &spent);
+    }
+
+    #[test]
+    fn add_signatures__should_refuse_bad_signatures_and_indices() {
+        let sk = signing_key(1);
+        let spent = [(fake_outpoint(1, 0), txout(40_000, &wpkh(&sk)))];
+        let bytes = build(&spent, vec![txout(39_000, &destination())]).serialize();
+        let s = analyse_psbt(&bytes, &pubkey(&sk), Network::Bitcoin).unwrap();
+        let good = sign_inputs(&sk, &s).remove(0).1;
+        let pk = pubkey(&sk);
+
+        // Out of range, twice, wrong digest, wrong key.
+        assert!(add_signatures(&bytes, &pk, &[(1, good.clone())]).is_err());
+        assert!(add_signatures(&bytes, &pk, &[(0, good.clone()), (0, good.clone())]).is_err());
+        let (other, _) = sk.sign_prehash_recoverable(&[5u8; 32]).unwrap();
+        let rs: [u8; 64] = other.to_bytes().into();
+        let wrong = finish_signature(&pk, &[5u8; 32], &rs).unwrap();
+        let m = add_signatures(&bytes, &pk, &[(0, wrong)])
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("does not verify"), "{m}");
+        assert!(add_signatures(&bytes, &pubkey(&signing_key(2)), &[(0, good.clone())]).is_err());
+        // A high-S signature is refused.
+        let k = k256::ecdsa::Signature::from_scalars(good.r, good.s).unwrap();
+        let high = k256::ecdsa::Signature::from_scalars(k.r(), -*k.s()).unwrap();
+        let mut hs = good.clone();
+        hs.s.copy_from_slice(&high.to_bytes()[32..]);
+        assert!(add_signatures(&bytes, &pk, &[(0, hs)]).is_err());
+        // Finalised inputs cannot be signed again.
+        let done = add_signatures(&bytes, &pk, &[(0, good.clone())]).unwrap();
+        assert!(done.complete);
+        let m = add_signatures(&done.psbt, &pk, &[(0, good)])
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("already finalised"), "{m}");
+    }
+
+    #[test]
+    fn analyse_psbt__should_check_non_witness_utxo() {
+        let sk = signing_key(1);
+        let ours = wpkh(&sk);
+        let prev = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: fake_outpoint(9, 0),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![txout(1, &destination()), txout(80_000, &ours)],
+        };
+        let outpoint = OutPoint {
+            txid: prev.compute_txid(),
+            vout: 1,
+        };
+        let mut psbt = build(
+            &[(outpoint, txout(80_000, &ours))],
+            vec![txout(79_000, &destination())],
+        );
+        psbt.inputs[0].witness_utxo = None;
+        psbt.inputs[0].non_witness_utxo = Some(prev.clone());
+        // A matching full previous transaction gives the amount.
+        let s = analyse_psbt(&psbt.serialize(), &pubkey(&sk), Network::Bitcoin).unwrap();
+        assert_eq!(s.inputs[0].value, 80_000);
+        assert_eq!(s.fee, 1_000);
+        assert!(s.inputs[0].ours);
+
+        // A witness_utxo that disagrees with it is refused.
+        let mut lying = psbt.clone();
+        lying.inputs[0].witness_utxo = Some(txout(90_000, &ours));
+        assert!(analyse_err(&lying.serialize(), &sk).contains("disagrees"));
+
+        // Another transaction than the one spent is refused.
+        let mut other = prev.clone();
+        other.lock_time = LockTime::from_consensus(1);
+        psbt.inputs[0].non_witness_utxo = Some(other);
+        let m = analyse_err(&psbt.serialize(), &sk);
+        assert!(m.contains("non_witness_utxo is transaction"), "{m}");
+    }
+
+    #[test]
+    fn analyse_psbt__should_refuse_what_it_cannot_account_for() {
+        let sk = signing_key(1);
+        let ours = wpkh(&sk);
+        let dest = destination();
+        let one = |v: u64| [(fake_outpoint(1, 0), txout(v, &ours))];
+
+        // Not a PSBT at all, or with trailing bytes.
+        assert!(analyse_err(b"hello", &sk).contains("not a valid PSBT"));
+        assert!(analyse_err(&[], &sk).contains("not a valid PSBT"));
+        let mut long = build(&one(10_000), vec![txout(9_000, &dest)]).serialize();
+        long.push(0);
+        assert!(analyse_err(&long, &sk).contains("1 trailing bytes"));
+
+        // No UTXO information on input 1.
+        let mut psbt = build(
+            &[
+                one(10_000)[0].clone(),
+                (fake_outpoint(2, 0), txout(5_000, &dest)),
+            ],
+            vec![txout(9_000, &dest)],
+        );
+        psbt.inputs[1].witness_utxo = None;
+        assert_eq!(
+            analyse_err(&psbt.serialize(), &sk),
+            "input 1 has no witness_utxo: the node must know the amount it signs for (BIP143)"
+        );
+
+        // Our input asks for SIGHASH_NONE.
+        let mut psbt = build(&one(10_000), vec![txout(9_000, &dest)]);
+        psbt.inputs[0].sighash_type = Some(PsbtSighashType::from(EcdsaSighashType::None));
+        assert!(analyse_err(&psbt.serialize(), &sk).contains("SIGHASH_ALL only"));
+        // (A foreign input may ask for anything: it is not ours to sign.)
+
+        // No input is ours.
+        let psbt = build(
+            &[(fake_outpoint(1, 0), txout(10_000, &dest))],
+            vec![txout(9_000, &dest)],
+        );
+        assert_eq!(
+            analyse_err(&psbt.serialize(), &sk),
+            "no input spends this key's P2WPKH output"
+        );
+
+        // Outputs above inputs.
+        let psbt = build(&one(10_000), vec![txout(10_001, &dest)]);
+        assert!(analyse_err(&psbt.serialize(), &sk).contains("spends more than it has"));
+
+        // Amounts beyond the money supply (so no sum can overflow).
+        let psbt = build(&one(u64::MAX), vec![txout(1, &dest)]);
+        assert!(analyse_err(&psbt.serialize(), &sk).contains("money supply"));
+        let psbt = build(
+            &one(10_000),
+            vec![txout(u64::MAX / 2, &dest), txout(u64::MAX / 2, &dest)],
+        );
+        assert!(analyse_err(&psbt.serialize(), &sk).contains("money supply"));
+
+        // The same outpoint twice.
+        let psbt = build(
+            &[one(10_000)[0].clone(), one(10_000)[0].clone()],
+            vec![txout(9_000, &dest)],
+        );
+        assert!(analyse_err(&psbt.serialize(), &sk).contains("a second time"));
+
+        // Too many inputs.
+        let many: Vec<_> = (0..=MAX_INPUTS as u32)
+            .map(|i| (fake_outpoint(1, i), txout(1_000, &ours)))
+            .collect();
+        let psbt = build(&many, vec![txout(1_000, &dest)]);
+        assert!(analyse_err(&psbt.serialize(), &sk).contains("1001 inputs"));
+
+        // No outputs.
+        let psbt = build(&one(10_000), vec![]);
+        assert!(analyse_err(&psbt.serialize(), &sk).contains("no outputs"));
+
+        // Not a key.
+        let psbt = build(&one(10_000), vec![txout(9_000, &dest)]).serialize();
+        assert!(analyse_psbt(&psbt, &[0u8; 33], Network::Bitcoin).is_err());
+    }
+
+    #[test]
+    fn analyse_psbt__should_not_panic_on_garbage() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let sk = signing_key(1);
+        let spent = [
+            (fake_outpoint(1, 0), txout(40_000, &wpkh(&sk))),
+            (fake_outpoint(2, 1), txout(70_000, &destination())),
+        ];
+        let good = build(&spent, vec![txout(100_000, &destination())]).serialize();
+        for _ in 0..3000 {
+            let mut b = good.clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..b.len());
+                b[at] = rng.gen();
+            }
+            let _ = analyse_psbt(&b, &pubkey(&sk), Network::Litecoin);
+            let _ = add_signatures(&b, &pubkey(&sk), &[]);
+        }
+    }
+}
