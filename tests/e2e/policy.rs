@@ -498,7 +498,7 @@ fn check_spends(r: &pb::SignBitcoinPsbtResponse, prev: &[&bitcoin::Transaction])
     bitcoin::consensus::validation::verify_transaction(&tx, spent)
         .expect("passes libbitcoinconsensus");
     let mut tampered = tx.clone();
-    tampered.output[0].value = tampered.output[0].value + bitcoin::Amount::from_sat(1);
+    tampered.output[0].value += bitcoin::Amount::from_sat(1);
     assert!(
         bitcoin::consensus::validation::verify_transaction(&tampered, spent).is_err(),
         "the script check can fail"

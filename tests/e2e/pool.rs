@@ -107,6 +107,9 @@ async fn pool__should_use_each_presignature_once_and_never_for_raw_digests() {
     let mut cluster = Cluster::start_with(|i, cfg| {
         cfg.presign.target = 4;
         cfg.presign.parallel = 2;
+        // Other tests' clusters share this machine's CPU; at idle priority
+        // they could keep this pool empty for minutes.
+        cfg.presign.idle_priority = false;
         let policy = cfg.policy.as_ref().expect("demo clusters have a policy");
         std::fs::write(policy, tss_node::demo::demo_policy(&["gateway"])).expect("write policy");
         if i == 0 {
@@ -278,6 +281,7 @@ async fn pool__should_drop_a_presignature_whose_cosigner_crashed_while_consuming
     // off), and bob pausing after consuming one, before its partial
     let mut cluster = Cluster::start_with(|i, cfg| {
         cfg.presign.target = if i == 2 { 0 } else { 2 };
+        cfg.presign.idle_priority = false;
         if i == 1 {
             cfg.test_hooks = Some(tss_node::config::TestHooks {
                 pause_before_partial_ms: 60_000,

@@ -80,8 +80,8 @@ pub fn entry_hash(prev: &[u8], body: &[u8]) -> [u8; 32] {
 /// first is entry 0). Returns the last hash.
 pub fn verify_chain(entries: &[StoredEntry], prev: [u8; 32]) -> Result<[u8; 32], String> {
     let mut prev = prev;
-    let mut expect_seq = entries.first().map_or(0, |e| e.seq);
-    for e in entries {
+    let first = entries.first().map_or(0, |e| e.seq);
+    for (expect_seq, e) in (first..).zip(entries) {
         if e.seq != expect_seq {
             return Err(format!("entry {expect_seq} is missing (next is {})", e.seq));
         }
@@ -101,7 +101,6 @@ pub fn verify_chain(entries: &[StoredEntry], prev: [u8; 32]) -> Result<[u8; 32],
             return Err(format!("entry {} says it is entry {}", e.seq, body.seq));
         }
         prev = h;
-        expect_seq += 1;
     }
     Ok(prev)
 }

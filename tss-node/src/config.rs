@@ -110,6 +110,11 @@ pub struct PresignConfig {
     /// A peer may hold at most this many more than `target` of our
     /// presignatures for one key and pair; further proposals are declined.
     pub slack: usize,
+    /// Run presigning in the idle scheduling class (Linux `SCHED_IDLE`: only
+    /// when nothing else wants the CPU). `false` runs it at normal priority,
+    /// for hosts whose other load would otherwise keep the pool empty (and
+    /// for tests that run several clusters on one machine).
+    pub idle_priority: bool,
 }
 
 impl Default for PresignConfig {
@@ -118,6 +123,7 @@ impl Default for PresignConfig {
             target: 16,
             parallel: 1,
             slack: 8,
+            idle_priority: true,
         }
     }
 }

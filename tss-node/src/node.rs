@@ -243,6 +243,7 @@ impl Node {
         let pool_rt = if cfg.presign.target > 0 {
             Some(crate::presign::PoolRuntime::start(
                 cfg.presign.parallel.max(1) * 2 + 2,
+                cfg.presign.idle_priority,
             )?)
         } else {
             None

@@ -181,18 +181,23 @@ pub struct PoolRuntime {
 
 impl PoolRuntime {
     /// Starts the runtime on its own OS thread (which owns it for the life of
-    /// the process).
-    pub fn start(blocking_threads: usize) -> std::io::Result<Self> {
+    /// the process); `idle`: in the idle scheduling class.
+    pub fn start(blocking_threads: usize, idle: bool) -> std::io::Result<Self> {
+        let lower = move || {
+            if idle {
+                lower_priority();
+            }
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("presign-pool".into())
             .spawn(move || {
-                lower_priority();
+                lower();
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .max_blocking_threads(blocking_threads.max(1))
                     .thread_name("presign-pool")
-                    .on_thread_start(lower_priority)
+                    .on_thread_start(lower)
                     .enable_all()
                     .build();
                 match rt {
