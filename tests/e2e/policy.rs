@@ -314,16 +314,7 @@ async fn policy__should_sign_only_what_each_nodes_policy_allows_for_ethereum() {
         .await
         .unwrap()
         .into_inner();
-    let stored: Vec<_> = log
-        .entries
-        .iter()
-        .map(|e| tss_node::audit::StoredEntry {
-            seq: e.seq,
-            prev: e.prev_hash.clone(),
-            body: e.body.clone(),
-            hash: e.hash.clone(),
-        })
-        .collect();
+    let stored: Vec<tss_node::audit::StoredEntry> = log.entries.iter().map(Into::into).collect();
     tss_node::audit::verify_chain(&stored, [0; 32]).expect("hash chain");
     let bodies: Vec<serde_json::Value> = stored
         .iter()
@@ -600,11 +591,22 @@ async fn policy__should_sign_a_whitelisted_psbt_with_change_and_deny_other_outpu
         .await,
         "whitelist",
     );
-    // Above the per-transaction limit (payment plus fee)
-    assert_denied(
-        sign_psbt(&cluster, 0, psbt(&[&f4], vec![(dest.clone(), 99_500)])).await,
+    // Above the per-transaction limit of 100000 sat: a payment of 100000
+    // leaves the key 101000 with the fee
+    let f5 = funding(&ours, 200_000, 5);
+    let m = assert_denied(
+        sign_psbt(
+            &cluster,
+            0,
+            psbt(
+                &[&f5],
+                vec![(dest.clone(), 100_000), (ours.clone(), 99_000)],
+            ),
+        )
+        .await,
         "limits.per_tx",
     );
+    assert!(m.contains("moves 101000"), "{m}");
     step(
         t0,
         "unknown outputs, foreign change and over-limit spends denied",

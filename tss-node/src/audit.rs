@@ -65,6 +65,17 @@ pub struct StoredEntry {
     pub hash: Vec<u8>,
 }
 
+impl From<&proto::v1::AuditEntry> for StoredEntry {
+    fn from(e: &proto::v1::AuditEntry) -> Self {
+        StoredEntry {
+            seq: e.seq,
+            prev: e.prev_hash.clone(),
+            body: e.body.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+}
+
 /// `SHA-256(DOMAIN || prev || body)`.
 pub fn entry_hash(prev: &[u8], body: &[u8]) -> [u8; 32] {
     Sha256::new()

@@ -694,7 +694,6 @@ impl KeyRules {
                 ),
             );
         }
-        let mut external = U256::ZERO;
         let mut paid = Vec::new();
         for (i, o) in s.outputs.iter().enumerate() {
             if o.to_self {
@@ -717,10 +716,22 @@ impl KeyRules {
                     ),
                 );
             };
-            external = external.saturating_add(U256::from(o.value));
             paid.push(format!("{} sat to {}", o.value, e.describe()));
         }
-        let amount = external.saturating_add(U256::from(s.fee));
+        // What leaves the key: its own inputs minus what pays it back. Exact
+        // (BIP143 commits to the amount of every input the key signs), unlike
+        // amounts of other parties' inputs, which the PSBT's author states.
+        let ours_in = s
+            .inputs
+            .iter()
+            .filter(|i| i.ours)
+            .fold(U256::ZERO, |a, i| a.saturating_add(U256::from(i.value)));
+        let back = s
+            .outputs
+            .iter()
+            .filter(|o| o.to_self)
+            .fold(U256::ZERO, |a, o| a.saturating_add(U256::from(o.value)));
+        let amount = ours_in.saturating_sub(back);
         let charges = if amount > U256::ZERO {
             vec![Charge {
                 chain,

@@ -441,15 +441,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 next += r.entries.len() as u64;
                 entries.extend(r.entries);
             }
-            let stored: Vec<tss_node::audit::StoredEntry> = entries
-                .iter()
-                .map(|e| tss_node::audit::StoredEntry {
-                    seq: e.seq,
-                    prev: e.prev_hash.clone(),
-                    body: e.body.clone(),
-                    hash: e.hash.clone(),
-                })
-                .collect();
+            let stored: Vec<tss_node::audit::StoredEntry> =
+                entries.iter().map(Into::into).collect();
             // From entry 0 the chain is checked from its start; a later
             // window is checked from the hash its first entry names.
             let start: [u8; 32] = match stored.first() {
