@@ -1223,7 +1223,9 @@ mod tests {
                 "presignature",
                 "presignature_used",
                 "node_secret",
-                "transcript"
+                "transcript",
+                "spend",
+                "audit"
             ]
         );
         let mut names: Vec<_> = RecordKind::ALL.iter().map(|k| k.tree_name()).collect();
