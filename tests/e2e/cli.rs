@@ -76,19 +76,8 @@ fn tss_node_init__should_create_a_party_and_refuse_bad_setups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tssctl__should_call_the_client_api() {
     let cluster = Cluster::start().await;
-    let tssctl = |args: &[&str], client: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_tssctl"))
-            .args(args)
-            .arg("--node")
-            .arg(cluster.dirs.addrs[0].to_string())
-            .arg("--node-cert")
-            .arg(cluster.dirs.parties[0].join("tls.crt"))
-            .arg("--client")
-            .arg(client)
-            .output()
-            .unwrap()
-    };
-    let out = tssctl(&["health"], &cluster.dirs.admin);
+    let tssctl = |args: &[&str], who: &str| cluster.tssctl(0, who, args);
+    let out = tssctl(&["health"], "admin");
     assert!(
         out.status.success(),
         "{}",
@@ -98,14 +87,14 @@ async fn tssctl__should_call_the_client_api() {
     assert_eq!(h["party"], "custodian-a");
     assert_eq!(h["peers"].as_array().unwrap().len(), 2);
 
-    let out = tssctl(&["list-keys"], &cluster.dirs.admin);
+    let out = tssctl(&["list-keys"], "admin");
     assert!(out.status.success());
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
         serde_json::json!([])
     );
 
-    let out = tssctl(&["get-key", "--key", "missing"], &cluster.dirs.gateway);
+    let out = tssctl(&["get-key", "--key", "missing"], "gateway");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("NotFound"),
@@ -113,7 +102,7 @@ async fn tssctl__should_call_the_client_api() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = tssctl(&["keygen", "--key", "k"], &cluster.dirs.gateway);
+    let out = tssctl(&["keygen", "--key", "k"], "gateway");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"));
 }

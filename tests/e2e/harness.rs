@@ -98,6 +98,26 @@ impl Cluster {
         assert!(ok, "kill -HUP {pid}");
     }
 
+    /// Runs the real `tssctl` with `args`, connected to node `i` as client
+    /// `who` ("admin" or "gateway").
+    pub fn tssctl(&self, i: usize, who: &str, args: &[&str]) -> std::process::Output {
+        let client = if who == "admin" {
+            &self.dirs.admin
+        } else {
+            &self.dirs.gateway
+        };
+        Command::new(env!("CARGO_BIN_EXE_tssctl"))
+            .args(args)
+            .arg("--node")
+            .arg(self.dirs.addrs[i].to_string())
+            .arg("--node-cert")
+            .arg(self.dirs.parties[i].join("tls.crt"))
+            .arg("--client")
+            .arg(client)
+            .output()
+            .expect("run tssctl")
+    }
+
     pub async fn client(&self, i: usize, who: &str) -> Client {
         let dir = if who == "admin" {
             &self.dirs.admin

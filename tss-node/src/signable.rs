@@ -3,6 +3,8 @@
 //! co-signer (from the proposal), so every party derives the digest and the
 //! policy intent from the bytes, never from what another party claims.
 
+use std::sync::Arc;
+
 use proto::v1 as pb;
 use sha2::Digest;
 use tss_core::chain::btc::{self, PsbtSummary};
@@ -22,8 +24,8 @@ pub enum Payload {
     Ethereum(Box<UnsignedTx>),
     /// One input of a PSBT.
     Bitcoin {
-        /// The whole PSBT as analysed here.
-        summary: Box<PsbtSummary>,
+        /// The whole PSBT as analysed here (shared by its inputs' sessions).
+        summary: Arc<PsbtSummary>,
         /// The input this session signs.
         input: usize,
     },
@@ -88,14 +90,16 @@ pub fn ethereum(tx_bytes: &[u8], chain_id: u64) -> Result<Decoded, ApiError> {
 }
 
 /// Analyses a PSBT for the key `public_key` on `chain`.
-pub fn psbt(psbt: &[u8], chain: &str, public_key: &[u8]) -> Result<PsbtSummary, ApiError> {
+pub fn psbt(psbt: &[u8], chain: &str, public_key: &[u8]) -> Result<Arc<PsbtSummary>, ApiError> {
     let net: btc::Network = chain.parse().map_err(invalid)?;
-    btc::analyse_psbt(psbt, public_key, net).map_err(|e| invalid(format!("psbt: {e}")))
+    btc::analyse_psbt(psbt, public_key, net)
+        .map(Arc::new)
+        .map_err(|e| invalid(format!("psbt: {e}")))
 }
 
 /// One input of an analysed PSBT: the node hashes the BIP143 preimage it
 /// computed itself.
-pub fn bitcoin_input(summary: &PsbtSummary, input: usize) -> Result<Decoded, ApiError> {
+pub fn bitcoin_input(summary: &Arc<PsbtSummary>, input: usize) -> Result<Decoded, ApiError> {
     let i = summary.inputs.get(input).ok_or_else(|| {
         invalid(format!(
             "input {input} does not exist (the PSBT has {})",
@@ -115,7 +119,7 @@ pub fn bitcoin_input(summary: &PsbtSummary, input: usize) -> Result<Decoded, Api
     }
     Ok(Decoded {
         payload: Payload::Bitcoin {
-            summary: Box::new(summary.clone()),
+            summary: summary.clone(),
             input,
         },
         data: ToSign::Hashed(data),

@@ -158,23 +158,6 @@ impl Ledger {
         };
         (d, Some(r))
     }
-
-    /// Amount of `asset` on `chain` released by `key` in the last 24 h.
-    pub fn released_24h(
-        store: &Store,
-        key: &str,
-        chain: Chain,
-        asset: Asset,
-    ) -> Result<U256, StoreError> {
-        let held = HashMap::new();
-        View {
-            store,
-            held: &held,
-            tx: [0xff; 32],
-            now: now(),
-        }
-        .stored(key, chain, asset)
-    }
 }
 
 impl Reservation {

@@ -147,8 +147,12 @@ pub async fn sign_bitcoin(
         sigs.push((i, signature_of(&resp)?));
         responses.push(resp);
     }
-    let signed = btc::add_signatures(&psbt, &public_key, &sigs)
-        .map_err(|e| ApiError::Internal(format!("cannot add the signatures: {e}")))?;
+    // Verifies every signature and finalises: off the reactor.
+    let signed = blocking(move || {
+        btc::add_signatures(&psbt, &public_key, &sigs)
+            .map_err(|e| ApiError::Internal(format!("cannot add the signatures: {e}")))
+    })
+    .await?;
     coordinator::commit_spend(&node, reservation).await?;
     Ok(pb::SignBitcoinPsbtResponse {
         psbt_base64: signed.psbt_base64,
