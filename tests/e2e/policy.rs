@@ -381,6 +381,71 @@ async fn policy__should_sign_only_what_each_nodes_policy_allows_for_ethereum() {
         &address,
     );
     step(t0, "SIGHUP: bad policy refused, good policy applied");
+
+    // The README's gateway commands, through the real tssctl
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tssctl"))
+        .args(["eth-tx", "--chain-id", &CHAIN.to_string(), "--nonce", "6"])
+        .args(["--to", DEST, "--amount", "0", "--gas-limit", "21000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tx_hex = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let chain = CHAIN.to_string();
+    let out = cluster.tssctl(
+        0,
+        "gateway",
+        &[
+            "sign-eth",
+            "--key",
+            "hot",
+            "--chain-id",
+            &chain,
+            "--tx",
+            &tx_hex,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let raw = hex::decode(
+        j["raw_transaction"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .unwrap();
+    let env = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+    assert_eq!(env.recover_signer().unwrap().to_checksum(None), address);
+    assert_eq!(
+        env.signature_hash().as_slice(),
+        alloy_primitives::keccak256(hex::decode(tx_hex.trim_start_matches("0x")).unwrap())
+            .as_slice()
+    );
+    let out = cluster.tssctl(1, "admin", &["audit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hash chain verified from the start"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|b| b["decision"] == "deny"));
+    assert!(lines.iter().enumerate().all(|(i, b)| b["seq"] == i as u64));
+    step(t0, "tssctl eth-tx, sign-eth and audit");
 }
 
 async fn wait_for(
@@ -478,9 +543,13 @@ async fn sign_psbt(
 /// libbitcoinconsensus, and a tampered copy that must fail it.
 fn check_spends(r: &pb::SignBitcoinPsbtResponse, prev: &[&bitcoin::Transaction]) {
     assert!(r.complete, "every input is the key's");
-    let raw = hex::decode(&r.tx_hex).unwrap();
+    check_tx(&r.tx_hex, &r.txid, prev);
+}
+
+fn check_tx(tx_hex: &str, txid: &str, prev: &[&bitcoin::Transaction]) {
+    let raw = hex::decode(tx_hex).unwrap();
     let tx: bitcoin::Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
-    assert_eq!(tx.compute_txid().to_string(), r.txid);
+    assert_eq!(tx.compute_txid().to_string(), txid);
     let spent = |o: &bitcoin::OutPoint| {
         prev.iter()
             .find(|p| p.compute_txid() == o.txid)
@@ -647,5 +716,41 @@ async fn policy__should_sign_a_whitelisted_psbt_with_change_and_deny_other_outpu
         "witness_utxo",
     );
     step(t0, "malformed PSBTs: INVALID_ARGUMENT");
+
+    // The README's command, through the real tssctl (PSBT from a file)
+    let f6 = funding(&ours, 40_000, 6);
+    let file = cluster.dirs.root.join("payment.psbt");
+    std::fs::write(
+        &file,
+        psbt(&[&f6], vec![(dest.clone(), 20_000), (ours.clone(), 19_000)]),
+    )
+    .unwrap();
+    let arg = format!("@{}", file.display());
+    let out = cluster.tssctl(
+        2,
+        "gateway",
+        &[
+            "sign-psbt",
+            "--key",
+            "cold",
+            "--chain",
+            "bitcoin-testnet",
+            "--psbt",
+            &arg,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["complete"], true);
+    check_tx(
+        j["tx_hex"].as_str().unwrap(),
+        j["txid"].as_str().unwrap(),
+        &[&f6],
+    );
+    step(t0, "tssctl sign-psbt");
     cluster.kill(0);
 }
