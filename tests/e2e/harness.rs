@@ -14,6 +14,8 @@ use tss_node::demo::{self, ClusterDirs};
 pub struct Cluster {
     pub dirs: ClusterDirs,
     procs: Vec<Option<Child>>,
+    /// Extra environment of each node's process (e.g. `RUST_LOG`).
+    envs: Vec<Vec<(String, String)>>,
     _tmp: tempfile::TempDir,
 }
 
@@ -34,6 +36,7 @@ impl Cluster {
         let mut c = Cluster {
             dirs,
             procs: vec![None, None, None],
+            envs: vec![Vec::new(); 3],
             _tmp: tmp,
         };
         for i in 0..3 {
@@ -66,11 +69,44 @@ impl Cluster {
             .expect("log");
         let child = self
             .node_command(i)
+            .envs(self.envs[i].iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn tss-node");
         self.procs[i] = Some(child);
+    }
+
+    /// Sets an environment variable for node `i`'s next start.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        self.envs[i].retain(|(k, _)| k != key);
+        self.envs[i].push((key.into(), value.into()));
+    }
+
+    /// Whether node `i`'s process is running (it has not exited).
+    pub fn running(&mut self, i: usize) -> bool {
+        match self.procs[i].as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Fails the test if any node's log shows a panic, or a node that
+    /// should be running has exited.
+    pub fn assert_no_panics(&mut self) {
+        for i in 0..3 {
+            let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+            if let Some(at) = log.find("panicked at") {
+                let end = (at + 600).min(log.len());
+                let end = (end..log.len())
+                    .find(|e| log.is_char_boundary(*e))
+                    .unwrap_or(log.len());
+                panic!("node {i} panicked: {}", &log[at..end]);
+            }
+            if self.procs[i].is_some() {
+                assert!(self.running(i), "node {i} exited");
+            }
+        }
     }
 
     /// SIGKILL, like a crash.

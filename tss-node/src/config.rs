@@ -172,6 +172,14 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Largest message accepted by Sign, in bytes.
     pub max_message_bytes: usize,
+    /// Client requests (Sign, SignEthereumTransaction, SignBitcoinPsbt,
+    /// Keygen) this node coordinates at once.
+    pub max_requests: usize,
+    /// Client requests that may wait for a slot; more are refused at once
+    /// with RESOURCE_EXHAUSTED.
+    pub max_queued: usize,
+    /// Longest wait for a slot before RESOURCE_EXHAUSTED.
+    pub queue_ms: u64,
 }
 
 impl Default for Limits {
@@ -179,6 +187,9 @@ impl Default for Limits {
         Self {
             max_sessions: 32,
             max_message_bytes: 64 * 1024,
+            max_requests: 8,
+            max_queued: 64,
+            queue_ms: 10_000,
         }
     }
 }

@@ -226,7 +226,7 @@ pub async fn propose_pair(
     propose_pair_reply(node, client, info, proposal, name)
         .await
         .map_err(|r| match r {
-            Attempt::Failed(m) | Attempt::Denied(m) => m,
+            Attempt::Failed(m) | Attempt::Denied(m) | Attempt::Busy(m) => m,
             Attempt::Fatal(e) => e.to_string(),
         })
 }
@@ -238,6 +238,9 @@ pub enum Attempt {
     /// Its policy refused the request: try the next; if every co-signer
     /// refuses, the client gets their reasons.
     Denied(String),
+    /// It runs its maximum of sessions: try the next; if none is free, the
+    /// client gets RESOURCE_EXHAUSTED (retry later).
+    Busy(String),
     /// Stop trying (this node cannot go on).
     Fatal(ApiError),
 }
@@ -259,6 +262,9 @@ async fn propose_pair_reply(
                 timeout.as_millis()
             )))
         }
+        Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => Err(Attempt::Busy(
+            format!("{name}: busy ({})", status.message()),
+        )),
         Ok(Err(status)) => {
             node.metrics.peer_rpc_error(name);
             node.send_abort(info, "proposal failed").await;
@@ -641,6 +647,7 @@ pub async fn sign_decoded(
     let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
     let mut failures = Vec::new();
     let mut denials = Vec::new();
+    let mut busy = Vec::new();
     let result = 'sign: {
         for (cand, ready, _) in candidates {
             let cand_id = ids[usize::from(cand)];
@@ -692,9 +699,20 @@ pub async fn sign_decoded(
                 }
                 Err(Attempt::Failed(why)) => failures.push(why),
                 Err(Attempt::Denied(why)) => denials.push(why),
+                Err(Attempt::Busy(why)) => busy.push(why),
                 Err(Attempt::Fatal(e)) => break 'sign Err(e),
             }
         }
+        if !busy.is_empty() && denials.is_empty() {
+            // A co-signer is up but at its session limit: worth a retry.
+            failures.extend(busy);
+            break 'sign Err(ApiError::ResourceExhausted(format!(
+                "no co-signer has a free session for key {} now; retry later: {}",
+                record.key_id,
+                failures.join("; ")
+            )));
+        }
+        failures.extend(busy);
         if failures.is_empty() && !denials.is_empty() {
             break 'sign Err(ApiError::PermissionDenied(format!(
                 "{} allowed it, but every co-signer refused: {}",
@@ -1542,7 +1560,7 @@ async fn sign_certificate(
                     .map_err(|_| ApiError::Internal("signature is not r || s".into()))?;
                 return Ok(rs);
             }
-            Err(Attempt::Failed(why) | Attempt::Denied(why)) => failures.push(why),
+            Err(Attempt::Failed(why) | Attempt::Denied(why) | Attempt::Busy(why)) => failures.push(why),
             Err(Attempt::Fatal(e)) => return Err(e),
         }
     }

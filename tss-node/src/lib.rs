@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(non_snake_case))]
 
+pub mod admission;
 pub mod audit;
 pub mod claims;
 pub mod client;

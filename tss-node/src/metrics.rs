@@ -801,3 +801,51 @@ mod tests {
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
     }
 }
+
+/// Resident memory of this process, in bytes (0 where unknown).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// Resident now (`VmRSS`).
+    pub rss: u64,
+    /// Highest resident since start (`VmHWM`).
+    pub peak: u64,
+}
+
+/// Reads `/proc/self/status` (Linux); zeros elsewhere.
+pub fn memory() -> Memory {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Memory::default();
+    };
+    parse_memory(&status)
+}
+
+fn parse_memory(status: &str) -> Memory {
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(0, |k| k * 1024)
+    };
+    Memory {
+        rss: kib("VmRSS:"),
+        peak: kib("VmHWM:"),
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    #[test]
+    fn parse_memory__should_read_rss_and_peak_in_bytes() {
+        let m = super::parse_memory("Name:\ttss-node\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n");
+        assert_eq!((m.rss, m.peak), (10240 * 1024, 20480 * 1024));
+        let none = super::parse_memory("Name:\ttss-node\n");
+        assert_eq!((none.rss, none.peak), (0, 0));
+    }
+    #[test]
+    fn memory__should_be_read_on_linux() {
+        let m = super::memory();
+        assert!(m.rss > 0 && m.peak >= m.rss, "{m:?}");
+    }
+}

@@ -83,6 +83,8 @@ pub struct Node {
     /// Serialises "load or generate aux info" at the coordinator.
     pub aux_lock: tokio::sync::Mutex<()>,
     permits: Arc<Semaphore>,
+    /// Gate for client requests that start sessions.
+    pub admission: crate::admission::Admission,
     /// Safe-prime pool.
     pub primes: Arc<PrimePool>,
     /// Presignature pool counters.
@@ -250,6 +252,7 @@ impl Node {
         };
         Ok(Arc::new(Node {
             permits: Arc::new(Semaphore::new(cfg.limits.max_sessions)),
+            admission: crate::admission::Admission::new(&cfg.name, &cfg.limits),
             cfg,
             store,
             identity: Arc::new(identity),

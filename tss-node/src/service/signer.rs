@@ -113,6 +113,7 @@ impl pb::signer_server::Signer for SignerService {
         let key_id = req.into_inner().key_id;
         keygen::record::check_key_id(&key_id)
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let ticket = self.node.admission.admit().await?;
         tracing::info!(client = %c.name, key_id, "keygen requested");
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::KeygenProgress>(64);
@@ -130,6 +131,7 @@ impl pb::signer_server::Signer for SignerService {
         });
         tokio::spawn(async move {
             let r = coordinator::keygen(node, &c, key_id, ptx).await;
+            drop(ticket);
             let ev = match r {
                 Ok(rec) => Ok(pb::KeygenEvent {
                     event: Some(pb::keygen_event::Event::Done(key_info(&rec))),
@@ -160,6 +162,7 @@ impl pb::signer_server::Signer for SignerService {
             ))
             .into());
         }
+        let _ticket = self.node.admission.admit().await?;
         let r = coordinator::sign(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => tracing::info!(client = %c.name, ms = resp.elapsed_ms, "signed"),
@@ -271,6 +274,11 @@ impl pb::signer_server::Signer for SignerService {
                 }
             },
             policy_error: node.policy_error().unwrap_or_default(),
+            requests_running: node.admission.running() as u32,
+            requests_queued: node.admission.queued() as u32,
+            requests_refused: node.admission.refused() as u64,
+            rss_bytes: crate::metrics::memory().rss,
+            peak_rss_bytes: crate::metrics::memory().peak,
         }))
     }
 
@@ -280,6 +288,7 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignEthereumTransactionResponse>, Status> {
         let c = self.client(&req)?;
         self.require(&c, Role::Gateway, "SignEthereumTransaction")?;
+        let _ticket = self.node.admission.admit().await?;
         let r = crate::tx::sign_ethereum(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => {
@@ -298,6 +307,7 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignBitcoinPsbtResponse>, Status> {
         let c = self.client(&req)?;
         self.require(&c, Role::Gateway, "SignBitcoinPsbt")?;
+        let _ticket = self.node.admission.admit().await?;
         let r = crate::tx::sign_bitcoin(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => {
