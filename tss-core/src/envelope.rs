@@ -234,6 +234,19 @@ impl Envelope {
     }
 }
 
+impl Envelope {
+    /// The session id that bytes which start like an envelope claim, read
+    /// without decoding the rest: lets a receiver end the session that
+    /// undecodable bytes from an authenticated peer were meant for. `None`
+    /// unless the bytes start with the envelope magic and a whole id.
+    pub fn claimed_session(b: &[u8]) -> Option<[u8; 32]> {
+        if b.get(0..4)? != MAGIC {
+            return None;
+        }
+        b.get(4..36)?.try_into().ok()
+    }
+}
+
 fn header(
     session_id: [u8; 32],
     protocol: Protocol,
@@ -471,6 +484,16 @@ mod tests {
             Envelope::decode(&bytes).is_err(),
             "hashed form is not an envelope"
         );
+    }
+
+    #[test]
+    fn claimed_session__should_read_the_id_of_undecodable_envelope_bytes() {
+        let k = IdentityKey::generate();
+        let b = sample(&k).encode();
+        assert_eq!(Envelope::claimed_session(&b[..40]), Some([7; 32]));
+        assert_eq!(Envelope::claimed_session(&b[..35]), None);
+        assert_eq!(Envelope::claimed_session(&[0u8; 64]), None);
+        assert_eq!(Envelope::claimed_session(&[]), None);
     }
 
     #[test]

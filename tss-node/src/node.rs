@@ -476,6 +476,14 @@ impl Node {
         } else {
             (None, None)
         };
+        if let Some(p) = proposer {
+            // Counted until the Registered is dropped (see its Drop).
+            let mut held = self
+                .proposed
+                .lock()
+                .map_err(|_| ApiError::Internal("quota poisoned".into()))?;
+            *held.entry(p).or_insert(0) += 1;
+        }
         let generation = self
             .next_generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -672,10 +672,37 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn deliver(&self, req: Request<pb::EnvelopeBytes>) -> Result<Response<pb::Ack>, Status> {
-        let from = self.caller(&req)?.id;
-        let env = Envelope::decode(&req.get_ref().envelope)
-            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        self.node.deliver(env, from)?;
+        let from = self.caller(&req)?;
+        let bytes = &req.get_ref().envelope;
+        // The caller is authenticated (pinned TLS certificate): bytes it
+        // sends for a session that do not decode, or do not fit the
+        // session, are its fault. That session ends at once (the engine
+        // sees it closed) rather than at its timeout.
+        let env = match Envelope::decode(bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(from = %from.name, error = %e, "refused an envelope; its session is aborted");
+                if let Some(id) = Envelope::claimed_session(bytes) {
+                    self.node.abort(&id, from.id);
+                }
+                return Err(ApiError::InvalidArgument(e.to_string()).into());
+            }
+        };
+        let id = env.session_id;
+        if let Err(e) = self.node.deliver(env, from.id) {
+            match &e {
+                // Late messages of a session that just ended.
+                ApiError::NotFound(_) => {
+                    tracing::debug!(from = %from.name, error = %e, "envelope for no session")
+                }
+                ApiError::InvalidArgument(_) => {
+                    tracing::warn!(from = %from.name, error = %e, "refused an envelope; its session is aborted");
+                    self.node.abort(&id, from.id);
+                }
+                _ => tracing::warn!(from = %from.name, error = %e, "refused an envelope"),
+            }
+            return Err(e.into());
+        }
         Ok(Response::new(pb::Ack {}))
     }
 
