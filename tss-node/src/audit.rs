@@ -124,7 +124,10 @@ fn corrupt(seq: u64, reason: String) -> StoreError {
     }
 }
 
-fn decode(seq: u64, bytes: &[u8]) -> Result<StoredEntry, StoreError> {
+/// Decodes the stored entry at position `seq`. Public for the fuzz targets
+/// in `fuzz/`.
+#[doc(hidden)]
+pub fn decode(seq: u64, bytes: &[u8]) -> Result<StoredEntry, StoreError> {
     let e: StoredEntry =
         ciborium::from_reader(bytes).map_err(|err| corrupt(seq, format!("not an entry: {err}")))?;
     if e.seq != seq {

@@ -31,6 +31,17 @@ struct Spent {
     unix: u64,
 }
 
+/// Decodes a spend record's value: `(amount, unix seconds)`. Public for
+/// the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn decode_record(bytes: &[u8]) -> Result<(U256, u64), String> {
+    let s: Spent = ciborium::from_reader(bytes).map_err(|e| format!("not a spend record: {e}"))?;
+    // 32 bytes as written; anything longer does not fit a U256.
+    let amount = U256::try_from_be_slice(&s.amount)
+        .ok_or_else(|| format!("amount is {} bytes, more than 32", s.amount.len()))?;
+    Ok((amount, s.unix))
+}
+
 struct Held {
     key: String,
     tx: [u8; 32],
@@ -86,13 +97,14 @@ impl View<'_> {
             let Some(v) = self.store.get(RecordKind::Spend, &k)? else {
                 continue;
             };
-            let s: Spent = ciborium::from_reader(v.expose()).map_err(|e| StoreError::Corrupt {
-                kind: RecordKind::Spend.tag(),
-                key: hex::encode(&k),
-                reason: format!("not a spend record: {e}"),
-            })?;
-            if s.unix + WINDOW_SECS > self.now {
-                total = total.saturating_add(U256::from_be_slice(&s.amount));
+            let (amount, unix) =
+                decode_record(v.expose()).map_err(|reason| StoreError::Corrupt {
+                    kind: RecordKind::Spend.tag(),
+                    key: hex::encode(&k),
+                    reason,
+                })?;
+            if unix.saturating_add(WINDOW_SECS) > self.now {
+                total = total.saturating_add(amount);
             }
         }
         Ok(total)

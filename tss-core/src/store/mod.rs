@@ -56,6 +56,54 @@
 
 mod seal;
 
+/// FUZZING ONLY (feature `fuzzing`, off by default): the pure codecs of
+/// stored values, so that `fuzz/` can feed them hostile bytes without a sled
+/// directory or an Argon2 derivation. Takes raw storage-key bytes, which the
+/// daemon never does; not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::seal::{self, KdfParams, KdfRecord, StorageKey};
+    use crate::secret::SecretBytes;
+
+    /// Opens a sealed value as [`super::Store::get`] does, under `key`.
+    pub fn open(
+        key: [u8; 32],
+        tag: &str,
+        record_key: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes, String> {
+        seal::open(&StorageKey::from_bytes(key), tag, record_key, sealed).map_err(|e| e.to_string())
+    }
+
+    /// Seals `value` with a chosen nonce (seed generation only).
+    pub fn seal(
+        key: [u8; 32],
+        tag: &str,
+        record_key: &[u8],
+        value: &[u8],
+        nonce: &[u8; 24],
+    ) -> Result<Vec<u8>, String> {
+        seal::seal_with_nonce(&StorageKey::from_bytes(key), tag, record_key, value, nonce)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Parses the unsealed KDF record: `(m_kib, t, p, salt)`.
+    pub fn decode_kdf_record(bytes: &[u8]) -> Result<(u32, u32, u32, [u8; 16]), String> {
+        let r = KdfRecord::decode(bytes).map_err(|e| e.to_string())?;
+        Ok((r.params.m_kib, r.params.t, r.params.p, r.salt))
+    }
+
+    /// Encodes a KDF record (seed generation and round-trip checks).
+    pub fn encode_kdf_record(m_kib: u32, t: u32, p: u32, salt: [u8; 16]) -> Vec<u8> {
+        KdfRecord {
+            params: KdfParams { m_kib, t, p },
+            salt,
+        }
+        .encode()
+    }
+}
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -38,8 +38,9 @@ const KEY_LEN: usize = 32;
 pub(crate) struct StorageKey([u8; KEY_LEN]);
 
 impl StorageKey {
-    /// Wraps raw key bytes (golden tests only; real keys come from [`derive_key`]).
-    #[cfg(test)]
+    /// Wraps raw key bytes (golden tests and fuzzing only; real keys come
+    /// from [`derive_key`]).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         Self(bytes)
     }
