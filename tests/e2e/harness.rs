@@ -109,6 +109,23 @@ impl Cluster {
         }
     }
 
+    /// Sends SIGKILL to node `i` without waiting (usable while requests
+    /// borrow the cluster); [`Cluster::reap`] collects it.
+    pub fn kill_only(&self, i: usize) {
+        if let Some(c) = self.procs[i].as_ref() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits for node `i` to exit (after [`Cluster::kill_only`]).
+    pub fn reap(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.wait();
+        }
+    }
+
     /// SIGKILL, like a crash.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.procs[i].take() {
@@ -234,6 +251,19 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..3 {
             self.kill(i);
+        }
+        // A failing test shows the end of each node's log (the folder goes
+        // with the cluster).
+        if std::thread::panicking() {
+            for i in 0..3 {
+                let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(25)..];
+                eprintln!(
+                    "---- last lines of node {i}'s log ----\n{}",
+                    tail.join("\n")
+                );
+            }
         }
     }
 }

@@ -6,6 +6,8 @@
 
 #![allow(non_snake_case)]
 
+// Shared with tests/reliability, which uses more of it.
+#[allow(dead_code)]
 mod harness;
 
 mod auth;
