@@ -1560,7 +1560,9 @@ async fn sign_certificate(
                     .map_err(|_| ApiError::Internal("signature is not r || s".into()))?;
                 return Ok(rs);
             }
-            Err(Attempt::Failed(why) | Attempt::Denied(why) | Attempt::Busy(why)) => failures.push(why),
+            Err(Attempt::Failed(why) | Attempt::Denied(why) | Attempt::Busy(why)) => {
+                failures.push(why)
+            }
             Err(Attempt::Fatal(e)) => return Err(e),
         }
     }
