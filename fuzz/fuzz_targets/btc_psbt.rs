@@ -1,0 +1,46 @@
+//! PSBTs from clients (`SignBitcoinPsbt`, base64) and co-signers' proposals
+//! (binary).
+//!
+//! Under test: `tss_core::chain::btc::{decode_psbt_base64, analyse_psbt,
+//! add_signatures}` for a fixed key, then `tss_node::signable::bitcoin_input`
+//! for each input. The first byte picks the network and whether the rest is
+//! base64 text (as a client sends it) or binary.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tss_core::chain::btc;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let net: btc::Network = common::BTC_NETWORKS[usize::from(mode & 3)]
+        .parse()
+        .expect("known network name");
+    let bytes = if mode & 4 != 0 {
+        let Ok(text) = std::str::from_utf8(rest) else {
+            return;
+        };
+        match btc::decode_psbt_base64(text) {
+            Ok(b) => b,
+            Err(_) => return,
+        }
+    } else {
+        rest.to_vec()
+    };
+    // Finalising with no new signatures: parses, checks, and finalises
+    // whatever is already signed.
+    let _ = btc::add_signatures(&bytes, &common::BTC_PUBKEY, &[]);
+    let Ok(summary) = btc::analyse_psbt(&bytes, &common::BTC_PUBKEY, net) else {
+        return;
+    };
+    let summary = std::sync::Arc::new(summary);
+    for i in 0..summary.inputs.len() {
+        if let Ok(d) = tss_node::signable::bitcoin_input(&summary, i) {
+            let _ = d.intent();
+        }
+    }
+});

@@ -1,0 +1,67 @@
+//! Plaintext records as they come out of the store, before the node trusts
+//! them: what a corrupted disk, an old build or a bug could leave there.
+//!
+//! Under test (the first byte picks one): `ecdsa::decode_share`,
+//! `keygen::record::AuxRecord::decode` (with `ecdsa::decode_aux`),
+//! `ecdsa::presign::StoredPresignature::decode`, `primes::decode`,
+//! `keygen::record::KeyRecord::decode`, `tss_node::audit::decode` and
+//! `verify_chain`, `tss_node::spend::decode_record`, the
+//! `presignature_used` JSON record, and the identity secret of
+//! `node_secret`.
+#![no_main]
+
+use keygen::record::{AuxRecord, KeyRecord};
+use libfuzzer_sys::fuzz_target;
+use tss_core::ecdsa::{self, presign::StoredPresignature};
+use tss_core::identity::IdentityKey;
+use tss_core::primes;
+use tss_core::secret::SecretBytes;
+use tss_node::audit::{self, AuditBody};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, b)) = data.split_first() else {
+        return;
+    };
+    match which % 9 {
+        0 => {
+            if let Ok(share) = ecdsa::decode_share(b) {
+                let _ = ecdsa::public_key(&share);
+            }
+        }
+        1 => {
+            let _ = AuxRecord::decode(b);
+        }
+        2 => {
+            let _ = StoredPresignature::decode(b);
+        }
+        3 => {
+            let _ = primes::decode(b);
+        }
+        4 => {
+            if let Ok(r) = KeyRecord::decode(b) {
+                let _ = r.party_ids();
+                let _ = r.public_key_bytes();
+                assert_eq!(KeyRecord::decode(&r.encode()).ok().as_ref(), Some(&r));
+            }
+        }
+        5 => {
+            let Some((&seq, entry)) = b.split_first() else {
+                return;
+            };
+            if let Ok(e) = audit::decode(u64::from(seq), entry) {
+                let prev = <[u8; 32]>::try_from(e.prev.as_slice()).unwrap_or([0; 32]);
+                let _ = audit::verify_chain(std::slice::from_ref(&e), prev);
+                let _ = serde_json::from_slice::<AuditBody>(&e.body);
+            }
+        }
+        6 => {
+            let _ = tss_node::spend::decode_record(b);
+        }
+        7 => {
+            let _ = serde_json::from_slice::<tss_node::presign::UsedRecord>(b);
+        }
+        _ => {
+            let _ = IdentityKey::from_secret(&SecretBytes::new(b.to_vec()));
+        }
+    }
+});
