@@ -475,7 +475,7 @@ struct Msgs {
 
 fn payload<M: serde::de::DeserializeOwned>(e: &Entry) -> Result<M, String> {
     match e {
-        Entry::Full(env) => ciborium::from_reader(env.payload.as_slice()).map_err(|err| {
+        Entry::Full(env) => tss_core::ecdsa::decode_cbor(&env.payload).map_err(|err| {
             format!(
                 "party {} message #{} is not a protocol message: {err}",
                 env.sender, env.seq

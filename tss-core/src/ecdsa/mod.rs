@@ -111,11 +111,74 @@ fn encode_versioned<T: serde::Serialize>(body: &T) -> SecretBytes {
     SecretBytes::new(out)
 }
 
+/// Decodes CBOR from a peer (a protocol message) or from disk (a key share,
+/// aux info, a presignature) into an engine type.
+///
+/// The engines' big integers (fast-paillier) deserialize from
+/// `{radix, value}` and pass the radix to `from_str_radix`, which panics
+/// for a radix outside 2..=36, with either big-integer backend. So the bytes
+/// are first read as a plain CBOR value and refused if they hold such a
+/// radix (as a map entry, or as the first of a two-element array, the other
+/// shape serde accepts for that struct); only then are they decoded into `T`.
+/// Found by the `peer_payload` fuzz target.
+pub fn decode_cbor<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    // Every item, not only the first: ciborium reads an enum written as a
+    // variant name followed by its content as two items.
+    let mut rest = b;
+    while !rest.is_empty() {
+        let value: ciborium::Value = ciborium::from_reader(&mut rest).map_err(|e| e.to_string())?;
+        check_radixes(&value)?;
+    }
+    ciborium::from_reader(b).map_err(|e| e.to_string())
+}
+
+/// Refuses any big-integer radix outside 2..=36 (see [`decode_cbor`]).
+/// Recursion depth is bounded by ciborium's nesting limit on the value.
+fn check_radixes(v: &ciborium::Value) -> Result<(), String> {
+    use ciborium::Value;
+    fn untag(mut v: &Value) -> &Value {
+        while let Value::Tag(_, inner) = v {
+            v = inner;
+        }
+        v
+    }
+    let radix_ok = |r: &Value| match untag(r) {
+        Value::Integer(i) => (2..=36).contains(&i128::from(*i)),
+        _ => true, // not an integer: serde refuses it without panicking
+    };
+    match untag(v) {
+        Value::Map(entries) => {
+            for (k, val) in entries {
+                let is_radix = match untag(k) {
+                    Value::Text(t) => t == "radix",
+                    Value::Bytes(b) => b == b"radix",
+                    _ => false,
+                };
+                if is_radix && !radix_ok(val) {
+                    return Err("big integer with a radix outside 2..=36".into());
+                }
+                check_radixes(k)?;
+                check_radixes(val)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            if let [r, Value::Text(_)] = items.as_slice() {
+                if !radix_ok(r) {
+                    return Err("big integer with a radix outside 2..=36".into());
+                }
+            }
+            items.iter().try_for_each(check_radixes)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn decode_versioned<T: serde::de::DeserializeOwned>(
     b: &[u8],
     what: &str,
 ) -> Result<T, EngineError> {
-    let v: Versioned<T> = ciborium::from_reader(b)
+    let v: Versioned<T> = decode_cbor(b)
         .map_err(|e| EngineError::InvalidInput(format!("stored {what} does not decode: {e}")))?;
     if v.v != SHARE_FORMAT_VERSION {
         return Err(EngineError::InvalidInput(format!(

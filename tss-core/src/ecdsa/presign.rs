@@ -95,7 +95,7 @@ impl StoredPresignature {
 
     /// Deserializes a stored presignature and checks its shape.
     pub fn decode(b: &[u8]) -> Result<Self, EngineError> {
-        let e: Encoded = ciborium::from_reader(b).map_err(|e| {
+        let e: Encoded = super::decode_cbor(b).map_err(|e| {
             EngineError::InvalidInput(format!("stored presignature does not decode: {e}"))
         })?;
         if e.v != PRESIGNATURE_FORMAT_VERSION {

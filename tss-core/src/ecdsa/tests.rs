@@ -249,3 +249,19 @@ fn sign__should_abort_naming_culprit_when_peer_sends_garbage() {
         other => panic!("expected culprit 1, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn decode_cbor__should_refuse_a_big_integer_radix_that_would_panic() {
+    // Given a signing message whose Paillier integer claims radix 0 (found by
+    // the `peer_payload` fuzz target: `from_str_radix` panicked on it)
+    let crash = b"\xa1gRound1a\xa7aK\xa2eradix\x00evalue\xdb\x06\x00\x003g68fddf4e28d68";
+    // When a node decodes it, Then it is refused without a panic
+    assert!(decode_cbor::<sign::Msg>(crash).is_err());
+    // And when the variant name and its content come as two items
+    let two_items = b"gRound1a\xa7aK\xa2eradix\x00evaluea0aaaaa\x00*20";
+    assert!(decode_cbor::<sign::Msg>(two_items).is_err());
+    // And the same holds for the array form and for a radix above 36
+    let mut arr = Vec::new();
+    ciborium::into_writer(&(37u16, "ff"), &mut arr).unwrap();
+    assert!(decode_cbor::<cggmp24::backend::Integer>(&arr).is_err());
+}
