@@ -3,14 +3,14 @@
 //! each payload with CBOR into the session's message type before the engine
 //! sees it.
 //!
-//! Under test: `ciborium::from_reader` into the aux-info, keygen and
-//! signing/presigning message types (`tss_core::ecdsa::{aux, keygen,
-//! sign}::Msg`), exactly as `session::delivery` does. The first byte picks
-//! the protocol (the envelope's protocol tag).
+//! Under test: `tss_core::ecdsa::decode_cbor` into the aux-info, keygen
+//! and signing/presigning message types (`tss_core::ecdsa::{aux, keygen,
+//! sign}::Msg`), as `session::delivery` (and `tss-audit verify`) decode
+//! payloads. The first byte picks the protocol (the envelope's protocol tag).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tss_core::ecdsa::{aux, keygen, sign};
+use tss_core::ecdsa::{aux, decode_cbor, keygen, sign};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, payload)) = data.split_first() else {
@@ -18,13 +18,13 @@ fuzz_target!(|data: &[u8]| {
     };
     match which % 3 {
         0 => {
-            let _ = ciborium::from_reader::<aux::Msg, _>(payload);
+            let _ = decode_cbor::<aux::Msg>(payload);
         }
         1 => {
-            let _ = ciborium::from_reader::<keygen::Msg, _>(payload);
+            let _ = decode_cbor::<keygen::Msg>(payload);
         }
         _ => {
-            let _ = ciborium::from_reader::<sign::Msg, _>(payload);
+            let _ = decode_cbor::<sign::Msg>(payload);
         }
     }
 });

@@ -4,9 +4,11 @@
 //! stored records of their results, a complete keygen transcript, Ethereum
 //! transactions, PSBTs, gRPC requests and policy files.
 //!
-//! Build and run from `fuzz/`: `cargo fuzz build -s none seeds &&
-//! target/x86_64-unknown-linux-gnu/release/seeds` (the aux-info run proves
-//! three Paillier keys: a minute or more). Seeds are
+//! Build and run from `fuzz/`: `cargo fuzz build -s none --features seeds
+//! seeds && target/x86_64-unknown-linux-gnu/release/seeds` (the aux-info
+//! run proves three Paillier keys: several minutes under the coverage
+//! instrumentation). `--no-protocols` writes only the seeds that need no
+//! protocol run. Seeds are
 //! named `seed-<what>` so that they survive next to what the fuzzer adds;
 //! the identity keys, PSBT key and storage key are fixed, as in
 //! `fuzz_targets/common.rs`.
