@@ -36,22 +36,10 @@ pub const BTC_PUBKEY: [u8; 33] = [
 /// Storage key the sealed-record seeds are sealed under.
 pub const STORAGE_KEY: [u8; 32] = [0x5e; 32];
 
-/// Record kinds as tagged in the store, indexed by the first input byte of
-/// `sealed_record`.
-pub const RECORD_TAGS: [&str; 12] = [
-    "meta",
-    "primes",
-    "aux_info",
-    "key_share",
-    "key_info",
-    "seen_execution",
-    "presignature",
-    "presignature_used",
-    "node_secret",
-    "transcript",
-    "spend",
-    "audit",
-];
-
-/// Network names `chain::btc` knows, indexed by an input byte.
-pub const BTC_NETWORKS: [&str; 4] = ["bitcoin", "bitcoin-testnet", "litecoin", "litecoin-testnet"];
+/// Record kinds as tagged in the store (the store's own tree first), indexed
+/// by the first input byte of `sealed_record`.
+pub fn record_tags() -> Vec<&'static str> {
+    std::iter::once(tss_core::store::fuzzing::META_TAG)
+        .chain(tss_core::store::RecordKind::ALL.iter().map(|k| k.tag()))
+        .collect()
+}

@@ -389,7 +389,10 @@ fn stored_and_sealed(r: &Runs) {
         input.extend_from_slice(&value);
         write("stored_record", &format!("{n}-{kind}"), &input);
 
-        let tag_index = common::RECORD_TAGS.iter().position(|t| *t == kind).unwrap();
+        let tag_index = common::record_tags()
+            .iter()
+            .position(|t| *t == kind)
+            .unwrap();
         let sealed =
             fuzzing::seal(common::STORAGE_KEY, kind, &key, &value, &[n as u8; 24]).unwrap();
         let mut input = vec![tag_index as u8, key.len() as u8];

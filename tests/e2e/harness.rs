@@ -1,9 +1,10 @@
 //! `Cluster`: three parties created with the same code as `tssctl demo`
 //! (TEST-ONLY fixture primes), run as real processes.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use proto::v1 as pb;
@@ -365,4 +366,77 @@ pub fn tss_audit() -> PathBuf {
         demo::cargo_build("tss-keygen", "tss-audit", profile, false).expect("build tss-audit")
     })
     .clone()
+}
+
+/// Waits until node `i` holds at least `min` presignatures for each of the
+/// pairs `pairs` (by signer names) of `key`.
+pub async fn wait_pool(c: &Cluster, i: usize, key: &str, pairs: &[[&str; 2]], min: u32) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let k = c
+            .client(i, "gateway")
+            .await
+            .get_key(pb::GetKeyRequest { key_id: key.into() })
+            .await
+            .expect("get key")
+            .into_inner();
+        let ok = pairs.iter().all(|want| {
+            k.pool.iter().any(|p| {
+                p.signers.iter().map(String::as_str).collect::<HashSet<_>>()
+                    == want.iter().copied().collect()
+                    && p.ready >= min
+            })
+        });
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pool of node {i} did not reach {min}: {:?}",
+            k.pool
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The offline audit of node `i` (`tss-node presignatures`; node stopped):
+/// fails if its store does not open or a record does not decode.
+pub fn presignature_audit(c: &Cluster, i: usize) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tss-node"))
+        .arg("presignatures")
+        .arg("--config")
+        .arg(c.dirs.parties[i].join("node.toml"))
+        .output()
+        .expect("run tss-node presignatures");
+    assert!(
+        out.status.success(),
+        "audit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("audit JSON")
+}
+
+/// id -> digest of every consumed presignature in an audit.
+pub fn used(a: &serde_json::Value) -> HashMap<String, String> {
+    a["used"]
+        .as_array()
+        .expect("used")
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Ids of the ready presignatures in an audit.
+pub fn ready(a: &serde_json::Value) -> HashSet<String> {
+    a["ready"]
+        .as_array()
+        .expect("ready")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
 }

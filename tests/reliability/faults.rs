@@ -55,36 +55,15 @@ async fn sign_once(c: &Cluster, i: usize, key: &pb::KeyInfo, limit: Duration) ->
 /// `tss-node presignatures` of node `i` (stopped): `(ready ids, used id ->
 /// digest)`. Fails if the store does not open or a record does not decode.
 fn presignatures(c: &Cluster, i: usize) -> (HashSet<String>, HashMap<String, String>) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tss-node"))
-        .arg("presignatures")
-        .arg("--config")
-        .arg(c.dirs.parties[i].join("node.toml"))
-        .output()
-        .expect("run tss-node presignatures");
-    assert!(
-        out.status.success(),
-        "node {i}'s store: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let audit = harness::presignature_audit(c, i);
+    let used = harness::used(&audit);
+    let listed = audit["used"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        used.len(),
+        listed,
+        "node {i} lists a presignature as used twice"
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("presignatures JSON");
-    let ids = |field: &str| -> Vec<serde_json::Value> {
-        v[field].as_array().cloned().unwrap_or_default()
-    };
-    let ready = ids("ready")
-        .iter()
-        .filter_map(|r| r["id"].as_str().map(str::to_owned))
-        .collect();
-    let mut used = HashMap::new();
-    for u in ids("used") {
-        let (Some(id), Some(d)) = (u["id"].as_str(), u["digest"].as_str()) else {
-            panic!("node {i}: used record without id or digest: {u}");
-        };
-        assert!(
-            used.insert(id.to_owned(), d.to_owned()).is_none(),
-            "node {i} lists presignature {id} as used twice"
-        );
-    }
-    (ready, used)
+    (harness::ready(&audit), used)
 }
 
 async fn kill_run(kills: usize) {

@@ -68,6 +68,25 @@ async fn sessions_drain(c: &Cluster, within: Duration) {
 
 /// The signers' names, in the order of `NAMES` (a key's own party order
 /// follows the identities).
+/// Signs through each of `nodes` in turn: each succeeds without charlie
+/// within `bound`.
+async fn signs_without_charlie(
+    c: &Cluster,
+    key: &pb::KeyInfo,
+    nodes: [usize; 2],
+    bound: Duration,
+    t0: Instant,
+    how: &str,
+) {
+    for i in nodes {
+        let (r, took) = sign(c, i, key).await;
+        let r = r.unwrap_or_else(|s| panic!("sign through node {i} ({how}): {s}"));
+        assert!(!signers(&r).contains(&C), "{:?}", r.signers);
+        assert!(took < bound, "took {took:?}, bound {bound:?}");
+        step(t0, &format!("{how}: signed through node {i} in {took:?}"));
+    }
+}
+
 fn signers(r: &pb::SignResponse) -> Vec<&str> {
     let mut v: Vec<&str> = r.signers.iter().map(String::as_str).collect();
     v.sort_by_key(|n| NAMES.iter().position(|x| x == n));
@@ -87,16 +106,7 @@ async fn unreachable__should_sign_through_the_other_two_within_the_bound_and_ser
 
     // Stopped: connections to it are refused.
     c.kill(2);
-    for i in [0, 1] {
-        let (r, took) = sign(&c, i, &key).await;
-        let r = r.unwrap_or_else(|s| panic!("sign through node {i} with charlie stopped: {s}"));
-        assert!(!signers(&r).contains(&C), "{:?}", r.signers);
-        assert!(took < bound, "took {took:?}, bound {bound:?}");
-        step(
-            t0,
-            &format!("charlie stopped: signed through node {i} in {took:?}"),
-        );
-    }
+    signs_without_charlie(&c, &key, [0, 1], bound, t0, "charlie stopped").await;
     c.spawn(2);
     c.wait_healthy(2).await;
     let (r, _) = sign(&c, 2, &key).await;
@@ -106,16 +116,7 @@ async fn unreachable__should_sign_through_the_other_two_within_the_bound_and_ser
     // charlie first (the pair bob leads), waits out the proposal, then
     // signs with alice.
     net.isolate(2, Mode::Drop);
-    for i in [1, 0] {
-        let (r, took) = sign(&c, i, &key).await;
-        let r = r.unwrap_or_else(|s| panic!("sign through node {i} with charlie dropped: {s}"));
-        assert!(!signers(&r).contains(&C), "{:?}", r.signers);
-        assert!(took < bound, "took {took:?}, bound {bound:?}");
-        step(
-            t0,
-            &format!("charlie's traffic dropped: signed through node {i} in {took:?}"),
-        );
-    }
+    signs_without_charlie(&c, &key, [1, 0], bound, t0, "charlie's traffic dropped").await;
     net.heal();
     // Back without operator action: its own requests and the others' reach it.
     let t = Instant::now();

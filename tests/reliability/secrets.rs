@@ -47,7 +47,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cggmp24::backend::Integer;
 use cggmp24::generic_ec::{Scalar, SecretScalar};
@@ -57,7 +57,7 @@ use tss_core::ecdsa::{self, Curve};
 use tss_core::store::{RecordKind, Store};
 use tss_node::config::NodeConfig;
 
-use crate::harness::{assert_valid, sign_request, sign_sha256_ok, step, Cluster};
+use crate::harness::{self, assert_valid, sign_request, sign_sha256_ok, step, Cluster};
 
 const KEY: &str = "secrets-key";
 
@@ -91,8 +91,13 @@ async fn logs__should_hold_no_secret_after_keygen_and_sign_at_trace_level() {
     // When a key is generated (aux info first) and the pools fill
     let key = cluster.keygen(0, KEY).await;
     step(t0, "keygen done; waiting for pools");
+    let names = tss_node::demo::NAMES;
     for i in 0..3 {
-        wait_pool(&cluster, i, 1).await;
+        let pairs: Vec<[&str; 2]> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| [names[i], names[j]])
+            .collect();
+        harness::wait_pool(&cluster, i, KEY, &pairs, 1).await;
     }
     step(t0, "pools ready");
     // (the presignatures now in the stores include the one signed with next)
@@ -215,36 +220,6 @@ async fn logs__should_hold_no_secret_after_keygen_and_sign_at_trace_level() {
 /// Pool counters of node `i` (Health).
 async fn counters(c: &Cluster, i: usize) -> pb::PoolCounters {
     c.health(i).await.presign.expect("pool counters")
-}
-
-/// Waits until node `i` holds `min` presignatures of [`KEY`] with each of
-/// the two other parties.
-async fn wait_pool(c: &Cluster, i: usize, min: u32) {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let k = c
-            .client(i, "gateway")
-            .await
-            .get_key(pb::GetKeyRequest { key_id: KEY.into() })
-            .await
-            .expect("get key")
-            .into_inner();
-        let me = tss_node::demo::NAMES[i];
-        let full = k
-            .pool
-            .iter()
-            .filter(|p| p.signers.iter().any(|s| s == me) && p.ready >= min)
-            .count();
-        if full >= 2 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pool of node {i} did not reach {min}: {:?}",
-            k.pool
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn count(hay: &[u8], needle: &[u8]) -> usize {

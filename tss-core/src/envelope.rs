@@ -232,9 +232,7 @@ impl Envelope {
             signature,
         })
     }
-}
 
-impl Envelope {
     /// The session id that bytes which start like an envelope claim, read
     /// without decoding the rest: lets a receiver end the session that
     /// undecodable bytes from an authenticated peer were meant for. `None`

@@ -66,6 +66,10 @@ pub mod fuzzing {
     use super::seal::{self, KdfParams, KdfRecord, StorageKey};
     use crate::secret::SecretBytes;
 
+    /// Tag of the store's own tree (KDF and check records); the others are
+    /// [`super::RecordKind::tag`].
+    pub const META_TAG: &str = super::META_TREE;
+
     /// Opens a sealed value as [`super::Store::get`] does, under `key`.
     pub fn open(
         key: [u8; 32],

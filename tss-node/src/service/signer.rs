@@ -249,10 +249,11 @@ impl pb::signer_server::Signer for SignerService {
         }
         let peers = futures::future::join_all(pings).await;
         let n = node.clone();
-        let (keys, primes_ready) = blocking(move || {
+        let (keys, primes_ready, memory) = blocking(move || {
             Ok((
                 n.store.len(tss_core::store::RecordKind::KeyInfo)? as u32,
                 n.primes.ready() as u32,
+                crate::metrics::memory(),
             ))
         })
         .await?;
@@ -277,8 +278,8 @@ impl pb::signer_server::Signer for SignerService {
             requests_running: node.admission.running() as u32,
             requests_queued: node.admission.queued() as u32,
             requests_refused: node.admission.refused() as u64,
-            rss_bytes: crate::metrics::memory().rss,
-            peak_rss_bytes: crate::metrics::memory().peak,
+            rss_bytes: memory.rss,
+            peak_rss_bytes: memory.peak,
         }))
     }
 
