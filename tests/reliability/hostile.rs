@@ -895,14 +895,12 @@ async fn setup(t0: Instant, key_id: &str) -> Setup {
     }
 }
 
-/// Known bug of the pinned engine (cggmp24 0.7.0-alpha.3, signing.rs,
-/// "Verify psi0, psi1 proofs"): the blame closure ends the psi0 check with
-/// `.err()?`, so a valid psi0 skips the psi1 check and an invalid psi0 is
-/// forgiven when psi1 verifies. A co-signer can thus send one of its two
-/// round-1 range proofs unchecked. This test asserts the correct behaviour
-/// and fails until the engine is upgraded or patched.
+/// The pinned engine (cggmp24 0.7.0-alpha.3, signing.rs, "Verify psi0, psi1
+/// proofs") ends the psi0 check with `.err()?` in its blame closure, so it
+/// accepts a round 1b whose psi0 alone is invalid (and never checks psi1
+/// when psi0 verifies). The node checks both proofs itself before the engine
+/// (tss-core/src/ecdsa/round1.rs); this case shows it refuses such a message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: cggmp24 0.7.0-alpha.3 accepts an invalid psi0 range proof when psi1 is valid"]
 async fn hostile__should_refuse_an_invalid_psi0_range_proof() {
     let t0 = Instant::now();
     let Setup {
@@ -930,7 +928,7 @@ async fn hostile__should_refuse_an_invalid_psi0_range_proof() {
         &Expect {
             attack: Attack::InvalidPsi0Only,
             refused: None,
-            failure: "pi_enc::verify(K) failed",
+            failure: "round-1 range proof psi0 (for K) does not verify",
             also: None,
         },
     );
@@ -1036,7 +1034,7 @@ async fn hostile__honest_nodes_should_abort_name_charlie_and_keep_signing() {
         Expect {
             attack: Attack::InvalidProofRound1,
             refused: None,
-            failure: "pi_enc::verify(K) failed",
+            failure: "round-1 range proof psi0 (for K) does not verify",
             also: None,
         },
         Expect {

@@ -14,6 +14,7 @@
 pub mod aux;
 pub mod keygen;
 pub mod presign;
+mod round1;
 pub mod sign;
 
 use cggmp24::key_share::AnyKeyShare;

@@ -118,6 +118,61 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
         crate::chain::finish_signature(&pk, &digest, &rs).unwrap();
     }
 
+    // And our round-1 check refuses a co-signer whose ψ0 or ψ1 alone is
+    // wrong (the pinned engine accepts either one alone: see round1.rs)
+    let sid = crate::session::sign_execution_id("k", &[0, 1], b"round1", &[0; 32]);
+    let s2 = shares.clone();
+    let (_, carried) = net.run_recorded(Protocol::Sign, sid, &[0, 1], move |i, party| {
+        let share = s2[usize::from(i)].clone();
+        async move {
+            let data = sign::ToSign::raw_digest(&[1; 32]);
+            sign::run(&sid, i, &[0, 1], &share, data, party).await
+        }
+    });
+    let round1 = |recipient: Option<u16>| {
+        carried
+            .iter()
+            .filter(|e| e.sender == 0 && e.recipient == recipient)
+            .map(|e| decode_cbor::<sign::Msg>(&e.payload).unwrap())
+            .find(|m| matches!(m, sign::Msg::Round1a(_) | sign::Msg::Round1b(_)))
+            .unwrap()
+    };
+    let (sign::Msg::Round1a(a), sign::Msg::Round1b(b)) = (round1(None), round1(Some(1))) else {
+        panic!("signer 0 sent round 1a and 1b first");
+    };
+    let inspect = |b: cggmp24::signing::msg::MsgRound1b<Curve>| {
+        let mut check = round1::Round1Check::new(&sid, 1, &[0, 1], &shares[1]).unwrap();
+        let at = |id, msg_type, msg| round_based::Incoming {
+            id,
+            sender: 0,
+            msg_type,
+            msg,
+        };
+        check.inspect(&at(
+            1,
+            round_based::MessageType::Broadcast,
+            sign::Msg::Round1a(a.clone()),
+        ))?;
+        check.inspect(&at(2, round_based::MessageType::P2P, sign::Msg::Round1b(b)))
+    };
+    inspect(b.clone()).expect("the honest proofs verify");
+    for (what, tamper) in [("psi0", 0usize), ("psi1", 1)] {
+        let mut bad = b.clone();
+        let proof = if tamper == 0 {
+            &mut bad.psi0
+        } else {
+            &mut bad.psi1
+        };
+        proof.proof.w += generic_ec::Scalar::one();
+        match inspect(bad) {
+            Err(crate::session::DeliveryError::Misbehaved { culprit, reason }) => {
+                assert_eq!(culprit, 0);
+                assert!(reason.contains(what), "{reason}");
+            }
+            other => panic!("a wrong {what} alone must be refused, got {other:?}"),
+        }
+    }
+
     // And every pair presigns, then signs from its presignatures in one step
     for pair in [[0usize, 1], [0, 2], [1, 2]] {
         let at_keygen = [pair[0] as u16, pair[1] as u16];
