@@ -29,8 +29,20 @@ impl Cluster {
 
     /// Like [`Cluster::start`], after `edit(i, config)` on each node's config.
     pub async fn start_with(edit: impl Fn(usize, &mut NodeConfig)) -> Cluster {
+        let primes = tss_core::primes::fixtures_from_text(demo::FIXTURE_PRIMES).expect("fixtures");
+        Self::start_with_primes(primes, 1, edit).await
+    }
+
+    /// Like [`Cluster::start_with`], with `per_party` TEST-ONLY prime sets
+    /// of `primes` at each party (one is used per aux-info run).
+    pub async fn start_with_primes(
+        primes: Vec<tss_core::primes::Primes>,
+        per_party: usize,
+        edit: impl Fn(usize, &mut NodeConfig),
+    ) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dirs = demo::create_cluster(&tmp.path().join("cluster"), true).expect("create cluster");
+        let dirs = demo::create_cluster_with_primes(&tmp.path().join("cluster"), primes, per_party)
+            .expect("create cluster");
         for (i, dir) in dirs.parties.iter().enumerate() {
             edit_config(dir, |cfg| edit(i, cfg));
         }

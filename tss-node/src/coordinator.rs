@@ -455,7 +455,7 @@ async fn sign_from_pool(
 /// Loads a key this node holds, or NOT_FOUND.
 pub async fn load_record(node: &Arc<Node>, key_id: &str) -> Result<KeyRecord, ApiError> {
     let (n, k) = (node.clone(), key_id.to_owned());
-    blocking(move || flows::load_key_record(&n, &k))
+    blocking(move || flows::load_ready_record(&n, &k))
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
@@ -1052,12 +1052,75 @@ pub async fn keygen(
     let started = Instant::now();
     keygen::record::check_key_id(&key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let _reserved = node.reserve_key(&key_id)?;
-    let n = node.clone();
-    let k = key_id.clone();
-    if blocking(move || flows::key_exists(&n, &k)).await? {
+    let (n, k) = (node.clone(), key_id.clone());
+    let (state, has_file) = blocking(move || {
+        Ok((
+            flows::key_state(&n, &k)?,
+            n.store
+                .contains(RecordKind::Transcript, &crate::transcript::file_key(&k))?,
+        ))
+    })
+    .await?;
+    if has_file {
         return Err(ApiError::AlreadyExists(format!(
             "key {key_id} already exists: choose another id"
         )));
+    }
+    // An earlier keygen of this id stopped after DKG (a crash or a lost
+    // party during certification): finish it if every party still has its
+    // part; if not, and nobody certified it, it is replaced below.
+    let n = node.clone();
+    let k = key_id.clone();
+    if let Some(rec) = blocking(move || flows::load_key_record(&n, &k)).await? {
+        progress(
+            &p,
+            started,
+            "certificate",
+            format!("key {key_id} was generated before but not certified: finishing it"),
+        )
+        .await;
+        match with_heartbeat(
+            &p,
+            started,
+            "certificate",
+            certify_key(&node, client, &rec, &p, started),
+        )
+        .await
+        {
+            Ok(()) => {
+                progress(
+                    &p,
+                    started,
+                    "done",
+                    format!(
+                        "key {key_id} ready and certified; public key {}",
+                        rec.public_key
+                    ),
+                )
+                .await;
+                return Ok(rec);
+            }
+            Err(e) if matches!(state, flows::KeyState::Ready(_)) => {
+                return Err(prefixed(
+                    e,
+                    &format!(
+                        "key {key_id} is certified here but its transcript could not be finished"
+                    ),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(key_id, error = %e, "an unfinished key could not be finished; replacing it");
+                progress(
+                    &p,
+                    started,
+                    "keygen",
+                    format!(
+                        "the unfinished key {key_id} cannot be finished ({e}); generating it anew"
+                    ),
+                )
+                .await;
+            }
+        }
     }
     if node.parties.len() < usize::from(node.cfg.threshold) || node.parties.len() < 2 {
         return Err(ApiError::FailedPrecondition(
@@ -1130,6 +1193,11 @@ pub async fn keygen(
             }
             Err(r) => return Err(r.into_error(&node)),
         }
+        // Every party accepted, so none has this key certified: put aside
+        // what an unfinished earlier run left here (each party does the same
+        // when the session starts).
+        let (n, k) = (node.clone(), key_id.clone());
+        blocking(move || flows::retire_unfinished(&n, &k)).await?;
         let dkg_start = Instant::now();
         start_all(&node, &info).await?;
         progress(

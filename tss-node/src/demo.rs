@@ -65,16 +65,28 @@ pub fn demo_policy(raw_digest: &[&str]) -> String {
 /// Creates three parties, an admin and a gateway client, and configs that
 /// pin each other. `test_primes`: preload party i with fixture prime set i.
 pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterDirs> {
-    std::fs::create_dir_all(root)?;
-    let admin = root.join("admin");
-    let gateway = root.join("gateway");
-    let admin_cert = crate::init::init_client(&admin, "admin")?;
-    let gateway_cert = crate::init::init_client(&gateway, "gateway")?;
     let fixtures = if test_primes {
         tss_core::primes::fixtures_from_text(FIXTURE_PRIMES)?
     } else {
         vec![]
     };
+    create_cluster_with_primes(root, fixtures, 1)
+}
+
+/// Like [`create_cluster`], preloading party i with the TEST-ONLY prime sets
+/// `fixtures[i * per_party..(i + 1) * per_party]` (one set is used per
+/// aux-info run; tests that interrupt aux-info runs need several).
+pub fn create_cluster_with_primes(
+    root: &Path,
+    fixtures: Vec<tss_core::primes::Primes>,
+    per_party: usize,
+) -> anyhow::Result<ClusterDirs> {
+    let test_primes = !fixtures.is_empty();
+    std::fs::create_dir_all(root)?;
+    let admin = root.join("admin");
+    let gateway = root.join("gateway");
+    let admin_cert = crate::init::init_client(&admin, "admin")?;
+    let gateway_cert = crate::init::init_client(&gateway, "gateway")?;
     let mut entries = Vec::new();
     let mut parties = Vec::new();
     let mut addrs = Vec::new();
@@ -86,7 +98,9 @@ pub fn create_cluster(root: &Path, test_primes: bool) -> anyhow::Result<ClusterD
         crate::config::write_private(&pass_file, hex::encode(pass).as_bytes())?;
         let pass = crate::config::read_passphrase(Some(&pass_file))?;
         let addr = free_addr()?;
-        let primes = fixtures.get(i..i + 1).unwrap_or_default();
+        let primes = fixtures
+            .get(i * per_party..(i + 1) * per_party)
+            .unwrap_or_default();
         let done =
             crate::init::init_party(&dir, name, addr, &pass, Some("passphrase".into()), primes)?;
         entries.push(done.entry);

@@ -70,15 +70,119 @@ pub fn list_key_records(node: &Node) -> Result<Vec<KeyRecord>, ApiError> {
     Ok(out)
 }
 
-/// Whether this node holds anything of key `key_id` (record or share: a
-/// crash between the two writes leaves a share without a record).
-pub fn key_exists(node: &Node, key_id: &str) -> Result<bool, ApiError> {
-    Ok(node
+/// Where a key stands at this node.
+#[derive(Debug)]
+pub enum KeyState {
+    /// Nothing of the key is here.
+    Absent,
+    /// Keygen ran (part of) its course here but the key was never certified
+    /// here: not usable, and a new keygen with the same id replaces it.
+    Unfinished,
+    /// Every party signed the same key certificate: the key is usable.
+    Ready(KeyRecord),
+}
+
+/// Where key `key_id` stands at this node. Ready needs the record and the
+/// certificate this node signed, which it stores only after every party
+/// handed over its view of the runs: by then every party holds its share.
+/// A crash anywhere before leaves the key unfinished.
+pub fn key_state(node: &Node, key_id: &str) -> Result<KeyState, ApiError> {
+    let certified = is_certified(node, key_id)?;
+    if certified {
+        if let Some(r) = load_key_record(node, key_id)? {
+            return Ok(KeyState::Ready(r));
+        }
+    }
+    let any = node
         .store
         .contains(RecordKind::KeyInfo, key_id.as_bytes())?
         || node
             .store
-            .contains(RecordKind::KeyShare, key_id.as_bytes())?)
+            .contains(RecordKind::KeyShare, key_id.as_bytes())?
+        || node
+            .store
+            .contains(RecordKind::Transcript, &transcript::view_key(key_id))?
+        || certified;
+    Ok(if any {
+        KeyState::Unfinished
+    } else {
+        KeyState::Absent
+    })
+}
+
+/// Whether this node signed key `key_id`'s certificate (see [`key_state`]).
+pub fn is_certified(node: &Node, key_id: &str) -> Result<bool, ApiError> {
+    Ok(node
+        .store
+        .contains(RecordKind::Transcript, &transcript::cert_key(key_id))?)
+}
+
+/// A key's record, for client requests and presigning: only once it is
+/// ready. `None` if the key is not here at all.
+pub fn load_ready_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>, ApiError> {
+    match key_state(node, key_id)? {
+        KeyState::Ready(r) => Ok(Some(r)),
+        KeyState::Absent => Ok(None),
+        KeyState::Unfinished => Err(unfinished(node, key_id)),
+    }
+}
+
+/// The error for a request on an unfinished key.
+pub fn unfinished(node: &Node, key_id: &str) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "key {key_id} is not ready at {}: its keygen did not finish (no key certificate); \
+         run Keygen with the same id again to replace it",
+        node.cfg.name
+    ))
+}
+
+/// Record key under which an unfinished key's share is kept when a new
+/// keygen replaces it (key ids cannot contain '/').
+pub fn retired_key(key_id: &str, unix_ms: u128) -> Vec<u8> {
+    format!("retired/{key_id}/{unix_ms}").into_bytes()
+}
+
+/// Before a new keygen of `key_id` stores anything: puts aside what an
+/// unfinished earlier run left here (blocking). The share is kept sealed
+/// under [`retired_key`] (never used again, kept for the operator); the
+/// record, the recorded view and the share under the key id are removed,
+/// the record first so that the old key is never visible half-removed.
+/// Refuses a ready key.
+pub fn retire_unfinished(node: &Node, key_id: &str) -> Result<(), ApiError> {
+    match key_state(node, key_id)? {
+        KeyState::Absent => return Ok(()),
+        KeyState::Ready(_) => {
+            return Err(ApiError::AlreadyExists(format!(
+                "key {key_id} is certified at {}: not replaced",
+                node.cfg.name
+            )))
+        }
+        KeyState::Unfinished => {}
+    }
+    let s = &node.store;
+    if let Some(share) = s.get(RecordKind::KeyShare, key_id.as_bytes())? {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        s.put(
+            RecordKind::KeyShare,
+            &retired_key(key_id, at),
+            share.expose(),
+        )?;
+        s.flush()?;
+    }
+    s.take(RecordKind::KeyInfo, key_id.as_bytes())?;
+    s.flush()?;
+    s.take(RecordKind::Transcript, &transcript::view_key(key_id))?;
+    s.take(RecordKind::Transcript, &transcript::cert_key(key_id))?;
+    s.take(RecordKind::KeyShare, key_id.as_bytes())?;
+    s.flush()?;
+    tracing::warn!(
+        key_id,
+        "an unfinished earlier keygen of this key id was put aside (share kept as retired)"
+    );
+    Ok(())
 }
 
 /// A key's share.

@@ -475,6 +475,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .list_keys(pb::ListKeysRequest {})
                 .await?
                 .into_inner();
+            if !r.unfinished.is_empty() {
+                eprintln!(
+                    "unfinished keys (not usable; keygen with the same id finishes or replaces them): {}",
+                    r.unfinished.join(", ")
+                );
+            }
             json(serde_json::Value::Array(
                 r.keys.iter().map(key_json).collect(),
             ));

@@ -27,6 +27,12 @@ pub struct PeerService {
 }
 
 impl PeerService {
+    /// Whether key `key_id` is ready for signing here (certified).
+    async fn ready(&self, key_id: &str) -> Result<bool, ApiError> {
+        let (n, k) = (self.node.clone(), key_id.to_owned());
+        blocking(move || flows::is_certified(&n, &k)).await
+    }
+
     /// A service over `node`.
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
@@ -203,6 +209,11 @@ impl PeerService {
                 },
             );
         }
+        if !self.ready(&ask.record.key_id).await? {
+            return Ok(Err(Refusal::Declined(
+                flows::unfinished(node, &ask.record.key_id).to_string(),
+            )));
+        }
         let fp: Option<crate::tls::Fingerprint> = ask.requested_by_cert.try_into().ok();
         let Some(client) = fp.and_then(|fp| node.client(&fp)).cloned() else {
             return Ok(Err(Refusal::Denied(format!(
@@ -331,16 +342,16 @@ impl PeerService {
                     Err(e) => return Ok(decline(e.to_string())),
                 };
                 let (n, key_id) = (node.clone(), k.key_id.clone());
-                let (exists, aux) = blocking(move || {
+                let (state, aux) = blocking(move || {
                     Ok((
-                        flows::key_exists(&n, &key_id)?,
+                        flows::key_state(&n, &key_id)?,
                         flows::load_aux_for_keygen(&n)?,
                     ))
                 })
                 .await?;
-                if exists {
+                if let flows::KeyState::Ready(_) = state {
                     return Ok(decline(format!(
-                        "key {} already exists at {}",
+                        "key {} already exists at {} (certified)",
                         k.key_id, node.cfg.name
                     )));
                 }
@@ -379,6 +390,13 @@ impl PeerService {
                             }
                         },
                     };
+                    // An unfinished earlier run of this key id is put aside
+                    // only now that every party accepted the new one.
+                    let (n2, id) = (n.clone(), k.key_id.clone());
+                    if let Err(e) = blocking(move || flows::retire_unfinished(&n2, &id)).await {
+                        tracing::warn!(error = %e, "keygen abandoned: the unfinished earlier key could not be put aside");
+                        return;
+                    }
                     if let Err(f) = flows::keygen(n, reg, k.key_id, aux).await {
                         tracing::warn!(failure = %f, "keygen session failed");
                     }
@@ -450,6 +468,9 @@ impl PeerService {
         // The party with the lower index of the pair leads its presign runs.
         if signers.first() == Some(&record.my_index) {
             return Ok(decline("this node leads presigning for this pair"));
+        }
+        if !self.ready(&record.key_id).await? {
+            return Ok(decline(flows::unfinished(node, &record.key_id).to_string()));
         }
         let nonce: [u8; 32] = sid(&ps.nonce)?;
         if session::presign_execution_id(&record.key_id, &signers, &nonce) != id {

@@ -181,7 +181,7 @@ impl pb::signer_server::Signer for SignerService {
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let n = self.node.clone();
         let k = key_id.clone();
-        let info = blocking(move || match flows::load_key_record(&n, &k)? {
+        let info = blocking(move || match flows::load_ready_record(&n, &k)? {
             Some(rec) => key_info_with_pool(&n, &rec).map(Some),
             None => Ok(None),
         })
@@ -196,18 +196,20 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         self.client(&req)?;
         let n = self.node.clone();
-        let keys = blocking(move || {
-            let mut out = Vec::new();
+        let (keys, unfinished) = blocking(move || {
+            let (mut keys, mut unfinished) = (Vec::new(), Vec::new());
             for k in n.store.keys(tss_core::store::RecordKind::KeyInfo)? {
                 let id = String::from_utf8_lossy(&k).into_owned();
-                if let Some(r) = flows::load_key_record(&n, &id)? {
-                    out.push(key_info_with_pool(&n, &r)?);
+                match flows::key_state(&n, &id)? {
+                    flows::KeyState::Ready(r) => keys.push(key_info_with_pool(&n, &r)?),
+                    flows::KeyState::Unfinished => unfinished.push(id),
+                    flows::KeyState::Absent => {}
                 }
             }
-            Ok(out)
+            Ok((keys, unfinished))
         })
         .await?;
-        Ok(Response::new(pb::ListKeysResponse { keys }))
+        Ok(Response::new(pb::ListKeysResponse { keys, unfinished }))
     }
 
     async fn export_transcript(
