@@ -92,6 +92,52 @@ impl EngineError {
     }
 }
 
+/// The error of a party whose incoming messages pass a check of ours
+/// first ([`guarded`]): the transport's own error, or our refusal (found by
+/// [`EngineError::from_engine`] through `source()`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GuardError<E: std::error::Error + 'static> {
+    /// The underlying delivery failed.
+    #[error("delivery: {0}")]
+    Transport(#[source] E),
+    /// Our check refused a message.
+    #[error("refused: {0}")]
+    Refused(#[source] DeliveryError),
+}
+
+/// Wraps `party` so that every incoming message goes through `check` before
+/// the engine sees it; a refusal ends the session naming the sender.
+#[allow(clippy::type_complexity)]
+pub(crate) fn guarded<M, Msg, F>(
+    party: M,
+    mut check: F,
+) -> round_based::MpcParty<
+    Msg,
+    (
+        impl futures::Stream<Item = Result<round_based::Incoming<Msg>, GuardError<M::ReceiveError>>>
+            + Unpin,
+        <M::Delivery as round_based::Delivery<Msg>>::Send,
+    ),
+    M::Runtime,
+>
+where
+    M: round_based::Mpc<ProtocolMessage = Msg>,
+    F: FnMut(&round_based::Incoming<Msg>) -> Result<(), DeliveryError>,
+{
+    use futures::StreamExt;
+    use round_based::Delivery;
+    let round_based::MpcParty {
+        delivery, runtime, ..
+    } = party.into_party();
+    let (incoming, outgoing) = delivery.split();
+    let incoming = incoming.map(move |m| {
+        let m = m.map_err(GuardError::Transport)?;
+        check(&m).map_err(GuardError::Refused)?;
+        Ok(m)
+    });
+    round_based::MpcParty::connected((incoming, outgoing)).set_runtime(runtime)
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Versioned<T> {
     v: u8,

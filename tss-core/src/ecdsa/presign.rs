@@ -191,8 +191,8 @@ where
     M: Mpc<ProtocolMessage = Msg>,
 {
     super::sign::check_signers(parties_at_keygen, share)?;
-    let check = super::round1::Round1Check::new(eid, i, parties_at_keygen, share)?;
-    let party = super::round1::checked(party, check);
+    let mut check = super::round1::Round1Check::new(eid, i, parties_at_keygen, share)?;
+    let party = super::guarded(party, move |m| check.inspect(m));
     let (presig, public) =
         cggmp24::signing(cggmp24::ExecutionId::new(eid), i, parties_at_keygen, share)
             .generate_presignature(&mut rand_core::OsRng, party)

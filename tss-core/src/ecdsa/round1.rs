@@ -22,10 +22,9 @@ use std::collections::{HashMap, HashSet};
 
 use cggmp24::security_level::SecurityLevel;
 use cggmp24::signing::msg::{MsgRound1a, MsgRound1b};
-use futures::{Stream, StreamExt};
 use paillier_zk::fast_paillier;
 use paillier_zk::paillier_encryption_in_range_with_el_gamal as pi_enc_elg;
-use round_based::{Incoming, Mpc, MpcParty};
+use round_based::Incoming;
 
 use super::sign::Msg;
 use super::{Curve, EngineError, KeyShare, Level};
@@ -93,7 +92,7 @@ impl Round1Check {
 
     /// Looks at one incoming message; refuses it if it completes a sender's
     /// round 1 with a proof that does not verify, or repeats a checked one.
-    pub(super) fn inspect(&mut self, m: &Incoming<Msg>) -> Result<(), DeliveryError> {
+    pub(crate) fn inspect(&mut self, m: &Incoming<Msg>) -> Result<(), DeliveryError> {
         let j = m.sender;
         let blame = |reason: &str| DeliveryError::Misbehaved {
             culprit: j,
@@ -163,46 +162,4 @@ impl Round1Check {
         }
         Ok(())
     }
-}
-
-/// The error of a party whose incoming messages pass [`Round1Check`]: the
-/// transport's own error, or our refusal (found by
-/// [`EngineError::from_engine`] through `source()`).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum CheckedError<E: std::error::Error + 'static> {
-    /// The underlying delivery failed.
-    #[error("delivery: {0}")]
-    Transport(#[source] E),
-    /// Round-1 check refused a message.
-    #[error("round-1 check: {0}")]
-    Refused(#[source] DeliveryError),
-}
-
-/// Wraps `party` so that every incoming message goes through `check` first.
-#[allow(clippy::type_complexity)]
-pub(super) fn checked<M>(
-    party: M,
-    mut check: Round1Check,
-) -> MpcParty<
-    Msg,
-    (
-        impl Stream<Item = Result<Incoming<Msg>, CheckedError<M::ReceiveError>>> + Unpin,
-        <M::Delivery as round_based::Delivery<Msg>>::Send,
-    ),
-    M::Runtime,
->
-where
-    M: Mpc<ProtocolMessage = Msg>,
-{
-    use round_based::Delivery;
-    let MpcParty {
-        delivery, runtime, ..
-    } = party.into_party();
-    let (incoming, outgoing) = delivery.split();
-    let incoming = incoming.map(move |m| {
-        let m = m.map_err(CheckedError::Transport)?;
-        check.inspect(&m).map_err(CheckedError::Refused)?;
-        Ok(m)
-    });
-    MpcParty::connected((incoming, outgoing)).set_runtime(runtime)
 }

@@ -111,8 +111,8 @@ where
     M: Mpc<ProtocolMessage = Msg>,
 {
     check_signers(parties_at_keygen, share)?;
-    let check = super::round1::Round1Check::new(eid, i, parties_at_keygen, share)?;
-    let party = super::round1::checked(party, check);
+    let mut check = super::round1::Round1Check::new(eid, i, parties_at_keygen, share)?;
+    let party = super::guarded(party, move |m| check.inspect(m));
     cggmp24::signing(cggmp24::ExecutionId::new(eid), i, parties_at_keygen, share)
         .sign(&mut rand_core::OsRng, party, data.as_any())
         .await

@@ -25,12 +25,57 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
     // Given aux info for the party set
     let t0 = std::time::Instant::now();
     let aux_sid = [1u8; 32];
-    let auxes = net.run(Protocol::AuxInfo, aux_sid, &[0, 1, 2], move |i, party| {
-        let p = primes.lock().unwrap()[usize::from(i)].take().unwrap();
-        async move { aux::run(&aux_sid, i, 3, p, party).await }
-    });
+    let (auxes, aux_carried) =
+        net.run_recorded(Protocol::AuxInfo, aux_sid, &[0, 1, 2], move |i, party| {
+            let p = primes.lock().unwrap()[usize::from(i)].take().unwrap();
+            async move { aux::run(&aux_sid, i, 3, p, party).await }
+        });
     eprintln!("aux info: {:?}", t0.elapsed());
     let auxes: Vec<AuxInfo> = auxes.into_iter().map(|r| r.unwrap()).collect();
+
+    // And the size check refuses a modulus longer than an honest one, and
+    // ring-Pedersen parameters out of range; honest messages pass it
+    let round2 = aux_carried
+        .iter()
+        .filter(|e| e.sender == 2)
+        .map(|e| decode_cbor::<aux::Msg>(&e.payload).unwrap())
+        .find_map(|m| match m {
+            cggmp24::key_refresh::msg::Msg::Round2(d) => Some(d),
+            _ => None,
+        })
+        .expect("party 2 sent round 2");
+    let check = |d: &cggmp24::key_refresh::msg::MsgRound2<Level>| {
+        aux::check_sizes(&round_based::Incoming {
+            id: 1,
+            sender: 2,
+            msg_type: round_based::MessageType::Broadcast,
+            msg: cggmp24::key_refresh::msg::Msg::Round2(d.clone()),
+        })
+    };
+    check(&round2).expect("an honest round 2 passes");
+    let mut huge = cggmp24::backend::Integer::one();
+    huge.set_bit(20_000, true); // 20001 bits
+    type Round2 = cggmp24::key_refresh::msg::MsgRound2<Level>;
+    type Edit = fn(&mut Round2, &cggmp24::backend::Integer);
+    let edits: [(&str, Edit); 4] = [
+        ("N has 20001 bits", |d, huge| d.N = huge.clone()),
+        ("N^ has 20001 bits", |d, huge| d.hat_N = huge.clone()),
+        ("s is not in 1..N^", |d, _| d.s = d.hat_N.clone()),
+        ("t is not in 1..N^", |d, _| {
+            d.t = cggmp24::backend::Integer::zero()
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut bad = round2.clone();
+        edit(&mut bad, &huge);
+        match check(&bad) {
+            Err(crate::session::DeliveryError::Misbehaved { culprit, reason }) => {
+                assert_eq!(culprit, 2);
+                assert!(reason.contains(what), "{reason}");
+            }
+            other => panic!("{what}: must be refused, got {other:?}"),
+        }
+    }
 
     // When the three parties run 2-of-3 keygen
     let t0 = std::time::Instant::now();
