@@ -247,6 +247,20 @@ impl Cluster {
     }
 }
 
+/// Every TEST-ONLY prime set there is (the demo's and the fault tests'),
+/// and how many each of three parties gets: one is used per aux-info run.
+pub fn all_test_primes() -> (Vec<tss_core::primes::Primes>, usize) {
+    let mut all = tss_core::primes::fixtures_from_text(demo::FIXTURE_PRIMES).expect("fixtures");
+    all.extend(
+        tss_core::primes::fixtures_from_text(include_str!(
+            "../fixtures/primes-faults.test-only.txt"
+        ))
+        .expect("fault fixture primes"),
+    );
+    let per_party = all.len() / 3;
+    (all, per_party)
+}
+
 /// Rewrites a node's config in place (paths stay relative, as written by
 /// `create_cluster`).
 pub fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut NodeConfig)) {

@@ -247,20 +247,6 @@ async fn assert_no_half_key(c: &Cluster, key_id: &str) {
     }
 }
 
-/// Every TEST-ONLY prime set there is, `per_party` for each party.
-fn many_primes() -> (Vec<tss_core::primes::Primes>, usize) {
-    let mut all = tss_core::primes::fixtures_from_text(tss_node::demo::FIXTURE_PRIMES)
-        .expect("fixture primes");
-    all.extend(
-        tss_core::primes::fixtures_from_text(include_str!(
-            "../fixtures/primes-faults.test-only.txt"
-        ))
-        .expect("fault fixture primes"),
-    );
-    let per_party = all.len() / 3;
-    (all, per_party)
-}
-
 /// kill -9 of one node at seeded moments while keygen runs (the first
 /// keygen of a cluster runs aux-info first): `clusters` fresh clusters,
 /// `kills` keygens with a kill each. After each: the node restarts; if
@@ -277,7 +263,7 @@ async fn ceremony_kill_run(clusters: usize, kills: usize) {
     let (mut reported, mut failed, mut finished) = (0, 0, 0);
     let limit = Duration::from_secs(240);
     for round in 0..clusters {
-        let (primes, per_party) = many_primes();
+        let (primes, per_party) = harness::all_test_primes();
         let mut c = Cluster::start_with_primes(primes, per_party, |_, cfg| {
             cfg.presign.target = 0;
             cfg.timeouts.propose_ms = 2_000;

@@ -129,6 +129,23 @@ impl Attack {
     }
 }
 
+/// What the hostile charlie does when asked to take part in aux-info and
+/// keygen runs (set by each test; signing attacks are per message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ceremony {
+    /// Declines them.
+    Off,
+    /// Says it lacks the proposed aux info (so the proposer starts an
+    /// aux-info run), then runs aux-info with its round-2 Paillier modulus N
+    /// replaced by a 20 001-bit number.
+    AuxHugeModulus,
+    /// The same, with its round-3 no-small-factor proof (Π_fac) altered.
+    AuxInvalidProof,
+    /// Runs aux-info faithfully, and keygen with its round-3 Schnorr proof
+    /// altered.
+    KeygenInvalidProof,
+}
+
 /// What the hostile charlie saw and did, for the assertions.
 #[derive(Clone, Debug)]
 enum Event {
@@ -166,6 +183,7 @@ struct Hostile {
     /// Sessions charlie proposed and then never serves: what arrives for
     /// them is acknowledged and dropped.
     sinks: Mutex<std::collections::HashSet<[u8; 32]>>,
+    ceremony: Mutex<Ceremony>,
 }
 
 impl Hostile {
@@ -324,6 +342,215 @@ impl Hostile {
             result,
         });
     }
+}
+
+impl Hostile {
+    /// Charlie's part of an aux-info or keygen run (all three parties), its
+    /// engine `run` on the real delivery, with `tamper` applied to every
+    /// envelope it sends (broadcasts go to both other parties).
+    async fn run_ceremony<M, F, Fut>(
+        self: Arc<Self>,
+        info: SessionInfo,
+        in_rx: mpsc::Receiver<Received>,
+        run: F,
+        tamper: fn(&IdentityKey, Envelope) -> Envelope,
+    ) where
+        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: FnOnce(
+                round_based::MpcParty<M, (session::IncomingStream<M>, session::OutgoingSink<M>)>,
+            ) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let info = Arc::new(info);
+        let (out_tx, mut out_rx) = mpsc::unbounded();
+        let (inc, out) = session::delivery::<M>(
+            info.clone(),
+            self.node.identity.clone(),
+            in_rx,
+            out_tx,
+            None,
+        );
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let party = round_based::MpcParty::connected((inc, out));
+            let _ = done_tx.send(futures::executor::block_on(run(party)));
+        });
+        let peers: Vec<(u16, String)> = info
+            .parties
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != usize::from(info.me))
+            .map(|(j, id)| {
+                let name = self
+                    .node
+                    .parties
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .map(|p| p.name.clone())
+                    .expect("a party");
+                (j as u16, name)
+            })
+            .collect();
+        while let Some(env) = out_rx.next().await {
+            let env = tamper(&self.node.identity, env);
+            for (j, name) in &peers {
+                if env.recipient.is_some_and(|r| r != *j) {
+                    continue;
+                }
+                let r = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    self.client_of(name).deliver(pb::EnvelopeBytes {
+                        envelope: env.encode(),
+                    }),
+                )
+                .await;
+                let result = match r {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(s)) => Err((s.code(), s.message().to_owned())),
+                    Err(_) => Err((Code::DeadlineExceeded, "no answer in 10 s".into())),
+                };
+                self.event(Event::Sent {
+                    session: info.id,
+                    what: "ceremony envelope",
+                    result,
+                });
+            }
+        }
+        let result = done_rx
+            .await
+            .unwrap_or_else(|_| Err("engine thread ended".into()));
+        self.inboxes.lock().unwrap().remove(&info.id);
+        self.event(Event::EngineEnded {
+            session: info.id,
+            result,
+        });
+    }
+
+    /// Accepts an aux-info or keygen proposal: opens the session's inbox
+    /// and runs charlie's part in the background.
+    fn join_ceremony(self: &Arc<Self>, session: [u8; 32], keygen: bool) {
+        let ceremony = *self.ceremony.lock().unwrap();
+        let protocol = if keygen {
+            Protocol::Keygen
+        } else {
+            Protocol::AuxInfo
+        };
+        let info = self.node.ceremony_session(session, protocol);
+        let (me, n) = (info.me, info.parties.len() as u16);
+        let (in_tx, in_rx) = mpsc::channel(64);
+        self.inboxes.lock().unwrap().insert(session, in_tx);
+        let me2 = self.clone();
+        if keygen {
+            let tamper = match ceremony {
+                Ceremony::KeygenInvalidProof => alter_keygen_proof,
+                _ => keep,
+            };
+            tokio::spawn(me2.run_ceremony::<tss_core::ecdsa::keygen::Msg, _, _>(
+                info,
+                in_rx,
+                move |party| async move {
+                    tss_core::ecdsa::keygen::run(&session, me, n, 2, party)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                },
+                tamper,
+            ));
+        } else {
+            let tamper = match ceremony {
+                Ceremony::AuxHugeModulus => huge_modulus,
+                Ceremony::AuxInvalidProof => alter_fac_proof,
+                _ => keep,
+            };
+            let primes = self
+                .node
+                .primes
+                .take()
+                .expect("charlie has prime sets left");
+            tokio::spawn(me2.run_ceremony::<tss_core::ecdsa::aux::Msg, _, _>(
+                info,
+                in_rx,
+                move |party| async move {
+                    tss_core::ecdsa::aux::run(&session, me, n, primes, party)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                },
+                tamper,
+            ));
+        }
+    }
+}
+
+fn keep(_: &IdentityKey, e: Envelope) -> Envelope {
+    e
+}
+
+/// Aux-info round 2 with N replaced by 2^20000 + 1.
+fn huge_modulus(key: &IdentityKey, e: Envelope) -> Envelope {
+    use cggmp24::key_refresh::msg::Msg as AuxMsg;
+    let Ok(AuxMsg::Round2(mut d)) =
+        tss_core::ecdsa::decode_cbor::<tss_core::ecdsa::aux::Msg>(&e.payload)
+    else {
+        return e;
+    };
+    let mut huge = cggmp24::backend::Integer::one();
+    huge.set_bit(20_000, true);
+    d.N = huge;
+    let mut payload = Vec::new();
+    ciborium::into_writer(
+        &AuxMsg::<sha2::Sha256, tss_core::ecdsa::Level>::Round2(d),
+        &mut payload,
+    )
+    .expect("encode");
+    reseal(key, &e, e.seq, payload)
+}
+
+/// Flips the last digit of the text at `path` (map keys) in a CBOR payload;
+/// `None` if the payload has no such field.
+fn alter_cbor_text(payload: &[u8], path: &[&str]) -> Option<Vec<u8>> {
+    use ciborium::Value;
+    let mut v: Value = ciborium::from_reader(payload).ok()?;
+    let mut cur = &mut v;
+    for key in path {
+        let Value::Map(entries) = cur else {
+            return None;
+        };
+        cur = entries
+            .iter_mut()
+            .find(|(k, _)| k.as_text() == Some(key))
+            .map(|(_, v)| v)?;
+    }
+    let Value::Text(t) = cur else { return None };
+    let last = t.pop()?;
+    t.push(if last == '1' { '2' } else { '1' });
+    let mut out = Vec::new();
+    ciborium::into_writer(&v, &mut out).ok()?;
+    Some(out)
+}
+
+/// Aux-info round 3 with the Π_fac proof's z1 altered.
+fn alter_fac_proof(key: &IdentityKey, e: Envelope) -> Envelope {
+    match alter_cbor_text(&e.payload, &["Round3", "fac_proof", "proof", "z1", "value"]) {
+        Some(p) => reseal(key, &e, e.seq, p),
+        None => e,
+    }
+}
+
+/// Keygen round 3 with the Schnorr proof altered.
+fn alter_keygen_proof(key: &IdentityKey, e: Envelope) -> Envelope {
+    use cggmp24::keygen::ThresholdMsg;
+    let Ok(ThresholdMsg::Round3(mut m)) =
+        tss_core::ecdsa::decode_cbor::<tss_core::ecdsa::keygen::Msg>(&e.payload)
+    else {
+        return e;
+    };
+    m.sch_proof.0 += cggmp24::generic_ec::Scalar::one();
+    let mut payload = Vec::new();
+    ciborium::into_writer(&tss_core::ecdsa::keygen::Msg::Round3(m), &mut payload).expect("encode");
+    reseal(key, &e, e.seq, payload)
 }
 
 /// Rewrites charlie's outgoing envelopes for one attack.
@@ -512,14 +739,40 @@ impl Peer for Server {
     ) -> Result<Response<pb::ProposalReply>, Status> {
         let (from, _) = self.0.caller(&req)?;
         let p = req.into_inner();
-        let Some(pb::proposal::Kind::Sign(s)) = p.kind else {
-            return Ok(Response::new(declined("hostile charlie only co-signs")));
-        };
         let session: [u8; 32] = p
             .session_id
             .as_slice()
             .try_into()
             .map_err(|_| Status::invalid_argument("session id"))?;
+        let ceremony = *self.0.ceremony.lock().unwrap();
+        let accepted = pb::ProposalReply {
+            accepted: true,
+            reason: String::new(),
+            missing_aux: false,
+            denied: false,
+        };
+        let s = match p.kind {
+            Some(pb::proposal::Kind::Sign(s)) => s,
+            Some(pb::proposal::Kind::Aux(_)) if ceremony != Ceremony::Off => {
+                eprintln!("  [{CHARLIE_NAME}] {from} proposed aux info; {ceremony:?}");
+                self.0.join_ceremony(session, false);
+                return Ok(Response::new(accepted));
+            }
+            Some(pb::proposal::Kind::Keygen(_)) if ceremony == Ceremony::KeygenInvalidProof => {
+                eprintln!("  [{CHARLIE_NAME}] {from} proposed keygen; {ceremony:?}");
+                self.0.join_ceremony(session, true);
+                return Ok(Response::new(accepted));
+            }
+            Some(pb::proposal::Kind::Keygen(k)) if ceremony != Ceremony::Off => {
+                return Ok(Response::new(pb::ProposalReply {
+                    accepted: false,
+                    reason: format!("missing aux info {}", hex::encode(k.aux_id)),
+                    missing_aux: true,
+                    denied: false,
+                }));
+            }
+            _ => return Ok(Response::new(declined("hostile charlie declines this"))),
+        };
         let attack = Attack::from_message(&s.message);
         let signers: Vec<u16> = s.signers.iter().map(|&x| x as u16).collect();
         let record = &self.0.record;
@@ -538,12 +791,7 @@ impl Peer for Server {
                 .clone()
                 .run_session(info, in_rx, signers, data, from, attack),
         );
-        Ok(Response::new(pb::ProposalReply {
-            accepted: true,
-            reason: String::new(),
-            missing_aux: false,
-            denied: false,
-        }))
+        Ok(Response::new(accepted))
     }
 
     async fn start(&self, _: Request<pb::SessionRef>) -> Result<Response<pb::Ack>, Status> {
@@ -650,6 +898,7 @@ async fn become_charlie(
         events: Mutex::default(),
         sent_honestly: Mutex::default(),
         sinks: Mutex::default(),
+        ceremony: Mutex::new(Ceremony::Off),
     });
     let server_cfg =
         tss_node::tls::server_config(&tls, node.allowed_certs()).expect("charlie's TLS");
@@ -869,9 +1118,12 @@ struct Setup {
 
 async fn setup(t0: Instant, key_id: &str) -> Setup {
     step(t0, "Given a three-party cluster and a 2-of-3 key");
-    let mut cluster = Cluster::start_with(|_, cfg| {
+    // Several prime sets per party: the ceremony case runs aux info again.
+    let (primes, per_party) = crate::harness::all_test_primes();
+    let mut cluster = Cluster::start_with_primes(primes, per_party, |_, cfg| {
         cfg.presign.target = 0;
         cfg.timeouts.sign_ms = SIGN_MS;
+        cfg.timeouts.aux_ms = 120_000;
     })
     .await;
     let key = cluster.keygen(0, key_id).await;
@@ -1317,4 +1569,86 @@ async fn flood_proposals(
     }
     eprintln!("  charlie's flood of {to_name}: {out:?}");
     out
+}
+
+/// Charlie attacks aux-info and keygen runs: a huge Paillier modulus, an
+/// invalid Π_fac proof, an invalid Schnorr proof. Each keygen fails with
+/// charlie named, within the timeouts; no node keeps any part of the key;
+/// the honest nodes stay up and sign with the existing key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile__aux_info_and_keygen_should_abort_naming_charlie() {
+    let t0 = Instant::now();
+    let Setup {
+        mut cluster,
+        pk,
+        hostile,
+        stop: _stop,
+        coord,
+        other,
+    } = setup(t0, "ceremony-key").await;
+    for (ceremony, key_id, expect) in [
+        (
+            Ceremony::AuxHugeModulus,
+            "k-huge",
+            "Paillier modulus N has 20001 bits",
+        ),
+        (Ceremony::AuxInvalidProof, "k-fac", ""),
+        (Ceremony::KeygenInvalidProof, "k-sch", ""),
+    ] {
+        *hostile.ceremony.lock().unwrap() = ceremony;
+        step(
+            t0,
+            &format!("When charlie takes part in a keygen with {ceremony:?}"),
+        );
+        let started = Instant::now();
+        let mut admin = cluster.client(coord, "admin").await;
+        let r = async {
+            let mut s = admin
+                .keygen(pb::KeygenRequest {
+                    key_id: key_id.into(),
+                })
+                .await?
+                .into_inner();
+            while s.message().await?.is_some() {}
+            Ok::<(), Status>(())
+        }
+        .await;
+        let err = r.expect_err("keygen with a hostile party must fail");
+        let took = started.elapsed();
+        eprintln!("  keygen failed in {took:?}: {err:?}");
+        step(
+            t0,
+            "Then keygen fails naming charlie, and no node keeps the key",
+        );
+        assert!(
+            err.message().contains(CHARLIE_NAME) && err.message().contains(expect),
+            "{ceremony:?}: {err:?}"
+        );
+        for i in [coord, other] {
+            let e = cluster
+                .client(i, "gateway")
+                .await
+                .get_key(pb::GetKeyRequest {
+                    key_id: key_id.into(),
+                })
+                .await
+                .expect_err("no key after a failed keygen");
+            assert!(
+                matches!(e.code(), Code::NotFound | Code::FailedPrecondition),
+                "{e:?}"
+            );
+        }
+        step(t0, "And both honest nodes still sign with the existing key");
+        for i in [coord, other] {
+            let mut c = cluster.client(i, "gateway").await;
+            let msg = format!("after {ceremony:?} via {i}");
+            let r = c
+                .sign(sign_request("ceremony-key", msg.as_bytes()))
+                .await
+                .expect("sign after the attack")
+                .into_inner();
+            assert_valid(&pk, &sha2::Sha256::digest(msg.as_bytes()), &r);
+        }
+        cluster.assert_no_panics();
+    }
 }
