@@ -137,8 +137,11 @@ enum Ceremony {
     Off,
     /// Says it lacks the proposed aux info (so the proposer starts an
     /// aux-info run), then runs aux-info with its round-2 Paillier modulus N
-    /// replaced by a 20 001-bit number.
+    /// replaced by a 20 001-bit number (over the integer size limit).
     AuxHugeModulus,
+    /// The same with a 4 096-bit N (under the integer size limit, longer
+    /// than an honest modulus).
+    AuxLongModulus,
     /// The same, with its round-3 no-small-factor proof (Π_fac) altered.
     AuxInvalidProof,
     /// Runs aux-info faithfully, and keygen with its round-3 Schnorr proof
@@ -184,6 +187,9 @@ struct Hostile {
     /// them is acknowledged and dropped.
     sinks: Mutex<std::collections::HashSet<[u8; 32]>>,
     ceremony: Mutex<Ceremony>,
+    /// Aux-info and keygen runs charlie accepted, waiting for their start
+    /// (as a real party, it must not send before the others registered).
+    starts: Mutex<HashMap<[u8; 32], tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Hostile {
@@ -354,6 +360,7 @@ impl Hostile {
         in_rx: mpsc::Receiver<Received>,
         run: F,
         tamper: fn(&IdentityKey, Envelope) -> Envelope,
+        start: tokio::sync::oneshot::Receiver<()>,
     ) where
         M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
         F: FnOnce(
@@ -363,6 +370,13 @@ impl Hostile {
             + 'static,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
+        if tokio::time::timeout(Duration::from_secs(30), start)
+            .await
+            .is_err()
+        {
+            eprintln!("  [{CHARLIE_NAME}] a ceremony never started");
+            return;
+        }
         let info = Arc::new(info);
         let (out_tx, mut out_rx) = mpsc::unbounded();
         let (inc, out) = session::delivery::<M>(
@@ -441,6 +455,8 @@ impl Hostile {
         let (me, n) = (info.me, info.parties.len() as u16);
         let (in_tx, in_rx) = mpsc::channel(64);
         self.inboxes.lock().unwrap().insert(session, in_tx);
+        let (start_tx, start) = tokio::sync::oneshot::channel();
+        self.starts.lock().unwrap().insert(session, start_tx);
         let me2 = self.clone();
         if keygen {
             let tamper = match ceremony {
@@ -457,10 +473,12 @@ impl Hostile {
                         .map_err(|e| e.to_string())
                 },
                 tamper,
+                start,
             ));
         } else {
             let tamper = match ceremony {
-                Ceremony::AuxHugeModulus => huge_modulus,
+                Ceremony::AuxHugeModulus => modulus_of_20001_bits,
+                Ceremony::AuxLongModulus => modulus_of_4096_bits,
                 Ceremony::AuxInvalidProof => alter_fac_proof,
                 _ => keep,
             };
@@ -479,6 +497,7 @@ impl Hostile {
                         .map_err(|e| e.to_string())
                 },
                 tamper,
+                start,
             ));
         }
     }
@@ -488,24 +507,28 @@ fn keep(_: &IdentityKey, e: Envelope) -> Envelope {
     e
 }
 
-/// Aux-info round 2 with N replaced by 2^20000 + 1.
-fn huge_modulus(key: &IdentityKey, e: Envelope) -> Envelope {
+/// Aux-info round 2 with N replaced by 2^(bits - 1) + 1.
+fn long_modulus(key: &IdentityKey, e: Envelope, bits: u32) -> Envelope {
     use cggmp24::key_refresh::msg::Msg as AuxMsg;
     let Ok(AuxMsg::Round2(mut d)) =
         tss_core::ecdsa::decode_cbor::<tss_core::ecdsa::aux::Msg>(&e.payload)
     else {
         return e;
     };
-    let mut huge = cggmp24::backend::Integer::one();
-    huge.set_bit(20_000, true);
-    d.N = huge;
+    let mut n = cggmp24::backend::Integer::one();
+    n.set_bit(bits - 1, true);
+    d.N = n;
     let mut payload = Vec::new();
-    ciborium::into_writer(
-        &AuxMsg::<sha2::Sha256, tss_core::ecdsa::Level>::Round2(d),
-        &mut payload,
-    )
-    .expect("encode");
+    ciborium::into_writer(&tss_core::ecdsa::aux::Msg::Round2(d), &mut payload).expect("encode");
     reseal(key, &e, e.seq, payload)
+}
+
+fn modulus_of_20001_bits(key: &IdentityKey, e: Envelope) -> Envelope {
+    long_modulus(key, e, 20_001)
+}
+
+fn modulus_of_4096_bits(key: &IdentityKey, e: Envelope) -> Envelope {
+    long_modulus(key, e, 4_096)
 }
 
 /// Flips the last digit of the text at `path` (map keys) in a CBOR payload;
@@ -794,7 +817,12 @@ impl Peer for Server {
         Ok(Response::new(accepted))
     }
 
-    async fn start(&self, _: Request<pb::SessionRef>) -> Result<Response<pb::Ack>, Status> {
+    async fn start(&self, req: Request<pb::SessionRef>) -> Result<Response<pb::Ack>, Status> {
+        if let Ok(id) = <[u8; 32]>::try_from(req.get_ref().session_id.as_slice()) {
+            if let Some(go) = self.0.starts.lock().unwrap().remove(&id) {
+                let _ = go.send(());
+            }
+        }
         Ok(Response::new(pb::Ack {}))
     }
 
@@ -899,6 +927,7 @@ async fn become_charlie(
         sent_honestly: Mutex::default(),
         sinks: Mutex::default(),
         ceremony: Mutex::new(Ceremony::Off),
+        starts: Mutex::default(),
     });
     let server_cfg =
         tss_node::tls::server_config(&tls, node.allowed_certs()).expect("charlie's TLS");
@@ -1590,10 +1619,23 @@ async fn hostile__aux_info_and_keygen_should_abort_naming_charlie() {
         (
             Ceremony::AuxHugeModulus,
             "k-huge",
-            "Paillier modulus N has 20001 bits",
+            "big integer longer than 8192 bits",
         ),
-        (Ceremony::AuxInvalidProof, "k-fac", ""),
-        (Ceremony::KeygenInvalidProof, "k-sch", ""),
+        (
+            Ceremony::AuxLongModulus,
+            "k-long",
+            "Paillier modulus N has 4096 bits",
+        ),
+        (
+            Ceremony::AuxInvalidProof,
+            "k-fac",
+            "provided invalid proof for Rfac",
+        ),
+        (
+            Ceremony::KeygenInvalidProof,
+            "k-sch",
+            "party provided invalid schnorr proof",
+        ),
     ] {
         *hostile.ceremony.lock().unwrap() = ceremony;
         step(

@@ -102,6 +102,16 @@ pub fn decode(bytes: &[u8]) -> Result<Primes, PrimesError> {
         .try_into()
         .map_err(|_| PrimesError::Malformed("expected four primes".into()))?;
     let ints = nums.map(|b| Integer::from_bytes_msf(&b));
+    // The engine checks the lower bound; a longer prime would make a modulus
+    // that every peer refuses as over-long (`ecdsa::aux`).
+    if ints
+        .iter()
+        .any(|p| p.significant_bits() > u64::from(PRIME_BITS))
+    {
+        return Err(PrimesError::Malformed(format!(
+            "a prime is longer than {PRIME_BITS} bits"
+        )));
+    }
     Primes::try_from(ints).map_err(|_| PrimesError::TooSmall)
 }
 

@@ -452,6 +452,11 @@ async fn sign_from_pool(
     Ok(job.response(&fin, &signers, "pool", pid.to_vec()))
 }
 
+async fn is_ready(node: &Arc<Node>, key_id: &str) -> Result<bool, ApiError> {
+    let (n, k) = (node.clone(), key_id.to_owned());
+    blocking(move || flows::is_ready(&n, &k)).await
+}
+
 /// Loads a key this node holds, or NOT_FOUND.
 pub async fn load_record(node: &Arc<Node>, key_id: &str) -> Result<KeyRecord, ApiError> {
     let (n, k) = (node.clone(), key_id.to_owned());
@@ -1053,12 +1058,9 @@ pub async fn keygen(
     keygen::record::check_key_id(&key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let _reserved = node.reserve_key(&key_id)?;
     let (n, k) = (node.clone(), key_id.clone());
-    let (state, has_file) = blocking(move || {
-        Ok((
-            flows::key_state(&n, &k)?,
-            n.store
-                .contains(RecordKind::Transcript, &crate::transcript::file_key(&k))?,
-        ))
+    let has_file = blocking(move || {
+        Ok(n.store
+            .contains(RecordKind::Transcript, &crate::transcript::file_key(&k))?)
     })
     .await?;
     if has_file {
@@ -1100,7 +1102,8 @@ pub async fn keygen(
                 .await;
                 return Ok(rec);
             }
-            Err(e) if matches!(state, flows::KeyState::Ready(_)) => {
+            // Certified here (before, or by this attempt): never replaced.
+            Err(e) if is_ready(&node, &key_id).await? => {
                 return Err(prefixed(
                     e,
                     &format!(

@@ -85,24 +85,25 @@ pub enum KeyState {
 /// Where key `key_id` stands at this node. Ready needs the record and the
 /// certificate this node signed, which it stores only after every party
 /// handed over its view of the runs: by then every party holds its share.
-/// A crash anywhere before leaves the key unfinished.
+/// A crash anywhere before leaves the key unfinished. A key made before
+/// keygen runs were recorded (a record without a view: keygen now stores
+/// the view before the record) is ready as it always was.
 pub fn key_state(node: &Node, key_id: &str) -> Result<KeyState, ApiError> {
     let certified = is_certified(node, key_id)?;
-    if certified {
-        if let Some(r) = load_key_record(node, key_id)? {
+    let viewed = node
+        .store
+        .contains(RecordKind::Transcript, &transcript::view_key(key_id))?;
+    if let Some(r) = load_key_record(node, key_id)? {
+        if certified || !viewed {
             return Ok(KeyState::Ready(r));
         }
+        return Ok(KeyState::Unfinished);
     }
-    let any = node
-        .store
-        .contains(RecordKind::KeyInfo, key_id.as_bytes())?
+    let any = certified
+        || viewed
         || node
             .store
-            .contains(RecordKind::KeyShare, key_id.as_bytes())?
-        || node
-            .store
-            .contains(RecordKind::Transcript, &transcript::view_key(key_id))?
-        || certified;
+            .contains(RecordKind::KeyShare, key_id.as_bytes())?;
     Ok(if any {
         KeyState::Unfinished
     } else {
@@ -115,6 +116,11 @@ pub fn is_certified(node: &Node, key_id: &str) -> Result<bool, ApiError> {
     Ok(node
         .store
         .contains(RecordKind::Transcript, &transcript::cert_key(key_id))?)
+}
+
+/// Whether key `key_id` is ready here (see [`key_state`]).
+pub fn is_ready(node: &Node, key_id: &str) -> Result<bool, ApiError> {
+    Ok(matches!(key_state(node, key_id)?, KeyState::Ready(_)))
 }
 
 /// A key's record, for client requests and presigning: only once it is
@@ -165,11 +171,14 @@ pub fn retire_unfinished(node: &Node, key_id: &str) -> Result<(), ApiError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        s.put(
+        let mut at = at;
+        while !s.insert_new(
             RecordKind::KeyShare,
             &retired_key(key_id, at),
             share.expose(),
-        )?;
+        )? {
+            at += 1; // another retire in the same millisecond
+        }
         s.flush()?;
     }
     s.take(RecordKind::KeyInfo, key_id.as_bytes())?;

@@ -385,7 +385,7 @@ pub async fn refill_loop(node: Arc<Node>) {
         let levels = blocking(move || {
             let mut out = Vec::new();
             for record in flows::list_key_records(&n)? {
-                if !flows::is_certified(&n, &record.key_id)? {
+                if !flows::is_ready(&n, &record.key_id)? {
                     continue; // not usable yet (keygen unfinished)
                 }
                 for signers in pairs_with_me(&record) {

@@ -555,6 +555,29 @@ pub async fn part(
     Ok(pb::EntryList { entries })
 }
 
+/// Reserves `key_id` (see [`Node::reserve_key`]), waiting up to 5 s for
+/// this node's own keygen of it to let go (it ends right after storing).
+async fn reserve_soon(
+    node: &Arc<Node>,
+    key_id: &str,
+) -> Result<crate::node::KeyReservation, ApiError> {
+    let start = Instant::now();
+    loop {
+        match node.reserve_key(key_id) {
+            Ok(r) => return Ok(r),
+            Err(_) if start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(_) => {
+                return Err(ApiError::Unavailable(format!(
+                    "a keygen of key {key_id} is running at {}; retry when it ends",
+                    node.cfg.name
+                )))
+            }
+        }
+    }
+}
+
 /// `CertifyKey`: completes this node's views with the entries it did not
 /// see, checks both runs, builds and signs its certificate, keeps both.
 pub async fn certify(
@@ -574,6 +597,10 @@ pub async fn certify(
     }
     let extra = kt::decode_entry_list(&req.missing_entries)
         .map_err(|e| ApiError::InvalidArgument(format!("missing_entries: {e}")))?;
+    // The key id is held while certifying: a new keygen of the same id (which
+    // would put this key aside) cannot be accepted here meanwhile, and none
+    // is running while this key is certified.
+    let _reserved = reserve_soon(node, &req.key_id).await?;
     let (n, f) = (node.clone(), from.id);
     let key_id = req.key_id.clone();
     let reply = blocking(move || {

@@ -365,3 +365,36 @@ fn decode_cbor__should_refuse_a_big_integer_radix_that_would_panic() {
     ciborium::into_writer(&(37u16, "ff"), &mut arr).unwrap();
     assert!(decode_cbor::<cggmp24::backend::Integer>(&arr).is_err());
 }
+
+#[test]
+fn decode_cbor__should_refuse_a_big_integer_longer_than_the_limit() {
+    let int = |bits: u32| {
+        let mut x = cggmp24::backend::Integer::one();
+        x.set_bit(bits - 1, true);
+        let mut b = Vec::new();
+        ciborium::into_writer(&x, &mut b).unwrap();
+        b
+    };
+    // Given integers at the limit and a byte over it, as engines write them
+    let at = int(MAX_INTEGER_BITS);
+    let over = int(MAX_INTEGER_BITS + 8);
+    // Then the first decodes and the second is refused
+    assert!(decode_cbor::<cggmp24::backend::Integer>(&at).is_ok());
+    let e = decode_cbor::<cggmp24::backend::Integer>(&over).unwrap_err();
+    assert!(e.contains("longer than"), "{e}");
+    // And so is a long one in another radix, or in the array form
+    let mut b = Vec::new();
+    let binary = format!("1{}", "0".repeat(MAX_INTEGER_BITS as usize + 8));
+    ciborium::into_writer(&(2u16, binary.as_str()), &mut b).unwrap();
+    assert!(decode_cbor::<cggmp24::backend::Integer>(&b).is_err());
+}
+
+#[test]
+fn blamed_party__should_read_the_engines_abort_blame() {
+    let m = "key refresh protocol failed to complete: protocol was aborted by malicious party: \
+             Protocol aborted; malicious parties: [AbortBlame { faulty_party: 2, data_message: 5, \
+             proof_message: 8 }]; reason: provided invalid proof for Rfac";
+    assert_eq!(blamed_party(m), Some(2));
+    assert_eq!(blamed_party("protocol failed: timeout"), None);
+    assert_eq!(blamed_party("faulty_party: x"), None);
+}

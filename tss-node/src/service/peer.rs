@@ -27,10 +27,10 @@ pub struct PeerService {
 }
 
 impl PeerService {
-    /// Whether key `key_id` is ready for signing here (certified).
+    /// Whether key `key_id` is ready for signing here.
     async fn ready(&self, key_id: &str) -> Result<bool, ApiError> {
         let (n, k) = (self.node.clone(), key_id.to_owned());
-        blocking(move || flows::is_certified(&n, &k)).await
+        blocking(move || flows::is_ready(&n, &k)).await
     }
 
     /// A service over `node`.
