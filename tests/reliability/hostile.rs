@@ -11,7 +11,10 @@
 //!   real signing engine with charlie's share, and tampers with what the
 //!   engine sends (each session's attack is named in the signed message);
 //! - calls alice's Peer service with charlie's TLS client identity, proposing
-//!   sessions it then never serves.
+//!   sessions it then never serves;
+//! - takes part in aux-info and keygen runs, waiting for their start like a
+//!   real party, and tampers with what it sends there (a huge or over-long
+//!   Paillier modulus, invalid proofs).
 //!
 //! For every case: the honest node ends that session and names charlie (in
 //! its log, and in the status charlie's calls get); it stays up
