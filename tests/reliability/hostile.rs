@@ -280,6 +280,45 @@ impl Hostile {
             .expect("a peer of charlie")
     }
 
+    /// Delivers `bytes` to a party (10 s at most) and records the status.
+    async fn send(
+        &self,
+        client: &mut PeerClient<Channel>,
+        session: [u8; 32],
+        what: &'static str,
+        bytes: Vec<u8>,
+    ) {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.deliver(pb::EnvelopeBytes { envelope: bytes }),
+        )
+        .await;
+        let result = match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err((s.code(), s.message().to_owned())),
+            Err(_) => Err((Code::DeadlineExceeded, "no answer in 10 s".into())),
+        };
+        self.event(Event::Sent {
+            session,
+            what,
+            result,
+        });
+    }
+
+    /// Waits for charlie's engine of `session` to end, closes its inbox and
+    /// records the outcome.
+    async fn ended(
+        &self,
+        session: [u8; 32],
+        done: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    ) {
+        let result = done
+            .await
+            .unwrap_or_else(|_| Err("engine thread ended".into()));
+        self.inboxes.lock().unwrap().remove(&session);
+        self.event(Event::EngineEnded { session, result });
+    }
+
     /// Charlie's part of one signing session, with `attack` applied to
     /// everything its engine sends to `to`.
     async fn run_session(
@@ -324,32 +363,11 @@ impl Hostile {
                 } else {
                     client.clone()
                 };
-                let r = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    c.deliver(pb::EnvelopeBytes { envelope: bytes }),
-                )
-                .await;
-                let result = match r {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(s)) => Err((s.code(), s.message().to_owned())),
-                    Err(_) => Err((Code::DeadlineExceeded, "no answer in 10 s".into())),
-                };
-                self.event(Event::Sent {
-                    session: info.id,
-                    what,
-                    result,
-                });
+                self.send(&mut c, info.id, what, bytes).await;
             }
             client = self.client_of(&to);
         }
-        let result = done_rx
-            .await
-            .unwrap_or_else(|_| Err("engine thread ended".into()));
-        self.inboxes.lock().unwrap().remove(&info.id);
-        self.event(Event::EngineEnded {
-            session: info.id,
-            result,
-        });
+        self.ended(info.id, done_rx).await;
     }
 }
 
@@ -416,33 +434,12 @@ impl Hostile {
                 if env.recipient.is_some_and(|r| r != *j) {
                     continue;
                 }
-                let r = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    self.client_of(name).deliver(pb::EnvelopeBytes {
-                        envelope: env.encode(),
-                    }),
-                )
-                .await;
-                let result = match r {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(s)) => Err((s.code(), s.message().to_owned())),
-                    Err(_) => Err((Code::DeadlineExceeded, "no answer in 10 s".into())),
-                };
-                self.event(Event::Sent {
-                    session: info.id,
-                    what: "ceremony envelope",
-                    result,
-                });
+                let mut c = self.client_of(name);
+                self.send(&mut c, info.id, "ceremony envelope", env.encode())
+                    .await;
             }
         }
-        let result = done_rx
-            .await
-            .unwrap_or_else(|_| Err("engine thread ended".into()));
-        self.inboxes.lock().unwrap().remove(&info.id);
-        self.event(Event::EngineEnded {
-            session: info.id,
-            result,
-        });
+        self.ended(info.id, done_rx).await;
     }
 
     /// Accepts an aux-info or keygen proposal: opens the session's inbox

@@ -452,6 +452,15 @@ async fn sign_from_pool(
     Ok(job.response(&fin, &signers, "pool", pid.to_vec()))
 }
 
+/// The last progress line of a keygen that gave a ready key.
+async fn progress_ready(p: &Progress, started: Instant, rec: &KeyRecord) {
+    let detail = format!(
+        "key {} ready and certified; public key {}",
+        rec.key_id, rec.public_key
+    );
+    progress(p, started, "done", detail).await;
+}
+
 async fn is_ready(node: &Arc<Node>, key_id: &str) -> Result<bool, ApiError> {
     let (n, k) = (node.clone(), key_id.to_owned());
     blocking(move || flows::is_ready(&n, &k)).await
@@ -1090,16 +1099,7 @@ pub async fn keygen(
         .await
         {
             Ok(()) => {
-                progress(
-                    &p,
-                    started,
-                    "done",
-                    format!(
-                        "key {key_id} ready and certified; public key {}",
-                        rec.public_key
-                    ),
-                )
-                .await;
+                progress_ready(&p, started, &rec).await;
                 return Ok(rec);
             }
             // Certified here (before, or by this attempt): never replaced.
@@ -1247,16 +1247,7 @@ pub async fn keygen(
                         ),
                     )
                 })?;
-                progress(
-                    &p,
-                    started,
-                    "done",
-                    format!(
-                        "key {key_id} ready and certified; public key {}",
-                        rec.public_key
-                    ),
-                )
-                .await;
+                progress_ready(&p, started, &rec).await;
                 Ok(rec)
             }
             Err(f) => {
