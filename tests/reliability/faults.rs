@@ -261,14 +261,17 @@ async fn ceremony_kill_run(clusters: usize, kills: usize, kill_in_aux: bool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let t0 = Instant::now();
     let (mut reported, mut failed, mut finished) = (0, 0, 0);
-    let limit = Duration::from_secs(240);
+    // Generous: a loaded CI machine (other test clusters on the same two
+    // cores) took 56 s for one aux-info run.
+    let limit = Duration::from_secs(300);
+    const AUX_MS: u64 = 240_000;
     for round in 0..clusters {
         let (primes, per_party) = harness::all_test_primes();
         let mut c = Cluster::start_with_primes(primes, per_party, |_, cfg| {
             cfg.presign.target = 0;
             cfg.timeouts.propose_ms = 2_000;
             cfg.timeouts.keygen_ms = 30_000;
-            cfg.timeouts.aux_ms = 60_000;
+            cfg.timeouts.aux_ms = AUX_MS;
         })
         .await;
         let mut keys = Vec::new();
@@ -284,10 +287,11 @@ async fn ceremony_kill_run(clusters: usize, kills: usize, kill_in_aux: bool) {
             let key_id = format!("ceremony-{round}-{k}");
             let victim = rng.gen_range(0..3);
             let via = rng.gen_range(0..3);
-            // The first keygen includes aux-info (seconds): kill early in
-            // it; later ones are DKG and certification only.
+            // The first keygen includes aux-info (25 s on a quiet 2-core
+            // machine): kill anywhere in its rounds; later ones are DKG and
+            // certification only.
             let delay = Duration::from_millis(if k == 0 && kill_in_aux {
-                rng.gen_range(0..3_000)
+                rng.gen_range(0..20_000)
             } else {
                 rng.gen_range(0..2_500)
             });
@@ -313,6 +317,16 @@ async fn ceremony_kill_run(clusters: usize, kills: usize, kill_in_aux: bool) {
                     loop {
                         match try_keygen(&c, rng.gen_range(0..3), &key_id, limit).await {
                             Ok((key, only_finished)) => {
+                                // The restarted node told the others, so
+                                // their part of the cut aux-info run ended
+                                // at once: the run again did not wait for
+                                // its timeout.
+                                assert!(
+                                    !(k == 0 && kill_in_aux)
+                                        || again.elapsed() < Duration::from_millis(AUX_MS),
+                                    "keygen {key_id} (with aux-info) ran again only after {:?}",
+                                    again.elapsed()
+                                );
                                 finished += usize::from(only_finished);
                                 break key;
                             }
@@ -376,11 +390,11 @@ async fn faults__should_leave_no_half_key_when_a_node_is_killed_during_keygen() 
     ceremony_kill_run(1, 3, false).await;
 }
 
-/// Kills during aux-info too. Known to fail today (docs/RELIABILITY.md):
-/// after a coordinator is killed during aux-info, later aux-info runs can
-/// all time out (seed 9449683062190977579 in a CI run).
+/// Kills during aux-info too: the restarted node tells the others, which
+/// end its aborted run at once, so the run again need not wait for the
+/// aux-info timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: aux-info runs after a kill during aux-info can time out (docs/RELIABILITY.md)"]
+#[ignore = "long: run with the reliability command of docs/RELIABILITY.md"]
 async fn faults__should_survive_a_kill_during_aux_info() {
     ceremony_kill_run(1, 3, true).await;
 }

@@ -142,7 +142,7 @@ async fn load__should_sign_or_refuse_with_resource_exhausted_within_the_limits()
     let t0 = Instant::now();
     let mut c = Cluster::start_with(|_, cfg| {
         cfg.presign.target = 0;
-        cfg.limits.max_requests = 2;
+        cfg.limits.max_requests = Some(2);
         cfg.limits.max_queued = 3;
         cfg.limits.queue_ms = 2_000;
     })
@@ -178,7 +178,6 @@ async fn load__should_serve_1000_signs_from_64_clients() {
     let t0 = Instant::now();
     let mut c = Cluster::start_with(|_, cfg| {
         cfg.presign.target = 32;
-        cfg.presign.idle_priority = false;
     })
     .await;
     let key = c.keygen(0, "load").await;

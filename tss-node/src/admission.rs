@@ -43,7 +43,7 @@ impl Drop for QueuePlace<'_> {
 impl Admission {
     /// A gate for node `node` with the configured limits.
     pub fn new(node: &str, limits: &Limits) -> Self {
-        let max_running = limits.max_requests.max(1);
+        let max_running = limits.max_requests().max(1);
         Self {
             node: node.to_owned(),
             running: Arc::new(Semaphore::new(max_running)),
@@ -109,7 +109,7 @@ mod tests {
         Arc::new(Admission::new(
             "alice",
             &Limits {
-                max_requests: running,
+                max_requests: Some(running),
                 max_queued: queued,
                 queue_ms,
                 ..Limits::default()

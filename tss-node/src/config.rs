@@ -173,8 +173,10 @@ pub struct Limits {
     /// Largest message accepted by Sign, in bytes.
     pub max_message_bytes: usize,
     /// Client requests (Sign, SignEthereumTransaction, SignBitcoinPsbt,
-    /// Keygen) this node coordinates at once.
-    pub max_requests: usize,
+    /// Keygen) this node coordinates at once. Unset: the machine's cores
+    /// (at least 2), see [`Limits::max_requests`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<usize>,
     /// Client requests that may wait for a slot; more are refused at once
     /// with RESOURCE_EXHAUSTED.
     pub max_queued: usize,
@@ -187,10 +189,29 @@ impl Default for Limits {
         Self {
             max_sessions: 32,
             max_message_bytes: 64 * 1024,
-            max_requests: 8,
+            max_requests: None,
             max_queued: 64,
             queue_ms: 10_000,
         }
+    }
+}
+
+impl Limits {
+    /// Client requests this node coordinates at once: the configured
+    /// value, else one per core of this machine (at least 2).
+    ///
+    /// A full-protocol signature costs each of its two parties about a
+    /// CPU-second (pure-Rust build; half that with GMP), and every
+    /// request this node coordinates also costs a co-signer the same. More
+    /// requests running than the cores finish within `sign_ms` would end
+    /// in timeouts (UNAVAILABLE) instead of waiting in the queue or being
+    /// refused with RESOURCE_EXHAUSTED (docs/RELIABILITY.md, "Load").
+    pub fn max_requests(&self) -> usize {
+        self.max_requests.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2)
+        })
     }
 }
 
@@ -334,4 +355,24 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     f.write_all(contents)?;
     f.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_requests__should_follow_the_cores_unless_set_and_stay_unset_in_written_configs() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let auto = Limits::default();
+        assert_eq!(auto.max_requests(), cores.max(2));
+        // A config written on one machine does not freeze its core count.
+        let written = toml::to_string(&auto).expect("serialize");
+        assert!(!written.contains("max_requests"), "{written}");
+        let set: Limits = toml::from_str("max_requests = 5").expect("parse");
+        assert_eq!(set.max_requests(), 5);
+        assert!(toml::to_string(&set)
+            .expect("serialize")
+            .contains("max_requests = 5"));
+    }
 }

@@ -50,10 +50,21 @@ pub struct Party {
 const INBOX_DEPTH: usize = 32;
 
 /// A session waiting for messages or running.
+impl Slot {
+    fn end(mut self, why: SessionFailure) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(why);
+        }
+    }
+}
+
 struct Slot {
     info: Arc<SessionInfo>,
     inbound: mpsc::Sender<Received>,
     start: Option<oneshot::Sender<()>>,
+    /// Tells the session's runner why it was ended (an abort), even while
+    /// its engine is busy computing.
+    ended: Option<oneshot::Sender<SessionFailure>>,
     /// Distinguishes a re-registered id from the one that owned it before.
     generation: u64,
 }
@@ -126,6 +137,7 @@ pub struct Registered {
     pub info: Arc<SessionInfo>,
     inbound: Option<mpsc::Receiver<Received>>,
     start: Option<oneshot::Receiver<()>>,
+    ended: Option<oneshot::Receiver<SessionFailure>>,
     generation: u64,
     proposer: Option<PartyId>,
     _permit: OwnedSemaphorePermit,
@@ -152,7 +164,7 @@ pub type RequestClaim = Claim<[u8; 32]>;
 pub type KeyReservation = Claim<String>;
 
 /// Why a session did not produce its output.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum SessionFailure {
     /// It did not finish in time.
     Timeout(Duration),
@@ -470,6 +482,7 @@ impl Node {
             ));
         }
         let (tx, rx) = mpsc::channel(INBOX_DEPTH);
+        let (ended_tx, ended_rx) = oneshot::channel();
         let (start_tx, start_rx) = if needs_start {
             let (a, b) = oneshot::channel();
             (Some(a), Some(b))
@@ -493,6 +506,7 @@ impl Node {
                 info: info.clone(),
                 inbound: tx,
                 start: start_tx,
+                ended: Some(ended_tx),
                 generation,
             },
         );
@@ -501,6 +515,7 @@ impl Node {
             info,
             inbound: Some(rx),
             start: start_rx,
+            ended: Some(ended_rx),
             generation,
             proposer,
             _permit: permit,
@@ -565,15 +580,65 @@ impl Node {
         Ok(())
     }
 
-    /// Ends a session early (its engine sees its inbox close).
-    pub fn abort(&self, id: &[u8; 32], from: PartyId) {
+    /// Ends a session early, if `from` is one of its parties: its runner
+    /// fails with `why` at once, and its engine sees its inbox close.
+    pub fn abort(&self, id: &[u8; 32], from: PartyId, why: SessionFailure) {
         if let Ok(mut s) = self.sessions.lock() {
             if s.get(id)
                 .is_some_and(|slot| slot.info.parties.contains(&from))
             {
-                s.remove(id);
+                if let Some(slot) = s.remove(id) {
+                    slot.end(why);
+                }
             }
         }
+    }
+
+    /// Ends every session `from` is a party of (it restarted, so they can
+    /// never finish), each failing with `why`; returns how many.
+    pub fn abort_all_of(&self, from: PartyId, why: &SessionFailure) -> usize {
+        let Ok(mut s) = self.sessions.lock() else {
+            return 0;
+        };
+        let ids: Vec<[u8; 32]> = s
+            .iter()
+            .filter(|(_, slot)| slot.info.parties.contains(&from))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(slot) = s.remove(id) {
+                slot.end(why.clone());
+            }
+        }
+        ids.len()
+    }
+
+    /// Tells every peer this node has just started, so that each ends the
+    /// sessions it still holds with this node's previous process
+    /// ([`Node::abort_all_of`]). One try per peer, all at once, each
+    /// bounded by `propose_ms`: a peer that is down has no session to end,
+    /// and one that cannot be reached ends them at their timeouts.
+    pub async fn announce_start(&self) {
+        let wait = Duration::from_millis(self.cfg.timeouts.propose_ms);
+        let peers = self
+            .parties
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.client.clone()?)));
+        let calls = peers.map(|(name, mut c)| async move {
+            let req = proto::v1::AbortRequest {
+                session_id: vec![],
+                reason: format!("{} restarted", self.cfg.name),
+                all_sessions: true,
+            };
+            match tokio::time::timeout(wait, c.abort(req)).await {
+                Ok(Ok(_)) => tracing::debug!(peer = %name, "told peer of this start"),
+                Ok(Err(s)) => {
+                    tracing::debug!(peer = %name, status = %s, "could not tell peer of this start")
+                }
+                Err(_) => tracing::debug!(peer = %name, "peer did not answer the start notice"),
+            }
+        });
+        futures::future::join_all(calls).await;
     }
 
     /// Tells the other parties of a session to drop it.
@@ -583,6 +648,7 @@ impl Node {
                 let req = proto::v1::AbortRequest {
                     session_id: info.id.to_vec(),
                     reason: reason.to_owned(),
+                    all_sessions: false,
                 };
                 let _ = tokio::time::timeout(
                     Duration::from_millis(self.cfg.timeouts.propose_ms),
@@ -656,7 +722,17 @@ impl Registered {
         let job = tokio::task::spawn_blocking(move || {
             futures::executor::block_on(engine(MpcParty::connected((inc, out))))
         });
+        let ended = self.ended.take();
+        let ended = async move {
+            match ended {
+                Some(rx) => rx
+                    .await
+                    .unwrap_or_else(|_| SessionFailure::Aborted("session ended (aborted)".into())),
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
+            biased;
             r = tokio::time::timeout(timeout, job) => match r {
                 Err(_) => Err(SessionFailure::Timeout(timeout)),
                 Ok(Err(e)) => Err(SessionFailure::Engine(format!("engine task failed: {e}"))),
@@ -664,6 +740,10 @@ impl Registered {
                 Ok(Ok(Err(e))) => Err(self.explain(e, &mut fail_rx)),
             },
             Some(f) = fail_rx.recv() => Err(f),
+            // Ended by a party (or its restart) while the engine computes:
+            // the engine stops at its next read of the closed inbox, but
+            // the session (its slot, and an aux-info run's claim) ends now.
+            why = ended => Err(why),
         };
         // Dropping `self` unregisters the session: a still-running engine sees
         // its inbox close and stops.

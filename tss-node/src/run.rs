@@ -74,6 +74,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     }
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(node.clone()));
+    // Before anything proposes sessions: the peers end those they still
+    // hold with this node's previous process.
+    node.announce_start().await;
     if node.cfg.primes.pool_target > 0 {
         node.primes.start()?;
     }
@@ -97,6 +100,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         peers = node.cfg.peers.len(),
         clients = node.cfg.clients.len(),
         primes_ready = node.primes.ready(),
+        max_requests = node.cfg.limits.max_requests(),
         backend = tss_core::BACKEND,
         "tss-node serving"
     );

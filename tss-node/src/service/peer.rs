@@ -16,7 +16,7 @@ use tss_core::session;
 use crate::coordinator;
 use crate::error::{blocking, ApiError};
 use crate::flows;
-use crate::node::{Node, Party};
+use crate::node::{Node, Party, SessionFailure};
 use crate::signable::{self, Decoded};
 use crate::tls;
 use crate::transcript;
@@ -704,7 +704,7 @@ impl pb::peer_server::Peer for PeerService {
             Err(e) => {
                 tracing::warn!(from = %from.name, error = %e, "refused an envelope; its session is aborted");
                 if let Some(id) = Envelope::claimed_session(bytes) {
-                    self.node.abort(&id, from.id);
+                    self.node.abort(&id, from.id, refused(from, &e));
                 }
                 return Err(ApiError::InvalidArgument(e.to_string()).into());
             }
@@ -718,7 +718,7 @@ impl pb::peer_server::Peer for PeerService {
                 }
                 ApiError::InvalidArgument(_) => {
                     tracing::warn!(from = %from.name, error = %e, "refused an envelope; its session is aborted");
-                    self.node.abort(&id, from.id);
+                    self.node.abort(&id, from.id, refused(from, &e));
                 }
                 _ => tracing::warn!(from = %from.name, error = %e, "refused an envelope"),
             }
@@ -729,9 +729,18 @@ impl pb::peer_server::Peer for PeerService {
 
     async fn abort(&self, req: Request<pb::AbortRequest>) -> Result<Response<pb::Ack>, Status> {
         let from = self.caller(&req)?;
+        if req.get_ref().all_sessions {
+            let why = SessionFailure::Aborted(format!("{} restarted", from.name));
+            let ended = self.node.abort_all_of(from.id, &why);
+            tracing::info!(from = %from.name, ended, "peer restarted; its sessions here are ended");
+            return Ok(Response::new(pb::Ack {}));
+        }
         let id = sid(&req.get_ref().session_id)?;
-        tracing::info!(from = %from.name, reason = %req.get_ref().reason, "session aborted by peer");
-        self.node.abort(&id, from.id);
+        // The reason is the peer's text: shown clipped.
+        let reason: String = req.get_ref().reason.chars().take(300).collect();
+        tracing::info!(from = %from.name, %reason, "session aborted by peer");
+        let why = SessionFailure::Aborted(format!("{} ended it: {reason}", from.name));
+        self.node.abort(&id, from.id, why);
         Ok(Response::new(pb::Ack {}))
     }
 
@@ -789,5 +798,13 @@ impl pb::peer_server::Peer for PeerService {
 fn log_refusal<T>(from: &Party, what: &str, r: &Result<T, ApiError>) {
     if let Err(e) = r {
         tracing::warn!(from = %from.name, error = %e, "refused {what}");
+    }
+}
+
+/// A session's end when `from` sent an envelope it could not accept.
+fn refused(from: &Party, e: &dyn std::fmt::Display) -> SessionFailure {
+    SessionFailure::Misbehaved {
+        culprit: from.name.clone(),
+        reason: e.to_string(),
     }
 }
