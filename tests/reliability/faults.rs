@@ -401,6 +401,6 @@ async fn faults__should_survive_a_kill_during_aux_info() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: run with the reliability command of docs/RELIABILITY.md"]
-async fn faults__should_survive_30_seeded_kills_during_keygen() {
-    ceremony_kill_run(6, 5, true).await;
+async fn faults__should_survive_50_seeded_kills_during_aux_info_and_keygen() {
+    ceremony_kill_run(10, 5, true).await;
 }

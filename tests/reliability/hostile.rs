@@ -1166,7 +1166,7 @@ async fn setup(t0: Instant, key_id: &str) -> Setup {
     let mut cluster = Cluster::start_with_primes(primes, per_party, |_, cfg| {
         cfg.presign.target = 0;
         cfg.timeouts.sign_ms = SIGN_MS;
-        cfg.timeouts.aux_ms = 120_000;
+        cfg.timeouts.aux_ms = 240_000;
         // Several Sign requests wait on charlie's stalls at once (each up
         // to SIGN_MS): more slots than the cores of a CI machine.
         cfg.limits.max_requests = Some(8);
@@ -1296,13 +1296,13 @@ async fn hostile__honest_nodes_should_abort_name_charlie_and_keep_signing() {
         Expect {
             attack: Attack::Truncated,
             refused: Some((&[Code::InvalidArgument], "length field does not match")),
-            failure: "custodian-c sent an invalid message: length field does not match",
+            failure: "custodian-c sent an invalid message: malformed envelope: length field does not match",
             also: Some("refused an envelope"),
         },
         Expect {
             attack: Attack::HugeLengthPrefix,
             refused: Some((&[Code::InvalidArgument], "exceeds the 131072-byte limit")),
-            failure: "custodian-c sent an invalid message: exceeds the 131072-byte limit",
+            failure: "custodian-c sent an invalid message: payload of 4294967295 bytes exceeds the 131072-byte limit",
             also: Some("refused an envelope"),
         },
         Expect {

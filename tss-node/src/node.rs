@@ -49,24 +49,27 @@ pub struct Party {
 /// sends at most a handful of messages per round, so this is generous.
 const INBOX_DEPTH: usize = 32;
 
-/// A session waiting for messages or running.
-impl Slot {
-    fn end(mut self, why: SessionFailure) {
-        if let Some(tx) = self.ended.take() {
-            let _ = tx.send(why);
-        }
-    }
-}
+/// How long a session that failed to send waits for its engine's own
+/// verdict, which may name a culprit ([`Registered::run_recorded`]).
+const BLAME_GRACE: Duration = Duration::from_secs(2);
 
+/// A session waiting for messages or running.
 struct Slot {
     info: Arc<SessionInfo>,
     inbound: mpsc::Sender<Received>,
     start: Option<oneshot::Sender<()>>,
     /// Tells the session's runner why it was ended (an abort), even while
     /// its engine is busy computing.
-    ended: Option<oneshot::Sender<SessionFailure>>,
+    ended: oneshot::Sender<SessionFailure>,
     /// Distinguishes a re-registered id from the one that owned it before.
     generation: u64,
+}
+
+impl Slot {
+    /// Removed from the registry: tells its runner why.
+    fn end(self, why: SessionFailure) {
+        let _ = self.ended.send(why);
+    }
 }
 
 /// The node.
@@ -506,7 +509,7 @@ impl Node {
                 info: info.clone(),
                 inbound: tx,
                 start: start_tx,
-                ended: Some(ended_tx),
+                ended: ended_tx,
                 generation,
             },
         );
@@ -731,15 +734,28 @@ impl Registered {
                 None => std::future::pending().await,
             }
         };
+        let job = tokio::time::timeout(timeout, job);
+        tokio::pin!(job);
         let result = tokio::select! {
             biased;
-            r = tokio::time::timeout(timeout, job) => match r {
+            r = &mut job => match r {
                 Err(_) => Err(SessionFailure::Timeout(timeout)),
                 Ok(Err(e)) => Err(SessionFailure::Engine(format!("engine task failed: {e}"))),
                 Ok(Ok(Ok(v))) => Ok(v),
                 Ok(Ok(Err(e))) => Err(self.explain(e, &mut fail_rx)),
             },
-            Some(f) = fail_rx.recv() => Err(f),
+            Some(f) = fail_rx.recv() => {
+                // A peer that refuses our envelopes has often just ended
+                // the session over a party's invalid message, which our
+                // engine is about to refuse too: its verdict names the
+                // culprit, so it wins if it comes at once.
+                match tokio::time::timeout(BLAME_GRACE, &mut job).await {
+                    Ok(Ok(Ok(Err(e @ EngineError::Misbehaved { .. })))) => {
+                        Err(self.explain(e, &mut fail_rx))
+                    }
+                    _ => Err(f),
+                }
+            }
             // Ended by a party (or its restart) while the engine computes:
             // the engine stops at its next read of the closed inbox, but
             // the session (its slot, and an aux-info run's claim) ends now.
@@ -759,8 +775,10 @@ impl Registered {
         e: EngineError,
         fails: &mut tokio::sync::mpsc::UnboundedReceiver<SessionFailure>,
     ) -> SessionFailure {
-        if let Ok(f) = fails.try_recv() {
-            return f;
+        if !matches!(e, EngineError::Misbehaved { .. }) {
+            if let Ok(f) = fails.try_recv() {
+                return f;
+            }
         }
         match e {
             EngineError::Misbehaved { culprit, reason } => {
