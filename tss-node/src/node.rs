@@ -586,34 +586,35 @@ impl Node {
     /// Ends a session early, if `from` is one of its parties: its runner
     /// fails with `why` at once, and its engine sees its inbox close.
     pub fn abort(&self, id: &[u8; 32], from: PartyId, why: SessionFailure) {
-        if let Ok(mut s) = self.sessions.lock() {
-            if s.get(id)
-                .is_some_and(|slot| slot.info.parties.contains(&from))
-            {
-                if let Some(slot) = s.remove(id) {
-                    slot.end(why);
-                }
-            }
-        }
+        self.end_sessions(from, &why, |s| s == id);
     }
 
     /// Ends every session `from` is a party of (it restarted, so they can
     /// never finish), each failing with `why`; returns how many.
     pub fn abort_all_of(&self, from: PartyId, why: &SessionFailure) -> usize {
+        self.end_sessions(from, why, |_| true)
+    }
+
+    /// Removes the sessions `which` selects among those `from` is a party
+    /// of, telling each runner `why`; returns how many.
+    fn end_sessions(
+        &self,
+        from: PartyId,
+        why: &SessionFailure,
+        which: impl Fn(&[u8; 32]) -> bool,
+    ) -> usize {
         let Ok(mut s) = self.sessions.lock() else {
             return 0;
         };
-        let ids: Vec<[u8; 32]> = s
-            .iter()
-            .filter(|(_, slot)| slot.info.parties.contains(&from))
-            .map(|(id, _)| *id)
+        let ended: Vec<Slot> = s
+            .extract_if(|id, slot| which(id) && slot.info.parties.contains(&from))
+            .map(|(_, slot)| slot)
             .collect();
-        for id in &ids {
-            if let Some(slot) = s.remove(id) {
-                slot.end(why.clone());
-            }
+        let n = ended.len();
+        for slot in ended {
+            slot.end(why.clone());
         }
-        ids.len()
+        n
     }
 
     /// Tells every peer this node has just started, so that each ends the
