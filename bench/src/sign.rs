@@ -105,6 +105,7 @@ pub async fn sign_once(
         message,
         hash: hash as i32,
         request_id: rand::random::<[u8; 16]>().to_vec(),
+        ..Default::default()
     };
     let t = Instant::now();
     let r = tokio::time::timeout(SIGN_TIMEOUT, c.sign(req))
@@ -212,6 +213,7 @@ pub async fn keygen(
         let mut stream = c
             .keygen(pb::KeygenRequest {
                 key_id: key_id.into(),
+                ..Default::default()
             })
             .await?
             .into_inner();

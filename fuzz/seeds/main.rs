@@ -615,6 +615,7 @@ fn rpc_requests(txs: &[(&'static str, Vec<u8>)], psbts: &[(&'static str, Vec<u8>
                 message: msg,
                 hash,
                 request_id: b"r1".to_vec(),
+                ..Default::default()
             }
             .encode_to_vec(),
         );
@@ -629,6 +630,7 @@ fn rpc_requests(txs: &[(&'static str, Vec<u8>)], psbts: &[(&'static str, Vec<u8>
                 unsigned_tx: tx.clone(),
                 chain_id,
                 request_id: b"r2".to_vec(),
+                ..Default::default()
             }
             .encode_to_vec(),
         );
@@ -642,6 +644,7 @@ fn rpc_requests(txs: &[(&'static str, Vec<u8>)], psbts: &[(&'static str, Vec<u8>
                 psbt_base64: btc::encode_psbt_base64(p),
                 chain: "bitcoin".into(),
                 request_id: b"r3".to_vec(),
+                ..Default::default()
             }
             .encode_to_vec(),
         );
@@ -651,6 +654,7 @@ fn rpc_requests(txs: &[(&'static str, Vec<u8>)], psbts: &[(&'static str, Vec<u8>
         "keygen",
         pb::KeygenRequest {
             key_id: "btc-hot.1".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
     );
@@ -667,8 +671,11 @@ fn rpc_requests(txs: &[(&'static str, Vec<u8>)], psbts: &[(&'static str, Vec<u8>
             request_id: b"r".to_vec(),
             message,
             hash,
-            requested_by: "gw".into(),
-            requested_by_cert: vec![2; 32],
+            authorization: Some(pb::ClientAuthorization {
+                client_cert_sha256: vec![2; 32],
+                expires_unix: 1_800_000_000,
+                signature: vec![3; 71],
+            }),
             payload,
         })),
     };
@@ -706,8 +713,11 @@ fn rpc_requests(txs: &[(&'static str, Vec<u8>)], psbts: &[(&'static str, Vec<u8>
             request_id: b"r".to_vec(),
             message: psbts[1].1.clone(),
             hash: 3,
-            requested_by: "gw".into(),
-            requested_by_cert: vec![2; 32],
+            authorization: Some(pb::ClientAuthorization {
+                client_cert_sha256: vec![2; 32],
+                expires_unix: 1_800_000_000,
+                signature: vec![3; 71],
+            }),
             payload: btc_payload,
         }
         .encode_to_vec(),
@@ -722,8 +732,11 @@ fn rpc_requests(txs: &[(&'static str, Vec<u8>)], psbts: &[(&'static str, Vec<u8>
             request_id: b"r".to_vec(),
             message: txs[1].1.clone(),
             hash: 2,
-            requested_by: "gw".into(),
-            requested_by_cert: vec![2; 32],
+            authorization: Some(pb::ClientAuthorization {
+                client_cert_sha256: vec![2; 32],
+                expires_unix: 1_800_000_000,
+                signature: vec![3; 71],
+            }),
             payload: eth_payload,
         }
         .encode_to_vec(),

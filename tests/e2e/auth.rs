@@ -33,6 +33,7 @@ async fn auth__should_refuse_unpinned_clients_wrong_roles_and_impostor_peers() {
     let err = gw
         .keygen(pb::KeygenRequest {
             key_id: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

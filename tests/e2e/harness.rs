@@ -230,6 +230,7 @@ impl Cluster {
         let mut s = c
             .keygen(pb::KeygenRequest {
                 key_id: key_id.into(),
+                ..Default::default()
             })
             .await
             .expect("keygen")
@@ -301,6 +302,7 @@ pub fn sign_request(key_id: &str, message: &[u8]) -> pb::SignRequest {
         message: message.to_vec(),
         hash: pb::HashAlgorithm::Sha256 as i32,
         request_id: rand::random::<[u8; 16]>().to_vec(),
+        ..Default::default()
     }
 }
 

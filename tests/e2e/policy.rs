@@ -91,6 +91,7 @@ fn eth_request(tx: Vec<u8>) -> pb::SignEthereumTransactionRequest {
         unsigned_tx: tx,
         chain_id: CHAIN,
         request_id: rand::random::<[u8; 16]>().to_vec(),
+        ..Default::default()
     }
 }
 
@@ -534,6 +535,7 @@ async fn sign_psbt(
         psbt_base64,
         chain: "bitcoin-testnet".into(),
         request_id: rand::random::<[u8; 16]>().to_vec(),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner())

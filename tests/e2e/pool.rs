@@ -116,6 +116,7 @@ async fn pool__should_use_each_presignature_once_and_never_for_raw_digests() {
                 message: digest.to_vec(),
                 hash: pb::HashAlgorithm::None as i32,
                 request_id: rand::random::<[u8; 16]>().to_vec(),
+                ..Default::default()
             })
             .await
             .expect("raw digest sign")

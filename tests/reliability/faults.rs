@@ -195,6 +195,7 @@ async fn try_keygen(
         let mut s = client
             .keygen(pb::KeygenRequest {
                 key_id: key_id.into(),
+                ..Default::default()
             })
             .await
             .map_err(|e| e.to_string())?

@@ -1408,7 +1408,7 @@ async fn hostile__honest_nodes_should_abort_name_charlie_and_keep_signing() {
                 }
             }),
     );
-    let flood = flood_proposals(&hostile, other, flood_n);
+    let flood = flood_proposals(&hostile, &cluster, other, flood_n);
     let during = async {
         // While charlie's sessions fill its quota at `other`, the honest
         // pair still signs through it.
@@ -1537,7 +1537,7 @@ async fn hostile__peer_should_not_take_more_than_its_quota_of_sessions() {
         t0,
         "When charlie proposes more sessions than the node runs, and never serves them",
     );
-    let flooded = flood_proposals(&hostile, other, limit + 2).await;
+    let flooded = flood_proposals(&hostile, &cluster, other, limit + 2).await;
     step(
         t0,
         "Then it is refused beyond its quota, and the node still signs for its clients",
@@ -1559,10 +1559,11 @@ async fn hostile__peer_should_not_take_more_than_its_quota_of_sessions() {
 }
 
 /// Charlie proposes `n` signing sessions to node `to` (as a coordinator
-/// would, for the gateway client) and never serves them. The outcome of
-/// each proposal, in order.
+/// would, for requests the gateway client really signed) and never serves
+/// them. The outcome of each proposal, in order.
 async fn flood_proposals(
     hostile: &Hostile,
+    cluster: &Cluster,
     to: usize,
     n: usize,
 ) -> Vec<Result<(), (Code, String)>> {
@@ -1575,15 +1576,7 @@ async fn flood_proposals(
         .expect("party") as u16;
     let mut signers = vec![record.my_index, to_index];
     signers.sort_unstable();
-    let gateway = hostile
-        .node
-        .cfg
-        .clients
-        .iter()
-        .find(|c| c.name == "gateway")
-        .expect("gateway client");
-    let gateway_fp =
-        tss_node::tls::fingerprint(&tss_node::tls::cert_der_from_pem(&gateway.cert).expect("pem"));
+    let gateway = client_identity(&cluster.dirs.gateway);
     let mut client = hostile.client_of(to_name);
     let mut out = Vec::new();
     for i in 0..n {
@@ -1591,6 +1584,16 @@ async fn flood_proposals(
         let digest: [u8; 32] = sha2::Sha256::digest(message.as_bytes()).into();
         let request_id = rand::random::<[u8; 16]>().to_vec();
         let eid = session::sign_execution_id(&record.key_id, &signers, &request_id, &digest);
+        let hash = pb::HashAlgorithm::Sha256 as i32;
+        let asked = tss_node::client_auth::signing_request(
+            &record.key_id,
+            &request_id,
+            message.as_bytes(),
+            hash,
+            "",
+            None,
+        );
+        let authorization = tss_node::client_auth::authorize(&gateway, &asked, 300).expect("sign");
         hostile.sinks.lock().unwrap().insert(eid);
         let r = client
             .propose(pb::Proposal {
@@ -1600,10 +1603,9 @@ async fn flood_proposals(
                     signers: signers.iter().map(|&s| u32::from(s)).collect(),
                     request_id,
                     message: message.into_bytes(),
-                    hash: pb::HashAlgorithm::Sha256 as i32,
-                    requested_by: "gateway".into(),
-                    requested_by_cert: gateway_fp.to_vec(),
+                    hash,
                     payload: None,
+                    authorization: Some(authorization),
                 })),
             })
             .await;
@@ -1665,6 +1667,7 @@ async fn hostile__aux_info_and_keygen_should_abort_naming_charlie() {
             let mut s = admin
                 .keygen(pb::KeygenRequest {
                     key_id: key_id.into(),
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -1710,4 +1713,11 @@ async fn hostile__aux_info_and_keygen_should_abort_naming_charlie() {
         }
         cluster.assert_no_panics();
     }
+}
+
+/// A client's TLS identity from its folder (`client.crt`, `client.key`).
+fn client_identity(dir: &std::path::Path) -> tss_node::tls::TlsIdentity {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("client file");
+    tss_node::tls::TlsIdentity::from_pem(&read("client.crt"), &read("client.key"))
+        .expect("identity")
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`secret`]: secret newtypes that zeroize on drop and never print.
 //! - [`identity`]: Ed25519 party identities.
+//! - [`authorization`]: what a client signs over its request, checked by
+//!   every party.
 //! - [`envelope`]: signed envelopes that carry every protocol message.
 //! - [`session`]: execution ids and the bridge from verified envelopes to a
 //!   `round-based` delivery.
@@ -33,6 +35,7 @@ pub const BACKEND: &str = if cfg!(feature = "pure-rust") {
 /// Whether both backend features are on (see [`BACKEND`]).
 pub const BOTH_BACKENDS: bool = cfg!(all(feature = "pure-rust", feature = "gmp"));
 
+pub mod authorization;
 pub mod chain;
 pub mod ecdsa;
 pub mod envelope;

@@ -1,18 +1,160 @@
 //! Connecting to a node's Signer API as a client (used by `tssctl`, the demo
-//! and the tests).
+//! and the tests). Requests that lead to a signature or a ceremony are
+//! signed with the client's TLS key on the way out
+//! ([`crate::client_auth`]), unless they already carry an authorisation.
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use proto::v1 as pb;
 use proto::v1::signer_client::SignerClient;
 use tonic::transport::Channel;
+use tonic::{Response, Status};
 
+use crate::client_auth;
 use crate::tls;
 
-/// A Signer client over pinned mutual TLS.
-pub type Client = SignerClient<Channel>;
+/// How long a request's authorisation is valid (Sign and transactions).
+pub const SIGN_VALIDITY_SECS: u64 = 300;
+
+/// How long a Keygen authorisation is valid: the ceremony's later
+/// proposals (after aux-info generation) carry it too.
+pub const KEYGEN_VALIDITY_SECS: u64 = tss_core::authorization::MAX_VALIDITY_SECS;
+
+/// A Signer client over pinned mutual TLS that signs its requests. Every
+/// other RPC of [`SignerClient`] is reached through `Deref`.
+#[derive(Clone)]
+pub struct Client {
+    rpc: SignerClient<Channel>,
+    me: Arc<tls::TlsIdentity>,
+}
+
+impl Deref for Client {
+    type Target = SignerClient<Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.rpc
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.rpc
+    }
+}
+
+fn auth_status(e: anyhow::Error) -> Status {
+    Status::invalid_argument(format!("cannot sign the request: {e:#}"))
+}
+
+impl Client {
+    /// This client's identity (certificate and key).
+    pub fn identity(&self) -> &tls::TlsIdentity {
+        &self.me
+    }
+
+    /// Signs `request` as this client, valid for `validity_secs`.
+    pub fn authorize(
+        &self,
+        request: &tss_core::authorization::ClientRequest<'_>,
+        validity_secs: u64,
+    ) -> anyhow::Result<pb::ClientAuthorization> {
+        client_auth::authorize(&self.me, request, validity_secs)
+    }
+
+    /// `Sign`, signed by this client.
+    pub async fn sign(
+        &mut self,
+        mut req: pb::SignRequest,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        if req.authorization.is_none() {
+            let asked = client_auth::signing_request(
+                &req.key_id,
+                &req.request_id,
+                &req.message,
+                req.hash,
+                "",
+                None,
+            );
+            req.authorization = Some(
+                self.authorize(&asked, SIGN_VALIDITY_SECS)
+                    .map_err(auth_status)?,
+            );
+        }
+        self.rpc.sign(req).await
+    }
+
+    /// `SignEthereumTransaction`, signed by this client.
+    pub async fn sign_ethereum_transaction(
+        &mut self,
+        mut req: pb::SignEthereumTransactionRequest,
+    ) -> Result<Response<pb::SignEthereumTransactionResponse>, Status> {
+        if req.authorization.is_none() {
+            let kind = pb::sign_payload::Kind::EthereumChainId(req.chain_id);
+            let chain = client_auth::ethereum_chain(req.chain_id);
+            let asked = client_auth::signing_request(
+                &req.key_id,
+                &req.request_id,
+                &req.unsigned_tx,
+                0,
+                &chain,
+                Some(&kind),
+            );
+            req.authorization = Some(
+                self.authorize(&asked, SIGN_VALIDITY_SECS)
+                    .map_err(auth_status)?,
+            );
+        }
+        self.rpc.sign_ethereum_transaction(req).await
+    }
+
+    /// `SignBitcoinPsbt`, signed by this client (over the binary PSBT; a
+    /// PSBT that is not base64 is sent as it is, for the node to refuse).
+    pub async fn sign_bitcoin_psbt(
+        &mut self,
+        mut req: pb::SignBitcoinPsbtRequest,
+    ) -> Result<Response<pb::SignBitcoinPsbtResponse>, Status> {
+        if req.authorization.is_none() {
+            let psbt = tss_core::chain::btc::decode_psbt_base64(req.psbt_base64.trim())
+                .unwrap_or_else(|_| req.psbt_base64.as_bytes().to_vec());
+            let kind = pb::sign_payload::Kind::Bitcoin(pb::BitcoinInput::default());
+            let asked = client_auth::signing_request(
+                &req.key_id,
+                &req.request_id,
+                &psbt,
+                0,
+                &req.chain,
+                Some(&kind),
+            );
+            req.authorization = Some(
+                self.authorize(&asked, SIGN_VALIDITY_SECS)
+                    .map_err(auth_status)?,
+            );
+        }
+        self.rpc.sign_bitcoin_psbt(req).await
+    }
+
+    /// `Keygen`, signed by this client (a random request id if none is set).
+    pub async fn keygen(
+        &mut self,
+        mut req: pb::KeygenRequest,
+    ) -> Result<Response<tonic::Streaming<pb::KeygenEvent>>, Status> {
+        if req.request_id.is_empty() {
+            req.request_id = rand::random::<[u8; 16]>().to_vec();
+        }
+        if req.authorization.is_none() {
+            let asked = client_auth::keygen_request(&req.key_id, &req.request_id);
+            req.authorization = Some(
+                self.authorize(&asked, KEYGEN_VALIDITY_SECS)
+                    .map_err(auth_status)?,
+            );
+        }
+        self.rpc.keygen(req).await
+    }
+}
 
 /// Connects to `node` (whose certificate is `node_cert_pem`) as the client
 /// whose certificate and key are `cert_pem`/`key_pem`.
@@ -27,7 +169,10 @@ pub async fn connect(
     let ch = tls::connect(node, cfg, Duration::from_secs(5))
         .await
         .with_context(|| format!("cannot connect to {node}"))?;
-    Ok(SignerClient::new(ch).max_decoding_message_size(crate::run::MAX_CLIENT_RESPONSE))
+    Ok(Client {
+        rpc: SignerClient::new(ch).max_decoding_message_size(crate::run::MAX_CLIENT_RESPONSE),
+        me: Arc::new(me),
+    })
 }
 
 /// Connects using files: the node's `tls.crt` and a client folder holding

@@ -22,6 +22,7 @@ use tss_core::identity::PartyId;
 use tss_core::session::{self, SessionInfo};
 use tss_core::store::RecordKind;
 
+use crate::client_auth;
 use crate::config::ClientEntry;
 use crate::error::{blocking, ApiError};
 use crate::flows;
@@ -139,22 +140,6 @@ pub async fn claim_fresh_request(
         ));
     }
     Ok(claim)
-}
-
-/// Records that this node signed this request; later replays are refused.
-pub async fn record_signed(
-    node: &Arc<Node>,
-    key_id: &str,
-    request_id: &[u8],
-    digest: &[u8; 32],
-) -> Result<(), ApiError> {
-    let (n, k) = (node.clone(), signed_key(key_id, request_id, digest));
-    blocking(move || {
-        n.store.put(RecordKind::SeenExecution, &k, &[1])?;
-        n.store.flush()?;
-        Ok(())
-    })
-    .await
 }
 
 /// Records an execution id as used; refuses one seen before.
@@ -289,15 +274,30 @@ async fn propose_pair_reply(
 struct SignJob {
     record: KeyRecord,
     public_key: Vec<u8>,
+    /// This session's request id (a PSBT input's own, derived from the
+    /// client's).
     request_id: Vec<u8>,
-    message: Vec<u8>,
-    hash: i32,
-    payload: Option<pb::SignPayload>,
-    client: ClientEntry,
-    /// SHA-256 of the client's certificate (co-signers check it).
-    client_fp: Vec<u8>,
+    /// What co-signers are sent.
+    wire: Wire,
     digest: [u8; 32],
+    /// What the request counts against this node's limits.
+    release: Release,
     started: Instant,
+}
+
+impl SignJob {
+    /// A signing proposal of this job for `signers`.
+    fn sign_proposal(&self, signers: &[u16]) -> pb::SignProposal {
+        pb::SignProposal {
+            key_id: self.record.key_id.clone(),
+            signers: signers.iter().map(|&s| u32::from(s)).collect(),
+            request_id: self.wire.request_id.clone(),
+            message: self.wire.message.clone(),
+            hash: self.wire.hash,
+            payload: self.wire.payload.clone(),
+            authorization: self.wire.authorization.clone(),
+        }
+    }
 }
 
 impl SignJob {
@@ -392,12 +392,11 @@ async fn sign_from_pool(
             key_id: key_id.clone(),
             signers: signers.iter().map(|&s| u32::from(s)).collect(),
             presignature_id: pid.to_vec(),
-            request_id: job.request_id.clone(),
-            message: job.message.clone(),
-            hash: job.hash,
-            requested_by: job.client.name.clone(),
-            requested_by_cert: job.client_fp.clone(),
-            payload: job.payload.clone(),
+            request_id: job.wire.request_id.clone(),
+            message: job.wire.message.clone(),
+            hash: job.wire.hash,
+            payload: job.wire.payload.clone(),
+            authorization: job.wire.authorization.clone(),
         }),
     );
     let (local, remote) = tokio::join!(local, remote);
@@ -530,6 +529,80 @@ pub async fn check_policy(
     .await
 }
 
+/// What a request counts against this node's limits, committed durably at
+/// the first moment this node releases any part of a signature for it (its
+/// partial signature, on either path and in either role, or the finished
+/// signature), and dropped if it never does. Shared by the sessions of one
+/// request (every input of a PSBT).
+#[derive(Clone, Default)]
+pub struct Release {
+    reservation: Arc<std::sync::Mutex<Option<crate::spend::Reservation>>>,
+    released: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Release {
+    /// A release of `reservation` (`None`: nothing to count).
+    pub fn new(reservation: Option<crate::spend::Reservation>) -> Self {
+        Release {
+            reservation: Arc::new(std::sync::Mutex::new(reservation)),
+            released: Default::default(),
+        }
+    }
+
+    /// Records the amounts durably (blocking); later calls record nothing.
+    pub fn commit(
+        &self,
+        store: &tss_core::store::Store,
+    ) -> Result<(), tss_core::store::StoreError> {
+        let r = self
+            .reservation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.released.store(true, Ordering::SeqCst);
+        match r {
+            Some(r) => r.commit(store),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a part of a signature may have left this node.
+    pub fn released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
+    }
+
+    /// The hook that runs right before this node's partial signature of a
+    /// full-protocol session leaves: records the amounts and the request as
+    /// signed here (`key_id`, session `request_id`, `digest`), durably. If
+    /// that fails the partial signature is withheld.
+    pub fn before_partial(
+        &self,
+        node: &Arc<Node>,
+        key_id: &str,
+        request_id: &[u8],
+        digest: &[u8; 32],
+    ) -> tss_core::ecdsa::sign::BeforeRelease {
+        let (release, n) = (self.clone(), node.clone());
+        let key = signed_key(key_id, request_id, digest);
+        Box::new(move || {
+            release.commit(&n.store).map_err(|e| {
+                tracing::error!(error = %e, "cannot record a released amount; partial signature withheld");
+                format!(
+                    "{} cannot record the amount against its policy limits ({e})",
+                    n.cfg.name
+                )
+            })?;
+            n.store
+                .put(RecordKind::SeenExecution, &key, &[1])
+                .and_then(|()| n.store.flush())
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot record a signed request; partial signature withheld");
+                    format!("{} cannot record the signed request ({e})", n.cfg.name)
+                })
+        })
+    }
+}
+
 /// Records what this node released against the policy limits; a request
 /// whose amounts cannot be recorded is not released.
 pub async fn commit_spend(
@@ -551,26 +624,41 @@ pub async fn commit_spend(
     .await
 }
 
-/// What co-signers are sent: the request bytes and how to decode them.
+/// What co-signers are sent: the client's request bytes, how to decode
+/// them, and the client's signature over them.
 #[derive(Clone, Debug, Default)]
 pub struct Wire {
+    /// The client's request id (a PSBT's, not its inputs').
+    pub request_id: Vec<u8>,
     /// Message, unsigned transaction or PSBT.
     pub message: Vec<u8>,
     /// Hash algorithm (wire enum) for messages.
     pub hash: i32,
     /// Transaction kind; `None` for messages.
     pub payload: Option<pb::SignPayload>,
+    /// The client's signature over its request (`None` only for the key's
+    /// own certificate).
+    pub authorization: Option<pb::ClientAuthorization>,
 }
 
-/// Sign (a message) as coordinator.
+/// Sign (a message) as coordinator, for `caller` (the TLS client).
 pub async fn sign(
     node: Arc<Node>,
-    client: &ClientEntry,
+    caller: &ClientEntry,
     req: pb::SignRequest,
 ) -> Result<pb::SignResponse, ApiError> {
     let started = Instant::now();
     let hashing = hash_algo(req.hash)?;
     check_sign_input(&node, &req.key_id, &req.message, &req.request_id)?;
+    let asked = client_auth::signing_request(
+        &req.key_id,
+        &req.request_id,
+        &req.message,
+        req.hash,
+        "",
+        None,
+    );
+    let client = client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
     let decoded = signable::message(hashing, &req.message)?;
     let record = load_record(&node, &req.key_id).await?;
     let reservation = check_policy(
@@ -582,34 +670,36 @@ pub async fn sign(
         "coordinator".into(),
     )
     .await?;
+    let request_id = req.request_id.clone();
     let wire = Wire {
+        request_id: req.request_id,
         message: req.message,
         hash: req.hash,
         payload: None,
+        authorization: req.authorization,
     };
-    let resp = sign_decoded(
+    sign_decoded(
         &node,
-        client,
         record,
-        &req.request_id,
+        &request_id,
         wire,
         &decoded,
+        Release::new(reservation),
         started,
     )
-    .await?;
-    commit_spend(&node, reservation).await?;
-    Ok(resp)
+    .await
 }
 
 /// Signs a decoded request the policy allowed: find a co-signer (pool path
-/// first), sign, check the signature.
+/// first), sign, check the signature. `release` is committed before any
+/// part of the signature leaves this node.
 pub async fn sign_decoded(
     node: &Arc<Node>,
-    client: &ClientEntry,
     record: KeyRecord,
     request_id: &[u8],
     wire: Wire,
     decoded: &Decoded,
+    release: Release,
     started: Instant,
 ) -> Result<pb::SignResponse, ApiError> {
     let node = node.clone();
@@ -626,12 +716,9 @@ pub async fn sign_decoded(
         record,
         public_key,
         request_id: request_id.to_vec(),
-        message: wire.message,
-        hash: wire.hash,
-        payload: wire.payload,
-        client: client.clone(),
-        client_fp: client_fingerprint(client)?.to_vec(),
+        wire,
         digest,
+        release,
         started,
     };
     let record = &job.record;
@@ -743,11 +830,26 @@ pub async fn sign_decoded(
     };
     match result {
         Ok(resp) => {
-            // The pool path recorded it with the presignature it consumed.
-            if resp.path != "pool" {
-                record_signed(&node, &record.key_id, request_id, &digest).await?;
-            }
+            // The full path recorded the request before our partial
+            // signature left, the pool path with the presignature it
+            // consumed. The amounts are recorded before the signature
+            // leaves (already, if our partial signature left).
+            let (n, release) = (node.clone(), job.release.clone());
+            blocking(move || {
+                release.commit(&n.store).map_err(|e| {
+                    tracing::error!(error = %e, "cannot record a released amount");
+                    ApiError::Internal(format!(
+                        "cannot record the amount against the policy limits ({e}); the signature is withheld"
+                    ))
+                })
+            })
+            .await?;
             Ok(resp)
+        }
+        Err(e) if job.release.released() => {
+            // Our partial signature left: the request stays recorded as
+            // signed (and its amounts counted) here.
+            Err(e)
         }
         Err(e) => {
             // The pool path records the request with the presignature it
@@ -805,7 +907,6 @@ async fn sign_full_registered(
     signers: Vec<u16>,
     reg: crate::node::Registered,
 ) -> Result<pb::SignResponse, Attempt> {
-    let record = &job.record;
     let eid = reg.info.id;
     if let Err(e) = mark_seen(node, eid).await {
         // This pair already ran this request: another pair may still sign it.
@@ -813,20 +914,14 @@ async fn sign_full_registered(
     }
     let proposal = pb::Proposal {
         session_id: eid.to_vec(),
-        kind: Some(pb::proposal::Kind::Sign(pb::SignProposal {
-            key_id: record.key_id.clone(),
-            signers: signers.iter().map(|&s| u32::from(s)).collect(),
-            request_id: job.request_id.clone(),
-            message: job.message.clone(),
-            hash: job.hash,
-            requested_by: job.client.name.clone(),
-            requested_by_cert: job.client_fp.clone(),
-            payload: job.payload.clone(),
-        })),
+        kind: Some(pb::proposal::Kind::Sign(job.sign_proposal(&signers))),
     };
     propose_pair_reply(node, client_rpc, &reg.info, proposal, name).await?;
     let info = reg.info.clone();
-    match flows::sign(node.clone(), reg, share, signers.clone(), data).await {
+    let hook = job
+        .release
+        .before_partial(node, &job.record.key_id, &job.request_id, &job.digest);
+    match flows::sign(node.clone(), reg, share, signers.clone(), data, Some(hook)).await {
         Ok(sig) => {
             let fin = job
                 .finish(&sig)
@@ -974,7 +1069,7 @@ fn failure(stage: &str, f: SessionFailure) -> ApiError {
 
 async fn run_aux(
     node: &Arc<Node>,
-    client: &ClientEntry,
+    ask: &KeygenAsk,
     p: &Progress,
     started: Instant,
 ) -> Result<(), ApiError> {
@@ -1007,8 +1102,9 @@ async fn run_aux(
         pb::proposal::Kind::Aux(pb::AuxProposal {
             party_set: set.to_vec(),
             nonce: nonce.to_vec(),
-            requested_by: client.name.clone(),
-            requested_by_cert: client_fingerprint(client)?.to_vec(),
+            key_id: ask.key_id.clone(),
+            request_id: ask.request_id.clone(),
+            authorization: ask.authorization.clone(),
         }),
     )
     .await
@@ -1039,11 +1135,12 @@ async fn run_aux(
     Ok(())
 }
 
-/// SHA-256 of a client's certificate.
-fn client_fingerprint(c: &ClientEntry) -> Result<[u8; 32], ApiError> {
-    crate::tls::cert_der_from_pem(&c.cert)
-        .map(|d| crate::tls::fingerprint(&d))
-        .map_err(|e| ApiError::Internal(format!("client {} certificate: {e}", c.name)))
+/// An admin client's Keygen request as this node verified it: forwarded
+/// with every proposal of the ceremony, and checked by every party.
+struct KeygenAsk {
+    key_id: String,
+    request_id: Vec<u8>,
+    authorization: Option<pb::ClientAuthorization>,
 }
 
 /// The error when this node has no safe primes ready.
@@ -1056,15 +1153,28 @@ pub fn no_primes(node: &Node) -> ApiError {
     ))
 }
 
-/// Keygen as coordinator.
+/// Keygen as coordinator, for `caller` (the TLS client, an admin).
 pub async fn keygen(
     node: Arc<Node>,
-    client: &ClientEntry,
-    key_id: String,
+    caller: &ClientEntry,
+    req: pb::KeygenRequest,
     p: Progress,
 ) -> Result<KeyRecord, ApiError> {
     let started = Instant::now();
+    let key_id = req.key_id;
     keygen::record::check_key_id(&key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    if req.request_id.is_empty() || req.request_id.len() > 128 {
+        return Err(ApiError::InvalidArgument(
+            "request_id must be 1-128 bytes".into(),
+        ));
+    }
+    let asked = client_auth::keygen_request(&key_id, &req.request_id);
+    client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
+    let ask = KeygenAsk {
+        key_id: key_id.clone(),
+        request_id: req.request_id,
+        authorization: req.authorization,
+    };
     let _reserved = node.reserve_key(&key_id)?;
     let (n, k) = (node.clone(), key_id.clone());
     let has_file = blocking(move || {
@@ -1094,7 +1204,7 @@ pub async fn keygen(
             &p,
             started,
             "certificate",
-            certify_key(&node, client, &rec, &p, started),
+            certify_key(&node, &rec, &p, started),
         )
         .await
         {
@@ -1139,7 +1249,7 @@ pub async fn keygen(
         let aux = match blocking(move || flows::load_aux_for_keygen(&n)).await? {
             Some(a) => a,
             None => {
-                run_aux(&node, client, &p, started).await?;
+                run_aux(&node, &ask, &p, started).await?;
                 let n = node.clone();
                 blocking(move || flows::load_aux(&n))
                     .await?
@@ -1170,8 +1280,8 @@ pub async fn keygen(
             nonce: nonce.to_vec(),
             aux_id: aux.aux_id.to_vec(),
             threshold: u32::from(node.cfg.threshold),
-            requested_by: client.name.clone(),
-            requested_by_cert: client_fingerprint(client)?.to_vec(),
+            request_id: ask.request_id.clone(),
+            authorization: ask.authorization.clone(),
         });
         match propose_all(&node, &info, kind).await {
             Ok(()) => {}
@@ -1234,7 +1344,7 @@ pub async fn keygen(
                     &p,
                     started,
                     "certificate",
-                    certify_key(&node, client, &rec, &p, started),
+                    certify_key(&node, &rec, &p, started),
                 )
                 .await
                 .map_err(|e| {
@@ -1331,7 +1441,6 @@ fn call_error<T>(
 /// produce a verified file; a peer that cannot store it is reported.
 async fn certify_key(
     node: &Arc<Node>,
-    client: &ClientEntry,
     record: &KeyRecord,
     p: &Progress,
     started: Instant,
@@ -1372,7 +1481,7 @@ async fn certify_key(
         ),
     )
     .await;
-    let key_signature = sign_certificate(node, client, record, &body, share).await?;
+    let key_signature = sign_certificate(node, record, &body, share).await?;
     progress(
         p,
         started,
@@ -1583,7 +1692,6 @@ async fn distribute_transcript(
 /// one co-signer (each co-signer signs only the certificate it signed).
 async fn sign_certificate(
     node: &Arc<Node>,
-    client: &ClientEntry,
     record: &KeyRecord,
     body: &[u8],
     share: Arc<tss_core::ecdsa::KeyShare>,
@@ -1602,20 +1710,23 @@ async fn sign_certificate(
         public_key: record
             .public_key_bytes()
             .map_err(|e| ApiError::Internal(e.to_string()))?,
+        wire: Wire {
+            request_id: request_id.clone(),
+            message,
+            hash: pb::HashAlgorithm::Sha256 as i32,
+            payload: None,
+            authorization: None,
+        },
         request_id,
-        message,
-        hash: pb::HashAlgorithm::Sha256 as i32,
-        payload: None,
-        client: client.clone(),
-        client_fp: client_fingerprint(client)?.to_vec(),
         digest,
+        release: Release::default(),
         started: Instant::now(),
     };
     let mut failures = Vec::new();
     for (cand, name, mut rpc) in key_peers(node, record)? {
         match sign_full(node, &job, data, cand, &name, &mut rpc, share.clone()).await {
             Ok(resp) => {
-                record_signed(node, &record.key_id, &job.request_id, &digest).await?;
+                // Recorded as signed before our partial signature left.
                 let rs: [u8; 64] = [resp.r.as_slice(), resp.s.as_slice()]
                     .concat()
                     .try_into()

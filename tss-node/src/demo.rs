@@ -512,6 +512,7 @@ pub async fn run(
     let mut stream = admin
         .keygen(pb::KeygenRequest {
             key_id: key_id.into(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -558,6 +559,7 @@ pub async fn run(
             message: message.clone(),
             hash: pb::HashAlgorithm::Sha256 as i32,
             request_id: request_id.to_vec(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -604,6 +606,7 @@ pub async fn run(
                 message: format!("latency probe {k}").into_bytes(),
                 hash: pb::HashAlgorithm::Sha256 as i32,
                 request_id: rand::random::<[u8; 16]>().to_vec(),
+                ..Default::default()
             })
             .await?;
             ms.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -342,13 +342,15 @@ async fn keygen_inner(
     Ok(record)
 }
 
-/// Runs full signing as one signer.
+/// Runs full signing as one signer. `before_release` runs right before this
+/// signer's partial signature leaves (see [`ecdsa::sign::run_with_release`]).
 pub async fn sign(
     node: Arc<Node>,
     reg: Registered,
     share: Arc<KeyShare>,
     signers: Vec<u16>,
     data: ecdsa::sign::ToSign,
+    before_release: Option<ecdsa::sign::BeforeRelease>,
 ) -> Result<ecdsa::Signature, SessionFailure> {
     let eid = reg.info.id;
     let me = reg.info.me;
@@ -357,7 +359,16 @@ pub async fn sign(
         .run(
             Duration::from_millis(node.cfg.timeouts.sign_ms),
             move |party| async move {
-                ecdsa::sign::run(&eid, me, &signers, &share, data, party).await
+                ecdsa::sign::run_with_release(
+                    &eid,
+                    me,
+                    &signers,
+                    &share,
+                    data,
+                    before_release,
+                    party,
+                )
+                .await
             },
         )
         .await;

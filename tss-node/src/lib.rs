@@ -1,6 +1,8 @@
 //! `tss-node`: the threshold-signing daemon, and the pieces `tssctl` shares.
 //!
 //! - [`config`]: `node.toml` and party entries; [`init`]: creating a party;
+//! - [`client_auth`]: clients' signatures over their requests, checked by
+//!   every party;
 //! - [`tls`]: pinned mutual TLS; [`service`]: the Signer and Peer gRPC services;
 //! - [`node`]: shared state, session registry, engine runner; [`claims`]:
 //!   one-at-a-time rules;
@@ -20,6 +22,7 @@ pub mod admission;
 pub mod audit;
 pub mod claims;
 pub mod client;
+pub mod client_auth;
 pub mod config;
 pub mod coordinator;
 pub mod demo;

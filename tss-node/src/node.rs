@@ -84,7 +84,8 @@ pub struct Node {
     pub me: PartyId,
     /// All parties sorted by identity (their keygen index order).
     pub parties: Vec<Party>,
-    clients: HashMap<tls::Fingerprint, ClientEntry>,
+    /// Pinned clients and their certificates (DER), by fingerprint.
+    clients: HashMap<tls::Fingerprint, (ClientEntry, Vec<u8>)>,
     /// DER certificates of the peers and clients (pinned by the TLS server).
     allowed: Vec<Vec<u8>>,
     sessions: Mutex<HashMap<[u8; 32], Slot>>,
@@ -251,7 +252,7 @@ impl Node {
         let mut clients = HashMap::new();
         for c in &cfg.clients {
             let der = tls::cert_der_from_pem(&c.cert)?;
-            clients.insert(tls::fingerprint(&der), c.clone());
+            clients.insert(tls::fingerprint(&der), (c.clone(), der.clone()));
             allowed.push(der);
         }
         let policy = load_policy(&cfg)?;
@@ -334,7 +335,12 @@ impl Node {
 
     /// The client entry of a TLS fingerprint.
     pub fn client(&self, fp: &tls::Fingerprint) -> Option<&ClientEntry> {
-        self.clients.get(fp)
+        self.clients.get(fp).map(|(c, _)| c)
+    }
+
+    /// The client entry of a TLS fingerprint and its pinned certificate (DER).
+    pub fn client_with_cert(&self, fp: &tls::Fingerprint) -> Option<(&ClientEntry, &[u8])> {
+        self.clients.get(fp).map(|(c, d)| (c, d.as_slice()))
     }
 
     /// The party with a TLS fingerprint (not ourselves).

@@ -201,6 +201,25 @@ impl TlsIdentity {
         fingerprint(&self.cert_der)
     }
 
+    /// Signs `msg` with this identity's private key, as a client signs its
+    /// requests ([`crate::client_auth`]): ECDSA P-256 with SHA-256 (DER) for
+    /// the keys `init` and `client-init` make; P-384/SHA-384 and Ed25519
+    /// keys also work.
+    pub fn sign(&self, msg: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let key = rustls::crypto::ring::sign::any_supported_type(&self.key.as_der())
+            .map_err(|_| anyhow!("the TLS key cannot sign"))?;
+        let signer = key
+            .choose_scheme(&[
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                SignatureScheme::ED25519,
+            ])
+            .ok_or_else(|| anyhow!("the TLS key is not ECDSA P-256, P-384 or Ed25519"))?;
+        signer
+            .sign(msg)
+            .map_err(|e| anyhow!("signing with the TLS key failed: {e}"))
+    }
+
     /// The certificate with its loaded signing key; fails if they do not match.
     fn certified_key(&self) -> Result<CertifiedKey, rustls::Error> {
         let signing_key = rustls::crypto::ring::sign::any_supported_type(&self.key.as_der())?;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use proto::v1 as pb;
 use tss_core::chain::{btc, eth, EcdsaSignature};
 
+use crate::client_auth;
 use crate::config::ClientEntry;
 use crate::coordinator::{self, Wire};
 use crate::error::{blocking, ApiError};
@@ -34,11 +35,22 @@ fn signature_of(resp: &pb::SignResponse) -> Result<EcdsaSignature, ApiError> {
 /// `SignEthereumTransaction` as coordinator.
 pub async fn sign_ethereum(
     node: Arc<Node>,
-    client: &ClientEntry,
+    caller: &ClientEntry,
     req: pb::SignEthereumTransactionRequest,
 ) -> Result<pb::SignEthereumTransactionResponse, ApiError> {
     let started = Instant::now();
     coordinator::check_sign_input(&node, &req.key_id, &req.unsigned_tx, &req.request_id)?;
+    let kind = pb::sign_payload::Kind::EthereumChainId(req.chain_id);
+    let chain = client_auth::ethereum_chain(req.chain_id);
+    let asked = client_auth::signing_request(
+        &req.key_id,
+        &req.request_id,
+        &req.unsigned_tx,
+        0,
+        &chain,
+        Some(&kind),
+    );
+    let client = client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
     let decoded = signable::ethereum(&req.unsigned_tx, req.chain_id)?;
     let record = coordinator::load_record(&node, &req.key_id).await?;
     let public_key = record
@@ -54,25 +66,24 @@ pub async fn sign_ethereum(
     )
     .await?;
     let wire = Wire {
+        request_id: req.request_id.clone(),
         message: req.unsigned_tx.clone(),
         hash: pb::HashAlgorithm::Keccak256 as i32,
-        payload: Some(pb::SignPayload {
-            kind: Some(pb::sign_payload::Kind::EthereumChainId(req.chain_id)),
-        }),
+        payload: Some(pb::SignPayload { kind: Some(kind) }),
+        authorization: req.authorization.clone(),
     };
     let resp = coordinator::sign_decoded(
         &node,
-        client,
         record,
         &req.request_id,
         wire,
         &decoded,
+        coordinator::Release::new(reservation),
         started,
     )
     .await?;
     let signed = eth::encode_signed(&req.unsigned_tx, &signature_of(&resp)?)
         .map_err(|e| ApiError::Internal(format!("cannot attach the signature: {e}")))?;
-    coordinator::commit_spend(&node, reservation).await?;
     Ok(pb::SignEthereumTransactionResponse {
         raw_transaction: signed.raw,
         tx_hash: signed.hash.to_vec(),
@@ -86,13 +97,22 @@ pub async fn sign_ethereum(
 /// transaction, then one signing session per input of the key.
 pub async fn sign_bitcoin(
     node: Arc<Node>,
-    client: &ClientEntry,
+    caller: &ClientEntry,
     req: pb::SignBitcoinPsbtRequest,
 ) -> Result<pb::SignBitcoinPsbtResponse, ApiError> {
     let started = Instant::now();
     let psbt = btc::decode_psbt_base64(req.psbt_base64.trim())
         .map_err(|e| ApiError::InvalidArgument(format!("psbt_base64: {e}")))?;
     coordinator::check_sign_input(&node, &req.key_id, &psbt, &req.request_id)?;
+    let asked = client_auth::signing_request(
+        &req.key_id,
+        &req.request_id,
+        &psbt,
+        0,
+        &req.chain,
+        Some(&pb::sign_payload::Kind::Bitcoin(pb::BitcoinInput::default())),
+    );
+    let client = client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
     let record = coordinator::load_record(&node, &req.key_id).await?;
     let public_key = record
         .public_key_bytes()
@@ -119,11 +139,15 @@ pub async fn sign_bitcoin(
         "coordinator".into(),
     )
     .await?;
+    // One release for the whole transaction: its amounts are recorded
+    // before the first part of any input's signature leaves this node.
+    let release = coordinator::Release::new(reservation);
     let mut sigs = Vec::new();
     let mut responses = Vec::new();
     for &i in &ours {
         let decoded = signable::bitcoin_input(&summary, i)?;
         let wire = Wire {
+            request_id: req.request_id.clone(),
             message: psbt.clone(),
             hash: pb::HashAlgorithm::DoubleSha256 as i32,
             payload: Some(pb::SignPayload {
@@ -132,14 +156,15 @@ pub async fn sign_bitcoin(
                     input_index: i as u32,
                 })),
             }),
+            authorization: req.authorization.clone(),
         };
         let resp = coordinator::sign_decoded(
             &node,
-            client,
             record.clone(),
             &signable::input_request_id(&req.request_id, i),
             wire,
             &decoded,
+            release.clone(),
             started,
         )
         .await
@@ -153,7 +178,6 @@ pub async fn sign_bitcoin(
             .map_err(|e| ApiError::Internal(format!("cannot add the signatures: {e}")))
     })
     .await?;
-    coordinator::commit_spend(&node, reservation).await?;
     Ok(pb::SignBitcoinPsbtResponse {
         psbt_base64: signed.psbt_base64,
         complete: signed.complete,

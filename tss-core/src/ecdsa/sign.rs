@@ -2,9 +2,19 @@
 //!
 //! The node hashes the message itself ([`HashAlgo::data_to_sign`]): the engine
 //! only ever signs data whose preimage this node has seen.
+//!
+//! The last round's message is this signer's partial signature: with it,
+//! the other signer can complete the signature. [`run_with_release`] calls
+//! a hook right before that message leaves (the node records what the
+//! signature counts against its limits there, durably), and withholds the
+//! message if the hook fails.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use cggmp24::key_share::AnyKeyShare;
-use round_based::Mpc;
+use futures::Sink;
+use round_based::{Mpc, Outgoing};
 use sha2::Digest;
 
 use super::{Curve, EngineError, KeyShare, Signature};
@@ -110,11 +120,119 @@ pub async fn run<M>(
 where
     M: Mpc<ProtocolMessage = Msg>,
 {
+    run_with_release(eid, i, parties_at_keygen, share, data, None, party).await
+}
+
+/// Called once, right before this signer's partial signature leaves; an
+/// error withholds it and ends the session (with the error's text).
+pub type BeforeRelease = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// [`run`], calling `before_release` right before this signer's partial
+/// signature (the last round's message) is handed to the delivery. The hook
+/// runs on the engine's thread and may block.
+pub async fn run_with_release<M>(
+    eid: &[u8; 32],
+    i: u16,
+    parties_at_keygen: &[u16],
+    share: &KeyShare,
+    data: ToSign,
+    before_release: Option<BeforeRelease>,
+    party: M,
+) -> Result<Signature, EngineError>
+where
+    M: Mpc<ProtocolMessage = Msg>,
+{
     check_signers(parties_at_keygen, share)?;
     let mut check = super::round1::Round1Check::new(eid, i, parties_at_keygen, share)?;
     let party = super::guarded(party, move |m| check.inspect(m));
+    let party = gated(party, before_release);
     cggmp24::signing(cggmp24::ExecutionId::new(eid), i, parties_at_keygen, share)
         .sign(&mut rand_core::OsRng, party, data.as_any())
         .await
         .map_err(|e| EngineError::from_engine(&e))
+}
+
+/// A send refused by [`Gate`]: the transport's own error, or the hook's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GateError<E: std::error::Error + 'static> {
+    /// The underlying delivery failed.
+    #[error("delivery: {0}")]
+    Transport(#[source] E),
+    /// The hook failed: the partial signature was not sent.
+    #[error("partial signature withheld: {0}")]
+    Withheld(String),
+}
+
+/// An outgoing sink that runs a hook before the first round-4 message.
+struct Gate<S> {
+    inner: S,
+    before: Option<BeforeRelease>,
+}
+
+impl<S> Sink<Outgoing<Msg>> for Gate<S>
+where
+    S: Sink<Outgoing<Msg>> + Unpin,
+    S::Error: std::error::Error + 'static,
+{
+    type Error = GateError<S::Error>;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner)
+            .poll_ready(cx)
+            .map_err(GateError::Transport)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Outgoing<Msg>) -> Result<(), Self::Error> {
+        if matches!(item.msg, cggmp24::signing::msg::Msg::Round4(_)) {
+            if let Some(hook) = self.before.take() {
+                hook().map_err(GateError::Withheld)?;
+            }
+        }
+        Pin::new(&mut self.inner)
+            .start_send(item)
+            .map_err(GateError::Transport)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map_err(GateError::Transport)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner)
+            .poll_close(cx)
+            .map_err(GateError::Transport)
+    }
+}
+
+/// Wraps `party`'s outgoing sink in a [`Gate`].
+#[allow(clippy::type_complexity)]
+fn gated<M>(
+    party: M,
+    before: Option<BeforeRelease>,
+) -> round_based::MpcParty<
+    Msg,
+    (
+        <M::Delivery as round_based::Delivery<Msg>>::Receive,
+        Gate<<M::Delivery as round_based::Delivery<Msg>>::Send>,
+    ),
+    M::Runtime,
+>
+where
+    M: Mpc<ProtocolMessage = Msg>,
+{
+    use round_based::Delivery;
+    let round_based::MpcParty {
+        delivery, runtime, ..
+    } = party.into_party();
+    let (incoming, outgoing) = delivery.split();
+    round_based::MpcParty::connected((
+        incoming,
+        Gate {
+            inner: outgoing,
+            before,
+        },
+    ))
+    .set_runtime(runtime)
 }

@@ -163,6 +163,67 @@ fn cggmp24__should_keygen_2_of_3_and_sign_with_every_pair() {
         crate::chain::finish_signature(&pk, &digest, &rs).unwrap();
     }
 
+    // And the release hook runs exactly once per signer, before its partial
+    // signature leaves; a failing hook withholds the partial signature
+    let gate_run = |tag: &'static [u8], fail: bool| {
+        let sid = crate::session::sign_execution_id("k", &[0, 1], tag, &[0; 32]);
+        let s2 = shares.clone();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c2 = calls.clone();
+        let (r, carried) = net.run_recorded(Protocol::Sign, sid, &[0, 1], move |i, party| {
+            let share = s2[usize::from(i)].clone();
+            let calls = c2.clone();
+            async move {
+                let (data, _) = sign::HashAlgo::Sha256.data_to_sign(b"gated");
+                let hook: sign::BeforeRelease = Box::new(move || {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if fail {
+                        Err("the spend cannot be recorded".into())
+                    } else {
+                        Ok(())
+                    }
+                });
+                sign::run_with_release(
+                    &sid,
+                    i,
+                    &[0, 1],
+                    &share,
+                    sign::ToSign::Hashed(data),
+                    Some(hook),
+                    party,
+                )
+                .await
+            }
+        });
+        let round4 = carried
+            .iter()
+            .filter(|e| {
+                matches!(
+                    decode_cbor::<sign::Msg>(&e.payload),
+                    Ok(sign::Msg::Round4(_))
+                )
+            })
+            .count();
+        (r, round4, calls.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let (r, round4, calls) = gate_run(b"gate-ok", false);
+    assert!(r.iter().all(Result::is_ok), "signs when the hook succeeds");
+    assert_eq!(
+        (round4, calls),
+        (2, 2),
+        "one partial and one hook call each"
+    );
+    let (r, round4, calls) = gate_run(b"gate-fail", true);
+    assert_eq!((round4, calls), (0, 2), "no partial signature leaves");
+    for e in r {
+        let e = e.expect_err("no signature without partial signatures");
+        assert!(
+            e.to_string()
+                .contains("withheld: the spend cannot be recorded"),
+            "{e}"
+        );
+    }
+
     // And our round-1 check refuses a co-signer whose ψ0 or ψ1 alone is
     // wrong (the pinned engine accepts either one alone: see round1.rs)
     let sid = crate::session::sign_execution_id("k", &[0, 1], b"round1", &[0; 32]);

@@ -279,7 +279,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let mut c = connect(&conn).await?;
             let t0 = std::time::Instant::now();
             let mut stream = c
-                .keygen(pb::KeygenRequest { key_id: key })
+                .keygen(pb::KeygenRequest {
+                    key_id: key,
+                    ..Default::default()
+                })
                 .await?
                 .into_inner();
             while let Some(ev) = stream.message().await? {
@@ -327,6 +330,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     message: msg,
                     hash: hash as i32,
                     request_id,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -354,6 +358,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     unsigned_tx,
                     chain_id,
                     request_id: request_id_or_random(request_id)?,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -385,6 +390,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     psbt_base64: psbt_base64.trim().to_owned(),
                     chain,
                     request_id: request_id_or_random(request_id)?,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

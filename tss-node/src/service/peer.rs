@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use tss_core::envelope::{Envelope, Protocol};
 use tss_core::session;
 
+use crate::client_auth;
 use crate::coordinator;
 use crate::error::{blocking, ApiError};
 use crate::flows;
@@ -121,18 +122,34 @@ impl Refusal {
 struct Allowed {
     decoded: Decoded,
     reservation: Option<crate::spend::Reservation>,
+    /// This session's request id, derived here from the client's (a PSBT
+    /// input's own id).
+    request_id: Vec<u8>,
 }
 
 /// A co-signer's view of a signing request (from a proposal or a pool
 /// request).
 struct Ask<'a> {
     record: &'a keygen::record::KeyRecord,
+    /// The client's request id.
     request_id: &'a [u8],
     message: &'a [u8],
     hash: i32,
     payload: Option<&'a pb::SignPayload>,
-    requested_by: &'a str,
-    requested_by_cert: &'a [u8],
+    authorization: Option<&'a pb::ClientAuthorization>,
+}
+
+impl Ask<'_> {
+    /// This session's request id: the client's, or for a PSBT input the
+    /// id derived from the client's and the input index.
+    fn session_request_id(&self) -> Vec<u8> {
+        match self.payload.and_then(|p| p.kind.as_ref()) {
+            Some(pb::sign_payload::Kind::Bitcoin(b)) => {
+                signable::input_request_id(self.request_id, b.input_index as usize)
+            }
+            _ => self.request_id.to_vec(),
+        }
+    }
 }
 
 fn accept() -> pb::ProposalReply {
@@ -146,9 +163,11 @@ fn accept() -> pb::ProposalReply {
 
 impl PeerService {
     /// Decodes a signing request itself and checks it against this node's
-    /// policy for the client that asked (pinned here by certificate). The
-    /// key certificate (a message in its reserved domain) is signed only if
-    /// it is the one this node signed, with no client policy involved.
+    /// policy for the client that asked: the client whose signature over
+    /// the request verifies under a certificate pinned here, never a name
+    /// the coordinator gives. The key certificate (a message in its reserved
+    /// domain) is signed only if it is the one this node signed, with no
+    /// client policy involved.
     async fn allowed(
         &self,
         from: &Party,
@@ -204,6 +223,7 @@ impl PeerService {
                     Ok(()) => Ok(Allowed {
                         decoded,
                         reservation: None,
+                        request_id: ask.session_request_id(),
                     }),
                     Err(why) => Err(Refusal::Declined(why)),
                 },
@@ -214,13 +234,32 @@ impl PeerService {
                 flows::unfinished(node, &ask.record.key_id).to_string(),
             )));
         }
-        let fp: Option<crate::tls::Fingerprint> = ask.requested_by_cert.try_into().ok();
-        let Some(client) = fp.and_then(|fp| node.client(&fp)).cloned() else {
-            return Ok(Err(Refusal::Denied(format!(
-                "{} policy denies (rule clients): {:?} is not a client of this node",
-                node.cfg.name, ask.requested_by
-            ))));
+        let kind = ask.payload.and_then(|p| p.kind.as_ref());
+        let chain = client_auth::payload_chain(kind);
+        let asked = client_auth::signing_request(
+            &ask.record.key_id,
+            ask.request_id,
+            ask.message,
+            ask.hash,
+            &chain,
+            kind,
+        );
+        let client = match client_auth::verify(node, &asked, ask.authorization) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(coordinator = %from.name, error = %e, "refused a signing request without a valid client authorization");
+                return Ok(Err(Refusal::Denied(format!(
+                    "{} refuses (rule authorization): {e}",
+                    node.cfg.name
+                ))));
+            }
         };
+        if client.role != crate::config::Role::Gateway {
+            return Ok(Err(Refusal::Denied(format!(
+                "{} refuses (rule clients): client {} has role {:?}; signing needs role Gateway",
+                node.cfg.name, client.name, client.role
+            ))));
+        }
         match coordinator::check_policy(
             node,
             &client.name,
@@ -234,6 +273,7 @@ impl PeerService {
             Ok(reservation) => Ok(Ok(Allowed {
                 decoded,
                 reservation,
+                request_id: ask.session_request_id(),
             })),
             Err(ApiError::PermissionDenied(m)) => Ok(Err(Refusal::Denied(m))),
             Err(e) => Err(e),
@@ -242,15 +282,16 @@ impl PeerService {
 
     /// Checks shared by keygen and aux-info proposals: the party set is this
     /// node's own, the session id is the one the proposal implies, and the
-    /// run was asked for by an admin client that this node also knows as
-    /// admin (the proposing party names it by certificate fingerprint).
+    /// run serves a Keygen request signed by a client that this node pins
+    /// as admin (checked here from the client's signature).
     fn check_ceremony(
         &self,
+        from: &Party,
         party_set: &[u8],
         expected_id: [u8; 32],
         id: [u8; 32],
-        requested_by: &str,
-        fingerprint: &[u8],
+        asked: &tss_core::authorization::ClientRequest<'_>,
+        authorization: Option<&pb::ClientAuthorization>,
     ) -> Result<(), String> {
         if party_set != session::party_set_id(&self.node.party_ids()) {
             return Err("party set differs from this node's configured parties".into());
@@ -258,14 +299,17 @@ impl PeerService {
         if expected_id != id {
             return Err("session id does not match the proposal".into());
         }
-        let fp: Option<crate::tls::Fingerprint> = fingerprint.try_into().ok();
-        match fp.and_then(|fp| self.node.client(&fp)) {
-            Some(c) if c.role == crate::config::Role::Admin => Ok(()),
-            _ => Err(format!(
-                "{requested_by:?} is not an admin client of {}",
-                self.node.cfg.name
-            )),
+        let client = client_auth::verify(&self.node, asked, authorization).map_err(|e| {
+            tracing::warn!(coordinator = %from.name, error = %e, "refused a ceremony without a valid admin authorization");
+            format!("{} refuses: {e}", self.node.cfg.name)
+        })?;
+        if client.role != crate::config::Role::Admin {
+            return Err(format!(
+                "{} is not an admin client of {}",
+                client.name, self.node.cfg.name
+            ));
         }
+        Ok(())
     }
 
     async fn propose_inner(
@@ -283,11 +327,12 @@ impl PeerService {
                 let nonce: [u8; 32] = sid(&a.nonce)?;
                 let expected = session::aux_execution_id(&my_set, &nonce);
                 if let Err(why) = self.check_ceremony(
+                    from,
                     &a.party_set,
                     expected,
                     id,
-                    &a.requested_by,
-                    &a.requested_by_cert,
+                    &client_auth::keygen_request(&a.key_id, &a.request_id),
+                    a.authorization.as_ref(),
                 ) {
                     return Ok(decline(why));
                 }
@@ -329,11 +374,12 @@ impl PeerService {
                 }
                 let expected = session::keygen_execution_id(&k.key_id, &my_set, &nonce);
                 if let Err(why) = self.check_ceremony(
+                    from,
                     &k.party_set,
                     expected,
                     id,
-                    &k.requested_by,
-                    &k.requested_by_cert,
+                    &client_auth::keygen_request(&k.key_id, &k.request_id),
+                    k.authorization.as_ref(),
                 ) {
                     return Ok(decline(why));
                 }
@@ -527,12 +573,12 @@ impl PeerService {
             message: &r.message,
             hash: r.hash,
             payload: r.payload.as_ref(),
-            requested_by: &r.requested_by,
-            requested_by_cert: &r.requested_by_cert,
+            authorization: r.authorization.as_ref(),
         };
         let Allowed {
             decoded,
             reservation,
+            request_id,
         } = match self.allowed(from, ask, true).await? {
             Ok(a) => a,
             Err(refusal) => return Ok(refusal.presign_reply()),
@@ -547,19 +593,23 @@ impl PeerService {
         let Ok(pid) = <[u8; 32]>::try_from(r.presignature_id.as_slice()) else {
             return Ok(refuse("presignature id must be 32 bytes".into(), false));
         };
-        let _claim =
-            match coordinator::claim_fresh_request(node, &record.key_id, &r.request_id, &digest)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => return Ok(refuse(e.to_string(), false)),
-            };
+        let _claim = match coordinator::claim_fresh_request(
+            node,
+            &record.key_id,
+            &request_id,
+            &digest,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => return Ok(refuse(e.to_string(), false)),
+        };
         let presig = crate::presign::consume(
             node,
             &record,
             &signers,
             pid,
-            &r.request_id,
+            &request_id,
             digest,
             "co-signer",
         )
@@ -615,25 +665,29 @@ impl PeerService {
             message: &s.message,
             hash: s.hash,
             payload: s.payload.as_ref(),
-            requested_by: &s.requested_by,
-            requested_by_cert: &s.requested_by_cert,
+            authorization: s.authorization.as_ref(),
         };
         let Allowed {
             decoded,
             reservation,
+            request_id,
         } = match self.allowed(from, ask, false).await? {
             Ok(a) => a,
             Err(refusal) => return Ok(refusal.proposal_reply()),
         };
         let (data, digest) = (decoded.data, decoded.digest);
-        let claim =
-            match coordinator::claim_fresh_request(node, &record.key_id, &s.request_id, &digest)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => return Ok(decline(e.to_string())),
-            };
-        let eid = session::sign_execution_id(&record.key_id, &signers, &s.request_id, &digest);
+        let claim = match coordinator::claim_fresh_request(
+            node,
+            &record.key_id,
+            &request_id,
+            &digest,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => return Ok(decline(e.to_string())),
+        };
+        let eid = session::sign_execution_id(&record.key_id, &signers, &request_id, &digest);
         if eid != id {
             return Ok(decline("session id does not match the proposal"));
         }
@@ -645,21 +699,20 @@ impl PeerService {
         let (n, key_id) = (node.clone(), record.key_id.clone());
         let share = Arc::new(blocking(move || flows::load_share(&n, &key_id)).await?);
         let n = node.clone();
-        let n2 = node.clone();
-        let request_id = s.request_id.clone();
         let coordinator_name = from.name.clone();
+        // The amounts and the request are recorded durably before our
+        // partial signature leaves; if the session ends before that, the
+        // reservation is dropped (nothing was released).
+        let hook = coordinator::Release::new(reservation).before_partial(
+            node,
+            &record.key_id,
+            &request_id,
+            &digest,
+        );
         tokio::spawn(async move {
             let _claim = claim;
-            match flows::sign(n, reg, share, signers, data).await {
+            match flows::sign(n, reg, share, signers, data, Some(hook)).await {
                 Ok(_) => {
-                    if let Err(e) = coordinator::commit_spend(&n2, reservation).await {
-                        tracing::error!(error = %e, "cannot record a released amount");
-                    }
-                    if let Err(e) =
-                        coordinator::record_signed(&n2, &record.key_id, &request_id, &digest).await
-                    {
-                        tracing::error!(error = %e, "cannot record a signed request");
-                    }
                     tracing::info!(coordinator = %coordinator_name, key_id = %record.key_id, "co-signed")
                 }
                 Err(f) => {
@@ -667,7 +720,7 @@ impl PeerService {
                 }
             }
         });
-        tracing::info!(from = %from.name, requested_by = %s.requested_by, "accepted signing");
+        tracing::info!(from = %from.name, key_id = %s.key_id, "accepted signing");
         Ok(accept())
     }
 }

@@ -110,7 +110,8 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<Self::KeygenStream>, Status> {
         let c = self.client(&req)?;
         self.require(&c, Role::Admin, "Keygen")?;
-        let key_id = req.into_inner().key_id;
+        let req = req.into_inner();
+        let key_id = req.key_id.clone();
         keygen::record::check_key_id(&key_id)
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let ticket = self.node.admission.admit().await?;
@@ -130,7 +131,7 @@ impl pb::signer_server::Signer for SignerService {
             }
         });
         tokio::spawn(async move {
-            let r = coordinator::keygen(node, &c, key_id, ptx).await;
+            let r = coordinator::keygen(node, &c, req, ptx).await;
             drop(ticket);
             let ev = match r {
                 Ok(rec) => Ok(pb::KeygenEvent {
