@@ -45,9 +45,9 @@ use tss_node::node::{Node, MAX_PEER_MESSAGE};
 use crate::harness::{assert_valid, sign_request, step, Cluster};
 
 /// Charlie: the third party of the demo cluster.
-const CHARLIE: usize = 2;
+pub(crate) const CHARLIE: usize = 2;
 /// Name of the party this test plays.
-const CHARLIE_NAME: &str = tss_node::demo::NAMES[CHARLIE];
+pub(crate) const CHARLIE_NAME: &str = tss_node::demo::NAMES[CHARLIE];
 /// One signing session's time limit in this cluster (the default).
 const SIGN_MS: u64 = 30_000;
 /// How a coordinator reports a session that hit [`SIGN_MS`].
@@ -55,7 +55,7 @@ const TIMED_OUT: &str = "timed out after 30000 ms";
 
 /// What the hostile charlie does in a signing session it co-signs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Attack {
+pub(crate) enum Attack {
     /// Runs the protocol faithfully.
     Honest,
     /// Sends random bytes instead of its first envelope, then nothing.
@@ -92,10 +92,14 @@ enum Attack {
     BadPartialSignature,
     /// Accepts the session and never sends anything.
     Stall,
+    /// Runs the protocol but never sends its own partial signature (round
+    /// 4): a coordinator that takes the co-signer's partial signature,
+    /// completes the signature and gives the co-signer nothing.
+    WithholdPartial,
 }
 
 impl Attack {
-    const ALL: [Attack; 15] = [
+    const ALL: [Attack; 16] = [
         Attack::Honest,
         Attack::Garbage,
         Attack::Truncated,
@@ -111,6 +115,7 @@ impl Attack {
         Attack::InvalidProofRound3,
         Attack::BadPartialSignature,
         Attack::Stall,
+        Attack::WithholdPartial,
     ];
 
     fn name(self) -> String {
@@ -178,11 +183,11 @@ enum Event {
 type SendResult = Result<(), (Code, String)>;
 
 /// The hostile charlie's state.
-struct Hostile {
-    node: Arc<Node>,
-    record: keygen::record::KeyRecord,
+pub(crate) struct Hostile {
+    pub(crate) node: Arc<Node>,
+    pub(crate) record: keygen::record::KeyRecord,
     share: Arc<KeyShare>,
-    inboxes: Mutex<HashMap<[u8; 32], mpsc::Sender<Received>>>,
+    pub(crate) inboxes: Mutex<HashMap<[u8; 32], mpsc::Sender<Received>>>,
     events: Mutex<Vec<Event>>,
     /// Envelopes charlie sent in honest sessions (for replays).
     sent_honestly: Mutex<Vec<Vec<u8>>>,
@@ -263,7 +268,11 @@ impl Hostile {
     /// How charlie's own engine ended in `session`, waiting up to `limit`
     /// for it: the coordinator may hand out the signature while charlie's
     /// engine still finishes its last round.
-    async fn engine_end(&self, session: [u8; 32], limit: Duration) -> Option<Result<(), String>> {
+    pub(crate) async fn engine_end(
+        &self,
+        session: [u8; 32],
+        limit: Duration,
+    ) -> Option<Result<(), String>> {
         let until = Instant::now() + limit;
         loop {
             let r = self.engine_result(session);
@@ -285,7 +294,7 @@ impl Hostile {
         Ok((p.name.clone(), p.id))
     }
 
-    fn client_of(&self, name: &str) -> PeerClient<Channel> {
+    pub(crate) fn client_of(&self, name: &str) -> PeerClient<Channel> {
         self.node
             .parties
             .iter()
@@ -335,7 +344,7 @@ impl Hostile {
 
     /// Charlie's part of one signing session, with `attack` applied to
     /// everything its engine sends to `to`.
-    async fn run_session(
+    pub(crate) async fn run_session(
         self: Arc<Self>,
         info: SessionInfo,
         in_rx: mpsc::Receiver<Received>,
@@ -653,6 +662,7 @@ impl Tamper {
                         | Attack::InvalidPsi0Only
                         | Attack::InvalidProofRound3
                         | Attack::BadPartialSignature
+                        | Attack::WithholdPartial
                 ) =>
             {
                 vec![("envelope", honest)]
@@ -741,6 +751,10 @@ impl Tamper {
                     let e = reseal(&self.key, &env, env.seq, encode_msg(&Msg::Round3(m)));
                     vec![("round 3 with an invalid proof", e.encode())]
                 }
+                _ => vec![("envelope", honest)],
+            },
+            Attack::WithholdPartial => match decode_msg(&env) {
+                Msg::Round4(_) => vec![],
                 _ => vec![("envelope", honest)],
             },
             Attack::BadPartialSignature => match decode_msg(&env) {
@@ -1146,20 +1160,20 @@ fn check_failover(
 }
 
 /// A cluster with a key, charlie played by this test.
-struct Setup {
-    cluster: Cluster,
+pub(crate) struct Setup {
+    pub(crate) cluster: Cluster,
     /// The key's public key.
-    pk: Vec<u8>,
-    hostile: Arc<Hostile>,
+    pub(crate) pk: Vec<u8>,
+    pub(crate) hostile: Arc<Hostile>,
     /// Stops charlie's server when dropped.
-    stop: tokio::sync::oneshot::Sender<()>,
+    pub(crate) stop: tokio::sync::oneshot::Sender<()>,
     /// The honest node that tries charlie first.
-    coord: usize,
+    pub(crate) coord: usize,
     /// The other honest node.
-    other: usize,
+    pub(crate) other: usize,
 }
 
-async fn setup(t0: Instant, key_id: &str) -> Setup {
+pub(crate) async fn setup(t0: Instant, key_id: &str) -> Setup {
     step(t0, "Given a three-party cluster and a 2-of-3 key");
     // Several prime sets per party: the ceremony case runs aux info again.
     let (primes, per_party) = crate::harness::all_test_primes();
@@ -1716,7 +1730,7 @@ async fn hostile__aux_info_and_keygen_should_abort_naming_charlie() {
 }
 
 /// A client's TLS identity from its folder (`client.crt`, `client.key`).
-fn client_identity(dir: &std::path::Path) -> tss_node::tls::TlsIdentity {
+pub(crate) fn client_identity(dir: &std::path::Path) -> tss_node::tls::TlsIdentity {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("client file");
     tss_node::tls::TlsIdentity::from_pem(&read("client.crt"), &read("client.key"))
         .expect("identity")

@@ -17,6 +17,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod load;
+mod lying;
 mod partition;
 mod proxy;
 mod secrets;
