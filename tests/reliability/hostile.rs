@@ -939,7 +939,8 @@ async fn become_charlie(
         .expect("charlie's config");
     assert_eq!(cfg.name, CHARLIE_NAME);
     let listen = cfg.listen;
-    let (node, tls) = tss_node::run::open_node(cfg)
+    let pass = cfg.passphrase().expect("charlie's passphrase");
+    let (node, tls) = tss_node::run::open_node(cfg, pass)
         .await
         .expect("open charlie's store with its passphrase");
     let record = tss_node::flows::load_key_record(&node, key_id)

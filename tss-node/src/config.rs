@@ -300,9 +300,30 @@ impl NodeConfig {
             crate::tls::cert_der_from_pem(&p.cert)
                 .with_context(|| format!("peer {}: bad certificate", p.name))?;
         }
+        let mut certs = std::collections::HashMap::new();
+        for p in &self.peers {
+            if let Ok(der) = crate::tls::cert_der_from_pem(&p.cert) {
+                certs.insert(crate::tls::fingerprint(&der), format!("peer {}", p.name));
+            }
+        }
+        let mut clients = std::collections::HashSet::new();
         for c in &self.clients {
-            crate::tls::cert_der_from_pem(&c.cert)
+            if !clients.insert(c.name.as_str()) {
+                bail!(
+                    "client name {:?} appears twice in [[clients]]: policies and audit logs name clients, so each name must be unique",
+                    c.name
+                );
+            }
+            let der = crate::tls::cert_der_from_pem(&c.cert)
                 .with_context(|| format!("client {}: bad certificate", c.name))?;
+            if let Some(other) =
+                certs.insert(crate::tls::fingerprint(&der), format!("client {}", c.name))
+            {
+                bail!(
+                    "client {} has the same certificate as {other}: every peer and client needs its own certificate (a peer's key must not also act as a client)",
+                    c.name
+                );
+            }
         }
         let n = self.peers.len() + 1;
         if self.threshold < 2 || (!self.peers.is_empty() && usize::from(self.threshold) > n) {
@@ -339,6 +360,16 @@ pub fn read_passphrase(file: Option<&Path>) -> anyhow::Result<tss_core::secret::
     Ok(p)
 }
 
+/// Removes `TSS_PASSPHRASE` from this process's environment once it has
+/// been read, so that later environment reads and child processes do not
+/// see it. Call it before any other thread starts (`tss-node run` does, in
+/// `main`). The kernel keeps the environment the process started with
+/// (`/proc/<pid>/environ`, readable by the same user and root): prefer
+/// `passphrase_file`.
+pub fn forget_env_passphrase() {
+    std::env::remove_var(PASSPHRASE_ENV);
+}
+
 /// Writes a file readable by the owner only (0600), refusing to overwrite.
 pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
@@ -360,6 +391,52 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check__should_refuse_duplicate_clients_and_a_client_with_a_peers_certificate() {
+        // Given a config with one peer and one client, each with its own certificate
+        let cert = |n: &str| {
+            crate::tls::generate_tls_identity(n)
+                .expect("identity")
+                .cert_pem()
+        };
+        let peer_cert = cert("custodian-b");
+        let mut cfg: NodeConfig = toml::from_str(
+            "name = \"custodian-a\"\nlisten = \"127.0.0.1:7001\"\nstore_dir = \"store\"\ntls_cert = \"tls.crt\"\n",
+        )
+        .expect("parse");
+        cfg.peers.push(PartyEntry {
+            name: "custodian-b".into(),
+            address: "127.0.0.1:7002".parse().expect("address"),
+            identity: tss_core::identity::IdentityKey::generate()
+                .party_id()
+                .to_hex(),
+            cert: peer_cert.clone(),
+        });
+        let client = |name: &str, cert: String| ClientEntry {
+            name: name.into(),
+            role: Role::Gateway,
+            cert,
+        };
+        cfg.clients.push(client("gateway", cert("gw")));
+        cfg.check().expect("a valid config");
+        // When a second client has the same name: refused, naming it
+        let mut dup = cfg.clone();
+        dup.clients.push(client("gateway", cert("gw2")));
+        let e = dup.check().expect_err("duplicate client name").to_string();
+        assert!(e.contains("\"gateway\" appears twice"), "{e}");
+        // When a client uses the peer's certificate: refused
+        let mut peer = cfg.clone();
+        peer.clients.push(client("sneaky", peer_cert));
+        let e = peer.check().expect_err("a peer's certificate").to_string();
+        assert!(e.contains("same certificate as peer custodian-b"), "{e}");
+        // When two clients share a certificate: refused
+        let mut twin = cfg.clone();
+        let shared = twin.clients[0].cert.clone();
+        twin.clients.push(client("gateway-2", shared));
+        let e = twin.check().expect_err("a shared certificate").to_string();
+        assert!(e.contains("same certificate as client gateway"), "{e}");
+    }
 
     #[test]
     fn max_requests__should_follow_the_cores_unless_set_and_stay_unset_in_written_configs() {

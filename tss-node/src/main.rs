@@ -67,10 +67,14 @@ fn main() -> std::process::ExitCode {
         } => init(dir, name, listen, passphrase_file, insecure_test_primes),
         Cmd::Presignatures { config } => presignatures(config),
         Cmd::Run { config } => tss_node::config::NodeConfig::load(&config).and_then(|cfg| {
+            // Read, and removed from the environment, before any other
+            // thread starts.
+            let pass = cfg.passphrase()?;
+            tss_node::config::forget_env_passphrase();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(tss_node::run::run(cfg))
+                .block_on(tss_node::run::run(cfg, pass))
         }),
     };
     match r {

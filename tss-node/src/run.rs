@@ -21,10 +21,12 @@ pub const MAX_CLIENT_MESSAGE: usize = 4 << 20;
 /// Largest Signer response (a keygen transcript file is a few MB).
 pub const MAX_CLIENT_RESPONSE: usize = 16 << 20;
 
-/// Opens the store and builds the node (no network yet); also returns the
-/// node's TLS identity (certificate file + key from the store).
-pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<(Arc<Node>, tls::TlsIdentity)> {
-    let pass = cfg.passphrase()?;
+/// Opens the store with `pass` and builds the node (no network yet); also
+/// returns the node's TLS identity (certificate file + key from the store).
+pub async fn open_node(
+    cfg: NodeConfig,
+    pass: tss_core::secret::Passphrase,
+) -> anyhow::Result<(Arc<Node>, tls::TlsIdentity)> {
     let dir = cfg.store_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &pass))
         .await?
@@ -52,8 +54,8 @@ pub async fn open_node(cfg: NodeConfig) -> anyhow::Result<(Arc<Node>, tls::TlsId
     Ok((node, my_tls))
 }
 
-/// Runs the node until a shutdown signal.
-pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+/// Runs the node until a shutdown signal; `pass` opens its store.
+pub async fn run(cfg: NodeConfig, pass: tss_core::secret::Passphrase) -> anyhow::Result<()> {
     let listen = cfg.listen;
     if tss_core::BOTH_BACKENDS {
         tracing::warn!(
@@ -61,7 +63,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
              for GMP build with `--no-default-features --features gmp`"
         );
     }
-    let (node, my_tls) = open_node(cfg).await?;
+    let (node, my_tls) = open_node(cfg, pass).await?;
     match &node.cfg.policy {
         Some(p) => tracing::info!(
             policy = %p.display(),
