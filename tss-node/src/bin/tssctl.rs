@@ -534,7 +534,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             cmd: NodeCmd::Run { config },
         } => {
             let cfg = tss_node::config::NodeConfig::load(&config)?;
-            tss_node::run::run(cfg).await?;
+            let pass = cfg.passphrase()?;
+            tss_node::run::run(cfg, pass).await?;
         }
     }
     Ok(())

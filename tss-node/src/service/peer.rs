@@ -118,13 +118,15 @@ impl Refusal {
     }
 }
 
-/// What a co-signer was asked, decoded and allowed by its own policy.
-struct Allowed {
+/// What a co-signer was asked, decoded by itself, and who asked: the
+/// client whose signature over the request verified here.
+struct Authenticated {
     decoded: Decoded,
-    reservation: Option<crate::spend::Reservation>,
     /// This session's request id, derived here from the client's (a PSBT
     /// input's own id).
     request_id: Vec<u8>,
+    /// `None` for the key's signature over its own certificate (no client).
+    client: Option<crate::config::ClientEntry>,
 }
 
 /// A co-signer's view of a signing request (from a proposal or a pool
@@ -162,24 +164,65 @@ fn accept() -> pb::ProposalReply {
 }
 
 impl PeerService {
-    /// Decodes a signing request itself and checks it against this node's
-    /// policy for the client that asked: the client whose signature over
-    /// the request verifies under a certificate pinned here, never a name
-    /// the coordinator gives. The key certificate (a message in its reserved
-    /// domain) is signed only if it is the one this node signed, with no
-    /// client policy involved.
-    async fn allowed(
+    /// Learns who asked and what: checks the client's signature over the
+    /// request bytes (under a certificate pinned here, never a name the
+    /// coordinator gives) before anything else is done with them, then
+    /// decodes the request itself. The key certificate (a message in its
+    /// reserved domain) is signed only if it is the one this node signed,
+    /// with no client involved.
+    async fn authenticate(
         &self,
         from: &Party,
-        ask: Ask<'_>,
+        ask: &Ask<'_>,
         presign: bool,
-    ) -> Result<Result<Allowed, Refusal>, ApiError> {
+    ) -> Result<Result<Authenticated, Refusal>, ApiError> {
         let node = &self.node;
         if let Err(e) =
             coordinator::check_sign_input(node, &ask.record.key_id, ask.message, ask.request_id)
         {
             return Ok(Err(Refusal::Declined(e.to_string())));
         }
+        let certificate =
+            ask.payload.is_none() && ask.message.starts_with(transcript::CERTIFICATE_DOMAIN);
+        let client = if certificate {
+            if presign {
+                return Ok(Err(Refusal::Declined("messages starting with the key-certificate domain are reserved for key certificates, signed by the full protocol only".into())));
+            }
+            None
+        } else {
+            let kind = ask.payload.and_then(|p| p.kind.as_ref());
+            let chain = client_auth::payload_chain(kind);
+            let asked = client_auth::signing_request(
+                &ask.record.key_id,
+                ask.request_id,
+                ask.message,
+                ask.hash,
+                &chain,
+                kind,
+            );
+            let client = match client_auth::verify(node, &asked, ask.authorization) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(coordinator = %from.name, error = %e, "refused a signing request without a valid client authorization");
+                    return Ok(Err(Refusal::Denied(format!(
+                        "{} refuses (rule authorization): {e}",
+                        node.cfg.name
+                    ))));
+                }
+            };
+            if client.role != crate::config::Role::Gateway {
+                return Ok(Err(Refusal::Denied(format!(
+                    "{} refuses (rule clients): client {} has role {:?}; signing needs role Gateway",
+                    node.cfg.name, client.name, client.role
+                ))));
+            }
+            if !self.ready(&ask.record.key_id).await? {
+                return Ok(Err(Refusal::Declined(
+                    flows::unfinished(node, &ask.record.key_id).to_string(),
+                )));
+            }
+            Some(client)
+        };
         let public_key = ask
             .record
             .public_key_bytes()
@@ -201,80 +244,52 @@ impl PeerService {
                 "raw digests are never signed from a presignature".into(),
             )));
         }
-        if ask.payload.is_none() && ask.message.starts_with(transcript::CERTIFICATE_DOMAIN) {
+        if certificate {
             let sha256 = matches!(
                 decoded.payload,
                 signable::Payload::Message(coordinator::Hashing::Node(
                     tss_core::ecdsa::sign::HashAlgo::Sha256
                 ))
             );
-            if presign {
-                return Ok(Err(Refusal::Declined("messages starting with the key-certificate domain are reserved for key certificates, signed by the full protocol only".into())));
+            if let Err(why) =
+                transcript::check_certificate_message(node, &ask.record.key_id, sha256, ask.message)
+                    .await?
+            {
+                return Ok(Err(Refusal::Declined(why)));
             }
-            return Ok(
-                match transcript::check_certificate_message(
-                    node,
-                    &ask.record.key_id,
-                    sha256,
-                    ask.message,
-                )
-                .await?
-                {
-                    Ok(()) => Ok(Allowed {
-                        decoded,
-                        reservation: None,
-                        request_id: ask.session_request_id(),
-                    }),
-                    Err(why) => Err(Refusal::Declined(why)),
-                },
-            );
         }
-        if !self.ready(&ask.record.key_id).await? {
-            return Ok(Err(Refusal::Declined(
-                flows::unfinished(node, &ask.record.key_id).to_string(),
-            )));
-        }
-        let kind = ask.payload.and_then(|p| p.kind.as_ref());
-        let chain = client_auth::payload_chain(kind);
-        let asked = client_auth::signing_request(
-            &ask.record.key_id,
-            ask.request_id,
-            ask.message,
-            ask.hash,
-            &chain,
-            kind,
-        );
-        let client = match client_auth::verify(node, &asked, ask.authorization) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(coordinator = %from.name, error = %e, "refused a signing request without a valid client authorization");
-                return Ok(Err(Refusal::Denied(format!(
-                    "{} refuses (rule authorization): {e}",
-                    node.cfg.name
-                ))));
-            }
+        Ok(Ok(Authenticated {
+            decoded,
+            request_id: ask.session_request_id(),
+            client,
+        }))
+    }
+
+    /// This node's policy for the client that signed an authenticated
+    /// request (appended to the audit log); the amounts it reserves. Called
+    /// only for a fresh request (claimed, not signed before) within the
+    /// proposer's session quota, so a peer cannot grow the audit log with
+    /// replays.
+    async fn judge(
+        &self,
+        from: &Party,
+        ask: &Ask<'_>,
+        a: &Authenticated,
+    ) -> Result<Result<Option<crate::spend::Reservation>, Refusal>, ApiError> {
+        let Some(client) = &a.client else {
+            return Ok(Ok(None));
         };
-        if client.role != crate::config::Role::Gateway {
-            return Ok(Err(Refusal::Denied(format!(
-                "{} refuses (rule clients): client {} has role {:?}; signing needs role Gateway",
-                node.cfg.name, client.name, client.role
-            ))));
-        }
         match coordinator::check_policy(
-            node,
+            &self.node,
             &client.name,
             &ask.record.key_id,
             ask.request_id,
-            &decoded,
+            &a.decoded,
             format!("co-signer for {}", from.name),
         )
         .await
         {
-            Ok(reservation) => Ok(Ok(Allowed {
-                decoded,
-                reservation,
-                request_id: ask.session_request_id(),
-            })),
+            Ok(reservation) => Ok(Ok(reservation)),
             Err(ApiError::PermissionDenied(m)) => Ok(Err(Refusal::Denied(m))),
             Err(e) => Err(e),
         }
@@ -575,21 +590,20 @@ impl PeerService {
             payload: r.payload.as_ref(),
             authorization: r.authorization.as_ref(),
         };
-        let Allowed {
-            decoded,
-            reservation,
-            request_id,
-        } = match self.allowed(from, ask, true).await? {
+        let authenticated = match self.authenticate(from, &ask, true).await? {
             Ok(a) => a,
             Err(refusal) => return Ok(refusal.presign_reply()),
         };
-        let tss_core::ecdsa::sign::ToSign::Hashed(data) = decoded.data else {
+        let tss_core::ecdsa::sign::ToSign::Hashed(data) = authenticated.decoded.data else {
             return Ok(refuse(
                 "raw digests are never signed from a presignature".into(),
                 false,
             ));
         };
-        let digest = decoded.digest;
+        let (digest, request_id) = (
+            authenticated.decoded.digest,
+            authenticated.request_id.clone(),
+        );
         let Ok(pid) = <[u8; 32]>::try_from(r.presignature_id.as_slice()) else {
             return Ok(refuse("presignature id must be 32 bytes".into(), false));
         };
@@ -603,6 +617,10 @@ impl PeerService {
         {
             Ok(c) => c,
             Err(e) => return Ok(refuse(e.to_string(), false)),
+        };
+        let reservation = match self.judge(from, &ask, &authenticated).await? {
+            Ok(r) => r,
+            Err(refusal) => return Ok(refusal.presign_reply()),
         };
         let presig = crate::presign::consume(
             node,
@@ -667,15 +685,15 @@ impl PeerService {
             payload: s.payload.as_ref(),
             authorization: s.authorization.as_ref(),
         };
-        let Allowed {
-            decoded,
-            reservation,
-            request_id,
-        } = match self.allowed(from, ask, false).await? {
+        let authenticated = match self.authenticate(from, &ask, false).await? {
             Ok(a) => a,
             Err(refusal) => return Ok(refusal.proposal_reply()),
         };
-        let (data, digest) = (decoded.data, decoded.digest);
+        let (data, digest, request_id) = (
+            authenticated.decoded.data,
+            authenticated.decoded.digest,
+            authenticated.request_id.clone(),
+        );
         let claim = match coordinator::claim_fresh_request(
             node,
             &record.key_id,
@@ -692,7 +710,12 @@ impl PeerService {
             return Ok(decline("session id does not match the proposal"));
         }
         let info = coordinator::sign_session(&record, &signers, record.my_index, eid)?;
+        // Within the proposer's session quota, before the audit log grows.
         let reg = node.register(info, false, Some(from.id))?;
+        let reservation = match self.judge(from, &ask, &authenticated).await? {
+            Ok(r) => r,
+            Err(refusal) => return Ok(refusal.proposal_reply()),
+        };
         if let Err(e) = coordinator::mark_seen(node, eid).await {
             return Ok(decline(e.to_string()));
         }
