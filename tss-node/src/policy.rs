@@ -14,7 +14,7 @@
 //!
 //! [[keys]]
 //! key = "mm-wallet"            # a key id, or "*" for every key
-//! chains = ["ethereum:1", "bitcoin"]
+//! chains = ["ethereum:1", "bitcoin"]   # at most one Bitcoin-family network
 //! raw_digest = []              # clients that may sign raw 32-byte digests
 //!
 //! [[keys.whitelist]]

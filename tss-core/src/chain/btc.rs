@@ -18,8 +18,11 @@
 //! Amounts of inputs that are not the key's come from whoever built the
 //! PSBT: BIP143 commits only to the amount of the input being signed, so the
 //! fee is exact only when every foreign input carries a `non_witness_utxo`
-//! (checked here) or the PSBT's author is trusted. What the key itself
-//! spends (its inputs minus the outputs paying it back) is exact.
+//! (checked here) or the PSBT's author is trusted. Which inputs are the
+//! key's is the PSBT's word too (its `witness_utxo` scripts): what the key
+//! itself spends ([`PsbtSummary::key_spend`], its inputs minus the outputs
+//! paying it back) is exact only for signatures all made on the same claims
+//! ([`PsbtSummary::claims_hash`]), which the node's ledger enforces per txid.
 //!
 //! Rust-bitcoin knows Bitcoin's address encodings only, so addresses are
 //! encoded here from the script with the network's bech32 prefix and
