@@ -791,7 +791,7 @@ roles = ["signer", "trader"]
 
 [[keys]]
 key = "*"
-chains = ["ethereum:1", "ethereum:5", "bitcoin-testnet", "litecoin"]
+chains = ["ethereum:1", "ethereum:5", "litecoin"]
 raw_digest = ["ops"]
 
 [[keys.whitelist]]

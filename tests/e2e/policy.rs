@@ -498,6 +498,17 @@ fn funding(script: &bitcoin::ScriptBuf, value: u64, salt: u8) -> bitcoin::Transa
 
 /// A PSBT spending `prev` (output 0 of each) to `outputs`.
 fn psbt(prev: &[&bitcoin::Transaction], outputs: Vec<(bitcoin::ScriptBuf, u64)>) -> String {
+    psbt_claiming(prev, outputs, &[])
+}
+
+/// Like [`psbt`], but the `witness_utxo` of the inputs in `stranger`
+/// names another script (same amount): the PSBT claims those inputs are
+/// not the key's, while the transaction (and its txid) stays the same.
+fn psbt_claiming(
+    prev: &[&bitcoin::Transaction],
+    outputs: Vec<(bitcoin::ScriptBuf, u64)>,
+    stranger: &[usize],
+) -> String {
     let tx = bitcoin::Transaction {
         version: bitcoin::transaction::Version::TWO,
         lock_time: bitcoin::absolute::LockTime::ZERO,
@@ -519,7 +530,11 @@ fn psbt(prev: &[&bitcoin::Transaction], outputs: Vec<(bitcoin::ScriptBuf, u64)>)
     };
     let mut p = bitcoin::psbt::Psbt::from_unsigned_tx(tx).unwrap();
     for (i, prev) in prev.iter().enumerate() {
-        p.inputs[i].witness_utxo = Some(prev.output[0].clone());
+        let mut utxo = prev.output[0].clone();
+        if stranger.contains(&i) {
+            utxo.script_pubkey = p2wpkh_of(9);
+        }
+        p.inputs[i].witness_utxo = Some(utxo);
     }
     tss_core::chain::btc::encode_psbt_base64(&p.serialize())
 }
@@ -630,6 +645,37 @@ async fn policy__should_sign_a_whitelisted_psbt_with_change_and_deny_other_outpu
         t0,
         "PSBTs signed, finalised and verified by libbitcoinconsensus",
     );
+
+    // Split attack: one transaction moving 100000 sat of the key's (two
+    // inputs), sent as PSBTs that each call only one input the key's. One
+    // signature from each would make a valid transaction (each commits to
+    // its own input's amount only); the first PSBT binds the txid to its
+    // claims at the nodes that signed it, and any two signing pairs share a
+    // node, so every later PSBT of that txid on other claims is refused.
+    let f7 = funding(&ours, 60_000, 7);
+    let f8 = funding(&ours, 40_000, 8);
+    let outs = vec![(dest.clone(), 99_000)];
+    let first = psbt_claiming(&[&f7, &f8], outs.clone(), &[1]);
+    let r = sign_psbt(&cluster, 0, first.clone()).await.expect("signed");
+    assert_eq!(r.signed_inputs, vec![0]);
+    assert!(!r.complete, "input 1 is claimed to be a stranger's");
+    let txid = r.txid.clone();
+    for via in 0..3 {
+        for other in [
+            psbt_claiming(&[&f7, &f8], outs.clone(), &[0]),
+            psbt(&[&f7, &f8], outs.clone()),
+        ] {
+            let m = assert_denied(sign_psbt(&cluster, via, other).await, "limits.claims");
+            assert!(m.contains(&txid), "{m}");
+            assert!(m.contains("send that same PSBT again"), "{m}");
+        }
+    }
+    // The same claims again (a retry) are signed
+    let again = sign_psbt(&cluster, 1, first)
+        .await
+        .expect("a retry is signed");
+    assert_eq!((again.txid, again.signed_inputs), (txid, vec![0]));
+    step(t0, "split PSBTs of one transaction refused (limits.claims)");
 
     // An output to an unknown address, and change to a foreign address
     let f4 = funding(&ours, 100_000, 4);

@@ -14,7 +14,7 @@
 //!
 //! [[keys]]
 //! key = "mm-wallet"            # a key id, or "*" for every key
-//! chains = ["ethereum:1", "bitcoin"]
+//! chains = ["ethereum:1", "bitcoin"]   # at most one Bitcoin-family network
 //! raw_digest = []              # clients that may sign raw 32-byte digests
 //!
 //! [[keys.whitelist]]
@@ -39,8 +39,11 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 use sha2::Digest;
-use tss_core::chain::btc::{self, Network, PsbtSummary};
+use tss_core::chain::btc::{Network, PsbtSummary};
 use tss_core::chain::eth::{Address, Call, UnsignedTx, U256};
+
+mod btc;
+pub use self::btc::{Claims, OwnInput};
 
 /// The file format version this build reads.
 pub const VERSION: u32 = 1;
@@ -265,6 +268,10 @@ pub struct Decision {
     pub reason: String,
     /// What an allowed request counts against the limits.
     pub charges: Vec<Charge>,
+    /// For a Bitcoin-family transaction, the claims it was judged on: the
+    /// ledger binds the txid and each of the key's outpoints to them and
+    /// refuses a later request whose claims differ ([`crate::spend`]).
+    pub claims: Option<Box<Claims>>,
 }
 
 impl Decision {
@@ -274,6 +281,7 @@ impl Decision {
             rule: rule.into(),
             reason,
             charges: vec![],
+            claims: None,
         }
     }
 }
@@ -352,6 +360,7 @@ impl Policy {
             for c in &k.chains {
                 chains.push(c.parse::<Chain>().map_err(|e| format!("{at}: {e}"))?);
             }
+            btc::one_network(&at, &chains)?;
             for c in &k.raw_digest {
                 known(c, &format!("{at}.raw_digest"))?;
             }
@@ -364,7 +373,7 @@ impl Policy {
                         parse_eth_address(&e.address).map_err(|m| format!("{at}: {m}"))?,
                     ),
                     Chain::Bitcoin(net) => Target::Script(
-                        btc::script_for_address(&e.address, net)
+                        tss_core::chain::btc::script_for_address(&e.address, net)
                             .map_err(|m| format!("{at}: {m}"))?,
                     ),
                 };
@@ -490,6 +499,7 @@ fn allow(reason: String, charges: Vec<Charge>) -> Decision {
         rule: "allow".into(),
         reason,
         charges,
+        claims: None,
     }
 }
 
@@ -672,90 +682,6 @@ impl KeyRules {
             return d;
         }
         allow(reason, charges)
-    }
-
-    fn bitcoin(
-        &self,
-        client: &str,
-        key: &str,
-        has: &dyn Fn(PolicyRole) -> bool,
-        s: &PsbtSummary,
-        usage: &dyn Usage,
-    ) -> Decision {
-        let chain = Chain::Bitcoin(s.network);
-        if let Err(d) = self.chain_allowed(chain, key) {
-            return d;
-        }
-        if !has(PolicyRole::Withdrawer) {
-            return Decision::deny(
-                "roles",
-                format!(
-                    "client {client:?} lacks role withdrawer (needed to spend {chain} outputs)"
-                ),
-            );
-        }
-        let mut paid = Vec::new();
-        for (i, o) in s.outputs.iter().enumerate() {
-            if o.to_self {
-                continue;
-            }
-            let shown = o
-                .address
-                .clone()
-                .unwrap_or_else(|| format!("script {}", hex::encode(&o.script_pubkey)));
-            let Some(e) = self.listed(
-                chain,
-                &Target::Script(o.script_pubkey.clone()),
-                EntryKind::Destination,
-            ) else {
-                return Decision::deny(
-                    "whitelist",
-                    format!(
-                        "output {i} pays {} sat to {shown}, which is neither whitelisted for key {key:?} on {chain} nor this key's own address (change must return to the key)",
-                        o.value
-                    ),
-                );
-            };
-            paid.push(format!("{} sat to {}", o.value, e.describe()));
-        }
-        // What leaves the key: its own inputs minus what pays it back. Exact
-        // (BIP143 commits to the amount of every input the key signs), unlike
-        // amounts of other parties' inputs, which the PSBT's author states.
-        let ours_in = s
-            .inputs
-            .iter()
-            .filter(|i| i.ours)
-            .fold(U256::ZERO, |a, i| a.saturating_add(U256::from(i.value)));
-        let back = s
-            .outputs
-            .iter()
-            .filter(|o| o.to_self)
-            .fold(U256::ZERO, |a, o| a.saturating_add(U256::from(o.value)));
-        let amount = ours_in.saturating_sub(back);
-        let charges = if amount > U256::ZERO {
-            vec![Charge {
-                chain,
-                asset: Asset::Native,
-                amount,
-            }]
-        } else {
-            vec![]
-        };
-        if let Err(d) = self.limits(key, &charges, usage) {
-            return d;
-        }
-        let what = if paid.is_empty() {
-            "to itself".to_string()
-        } else {
-            paid.join(", ")
-        };
-        allow(
-            format!(
-                "withdrawer: {chain} tx {} pays {what}, fee {} sat",
-                s.txid_hex, s.fee
-            ),
-            charges,
-        )
     }
 }
 

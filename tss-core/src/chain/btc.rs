@@ -18,8 +18,11 @@
 //! Amounts of inputs that are not the key's come from whoever built the
 //! PSBT: BIP143 commits only to the amount of the input being signed, so the
 //! fee is exact only when every foreign input carries a `non_witness_utxo`
-//! (checked here) or the PSBT's author is trusted. What the key itself
-//! spends (its inputs minus the outputs paying it back) is exact.
+//! (checked here) or the PSBT's author is trusted. Which inputs are the
+//! key's is the PSBT's word too (its `witness_utxo` scripts): what the key
+//! itself spends ([`PsbtSummary::key_spend`], its inputs minus the outputs
+//! paying it back) is exact only for signatures all made on the same claims
+//! ([`PsbtSummary::claims_hash`]), which the node's ledger enforces per txid.
 //!
 //! Rust-bitcoin knows Bitcoin's address encodings only, so addresses are
 //! encoded here from the script with the network's bech32 prefix and
@@ -324,6 +327,67 @@ pub struct PsbtSummary {
     pub outputs: Vec<OutputSummary>,
     /// Inputs minus outputs.
     pub fee: u64,
+}
+
+impl PsbtSummary {
+    /// The key's own inputs: index, outpoint and amount.
+    pub fn own_inputs(&self) -> impl Iterator<Item = (usize, &InputSummary)> {
+        self.inputs.iter().enumerate().filter(|(_, i)| i.ours)
+    }
+
+    /// What leaves the key: its own inputs minus the outputs paying it back
+    /// (0 if it gets back more than it puts in). Exact for a transaction
+    /// every own input of which this node signs on these same claims: BIP143
+    /// commits each signature to its own input's amount.
+    pub fn key_spend(&self) -> u64 {
+        let own = self
+            .own_inputs()
+            .fold(0u64, |a, (_, i)| a.saturating_add(i.value));
+        own.saturating_sub(self.returned())
+    }
+
+    /// What the transaction pays away as a whole: the outputs that do not
+    /// return to the key, plus the fee. The outputs are committed by the
+    /// txid; the fee rests on the input amounts as the PSBT states them
+    /// (its author vouches for other parties' inputs), and is never
+    /// negative, so this is at least the outputs to others, and at least
+    /// [`Self::key_spend`].
+    pub fn payments(&self) -> u64 {
+        self.outputs
+            .iter()
+            .filter(|o| !o.to_self)
+            .fold(self.fee, |a, o| a.saturating_add(o.value))
+    }
+
+    /// Total of the outputs paying the key back.
+    pub fn returned(&self) -> u64 {
+        self.outputs
+            .iter()
+            .filter(|o| o.to_self)
+            .fold(0u64, |a, o| a.saturating_add(o.value))
+    }
+
+    /// SHA-256 of what a decision on this PSBT rests on beyond the txid:
+    /// the network, the txid, and for every input in order its outpoint,
+    /// whether it is the key's and its amount, as this PSBT states them.
+    /// Two PSBTs of one transaction that agree on all of that have the same
+    /// claims.
+    pub fn claims_hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"tss/psbt-claims/v1\0");
+        h.update(self.network.name().as_bytes());
+        h.update([0]);
+        h.update(self.txid);
+        h.update((self.inputs.len() as u64).to_be_bytes());
+        for i in &self.inputs {
+            h.update((i.outpoint.len() as u64).to_be_bytes());
+            h.update(i.outpoint.as_bytes());
+            h.update([u8::from(i.ours)]);
+            h.update(i.value.to_be_bytes());
+        }
+        h.finalize().into()
+    }
 }
 
 /// A PSBT with the key's signatures added.
@@ -1148,6 +1212,56 @@ mod tests {
 
         // Then adding nothing more completes it, and it verifies
         let out = add_signatures(&psbt.serialize(), &pubkey(&sk), &[]).unwrap();
+        assert!(out.complete);
+        verify_with_consensus(out.tx_hex.as_deref().unwrap(), &spent);
+    }
+
+    #[test]
+    fn psbt_summary__should_tell_split_claims_of_one_transaction_apart() {
+        // Given one transaction spending two outputs of the key, and two
+        // PSBTs of it that each call only one of them the key's (the other
+        // one's witness_utxo names a stranger's script)
+        let sk = signing_key(1);
+        let stranger = wpkh(&signing_key(2));
+        let spent = [
+            (fake_outpoint(1, 0), txout(50_000, &wpkh(&sk))),
+            (fake_outpoint(2, 0), txout(50_000, &wpkh(&sk))),
+        ];
+        let outputs = vec![txout(90_000, &destination()), txout(9_000, &wpkh(&sk))];
+        let honest = build(&spent, outputs.clone());
+        let mut first = honest.clone();
+        first.inputs[1].witness_utxo = Some(txout(50_000, &stranger));
+        let mut second = honest.clone();
+        second.inputs[0].witness_utxo = Some(txout(50_000, &stranger));
+        let analyse = |p: &Psbt| analyse_psbt(&p.serialize(), &pubkey(&sk), Network::Bitcoin);
+        let (h, a, b) = (
+            analyse(&honest).unwrap(),
+            analyse(&first).unwrap(),
+            analyse(&second).unwrap(),
+        );
+
+        // Then they share the txid but not the claims
+        assert_eq!((a.txid, b.txid), (h.txid, h.txid));
+        let hashes: BTreeSet<[u8; 32]> = [&h, &a, &b].iter().map(|s| s.claims_hash()).collect();
+        assert_eq!(hashes.len(), 3);
+        assert_eq!(h.claims_hash(), analyse(&honest).unwrap().claims_hash());
+        // And the key's own spend looks halved in each split PSBT, while the
+        // payments (outputs to others plus fee) are the same in all three
+        assert_eq!(h.key_spend(), 91_000);
+        assert_eq!((a.key_spend(), b.key_spend()), (41_000, 41_000));
+        assert_eq!(
+            (h.payments(), a.payments(), b.payments()),
+            (91_000, 91_000, 91_000)
+        );
+        assert_eq!(h.returned(), 9_000);
+        // And one signature from each split PSBT makes a valid transaction:
+        // each signature commits only to its own input's amount, which is
+        // why the node binds a txid to the claims it first judged it on
+        let s0 = sign_inputs(&sk, &a);
+        let s1 = sign_inputs(&sk, &b);
+        assert_eq!((s0[0].0, s1[0].0), (0, 1));
+        let sigs = [s0[0].clone(), s1[0].clone()];
+        let out = add_signatures(&honest.serialize(), &pubkey(&sk), &sigs).unwrap();
         assert!(out.complete);
         verify_with_consensus(out.tx_hex.as_deref().unwrap(), &spent);
     }

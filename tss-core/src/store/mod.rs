@@ -666,6 +666,23 @@ impl Store {
         Ok(swapped.is_ok())
     }
 
+    /// Seals and stores every `(key, value)`, replacing previous values, as
+    /// one atomic batch: after a crash either all of them are stored or
+    /// none. Durable after [`Store::flush`].
+    pub fn put_all(
+        &self,
+        kind: RecordKind,
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in records {
+            batch.insert(k.as_slice(), self.seal(kind, k, v)?);
+        }
+        self.tree(kind)
+            .apply_batch(batch)
+            .map_err(|e| self.io("writing", kind, e))
+    }
+
     /// Whether a value exists under `key` (without opening it).
     pub fn contains(&self, kind: RecordKind, key: &[u8]) -> Result<bool, StoreError> {
         self.tree(kind)
@@ -1259,6 +1276,27 @@ mod tests {
                 .expose(),
             b"used for d"
         );
+    }
+
+    #[test]
+    fn put_all__should_store_every_record() {
+        // Given one record present
+        let (_tmp, store) = new_store();
+        store.put(RecordKind::Spend, b"a", b"first").unwrap();
+        // When two records are put, one of them under the same key
+        store
+            .put_all(
+                RecordKind::Spend,
+                &[
+                    (b"a".to_vec(), b"second".to_vec()),
+                    (b"b".to_vec(), b"new".to_vec()),
+                ],
+            )
+            .unwrap();
+        // Then both are stored, sealed under their own keys
+        let get = |k: &[u8]| store.get(RecordKind::Spend, k).unwrap().unwrap();
+        assert_eq!(get(b"a").expose(), b"second");
+        assert_eq!(get(b"b").expose(), b"new");
     }
 
     #[test]

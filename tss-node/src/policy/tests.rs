@@ -485,3 +485,141 @@ fn policy__example_file_should_load() {
         .allow
     );
 }
+
+/// A summary of one transaction with `inputs` (amount, the key's?), paying
+/// `dest` to the whitelisted destination and `change` back to the key.
+fn psbt_with(inputs: &[(u64, bool)], dest: u64, change: u64) -> PsbtSummary {
+    let mut s = psbt(
+        vec![
+            (Some(BTC_DEST), BTC_DEST_SCRIPT, dest, false),
+            (
+                Some("bc1q-own"),
+                "0014000000000000000000000000000000000000000a",
+                change,
+                true,
+            ),
+        ],
+        0,
+    );
+    s.inputs = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &(value, ours))| InputSummary {
+            outpoint: format!("{}:{i}", hex::encode([8; 32])),
+            value,
+            ours,
+            sighash_preimage: ours.then(|| vec![1]),
+            sighash: ours.then_some([2; 32]),
+        })
+        .collect();
+    let total: u64 = inputs.iter().map(|i| i.0).sum();
+    s.fee = total - dest - change;
+    s
+}
+
+#[test]
+fn policy__should_judge_a_bitcoin_transaction_per_tx_on_its_payments_as_a_whole() {
+    let p = policy();
+    let none = Used::default();
+    let judge = |s: &PsbtSummary| p.evaluate("gw", "wallet", &Intent::Bitcoin(s), &none);
+    // A transaction paying 119 000 sat away (fee 1 000) is over the
+    // per-transaction limit of 100 000 however its PSBT splits the inputs
+    // between the key and others: the honest PSBT, and one that calls one
+    // of the key's inputs a stranger's (so that only 60 000 seem to leave
+    // the key)
+    for inputs in [
+        [(60_000, true), (60_000, true)],
+        [(60_000, true), (60_000, false)],
+    ] {
+        let d = judge(&psbt_with(&inputs, 119_000, 0));
+        assert_eq!(d.rule, "limits.per_tx", "{inputs:?}: {d:?}");
+        assert!(d.reason.contains("moves 120000 sat"), "{}", d.reason);
+        assert!(d.reason.contains("fee 1000 sat"), "{}", d.reason);
+    }
+    // Another party's input pays too: its payments count per transaction,
+    // while the 24 h charge is what leaves the key (10 000 in, 1 000 back)
+    let d = judge(&psbt_with(
+        &[(10_000, true), (150_000, false)],
+        158_000,
+        1_000,
+    ));
+    assert_eq!(d.rule, "limits.per_tx", "{d:?}");
+    let d = judge(&psbt_with(
+        &[(10_000, true), (80_000, false)],
+        88_000,
+        1_000,
+    ));
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.charges[0].amount, U256::from(9_000));
+}
+
+#[test]
+fn policy__should_return_the_claims_a_bitcoin_decision_rests_on() {
+    let p = policy();
+    let none = Used::default();
+    // A spend: the claims name the key's inputs and their amounts
+    let s = psbt_with(
+        &[(30_000, true), (20_000, false), (10_000, true)],
+        39_000,
+        20_000,
+    );
+    let d = p.evaluate("gw", "wallet", &Intent::Bitcoin(&s), &none);
+    assert!(d.allow, "{d:?}");
+    let c = d.claims.expect("claims");
+    assert_eq!((c.txid, c.hash), (s.txid, s.claims_hash()));
+    let own: Vec<_> = c
+        .own
+        .iter()
+        .map(|o| (o.outpoint.as_str(), o.value))
+        .collect();
+    let op = |i| format!("{}:{i}", hex::encode([8; 32]));
+    assert_eq!(
+        own,
+        vec![(op(0).as_str(), 30_000), (op(2).as_str(), 10_000)]
+    );
+    assert_eq!(d.charges[0].amount, U256::from(20_000));
+    // A consolidation moves nothing of the key's but is still bound
+    let s = psbt_with(&[(30_000, true), (10_000, true)], 0, 40_000);
+    let d = p.evaluate("gw", "wallet", &Intent::Bitcoin(&s), &none);
+    assert!(
+        d.allow && d.charges.is_empty() && d.claims.is_some(),
+        "{d:?}"
+    );
+    // Nothing else carries claims
+    let t = tx(1, Some(DEST), 1, Call::Transfer);
+    assert!(eth(&p, "gw", &t, &none).claims.is_none());
+}
+
+#[test]
+fn policy__should_refuse_an_entry_that_enables_two_bitcoin_family_networks() {
+    // A key entry, and the "*" entry, each judged alone
+    let two = POLICY.replace(
+        "chains = [\"ethereum:1\", \"bitcoin\"]",
+        "chains = [\"ethereum:1\", \"bitcoin\", \"litecoin\"]",
+    );
+    let star = POLICY.replace(
+        "key = \"*\"\n",
+        "key = \"*\"\nchains = [\"bitcoin-testnet\", \"ethereum:5\", \"litecoin-testnet\"]\n",
+    );
+    for (text, at, nets) in [
+        (two, "keys[0] (wallet)", "bitcoin and litecoin"),
+        (star, "keys[1] (*)", "bitcoin-testnet and litecoin-testnet"),
+    ] {
+        let e = Policy::parse(&text, CLIENTS).unwrap_err();
+        assert!(
+            e.starts_with(&format!("{at}: chains enables {nets}")),
+            "{e}"
+        );
+        assert!(e.contains("same P2WPKH script"), "{e}");
+        assert!(e.contains("use a separate key for each network"), "{e}");
+    }
+    // One network per entry is fine, also when "*" enables another one:
+    // a key with its own entry never uses "*"
+    let text = POLICY.replace("key = \"*\"\n", "key = \"*\"\nchains = [\"litecoin\"]\n");
+    let p = Policy::parse(&text, CLIENTS).unwrap();
+    let mut ltc = psbt(vec![(Some(BTC_DEST), BTC_DEST_SCRIPT, 1_000, false)], 1_000);
+    ltc.network = Network::Litecoin;
+    let d = p.evaluate("gw", "wallet", &Intent::Bitcoin(&ltc), &Used::default());
+    assert_eq!(d.rule, "chains", "{d:?}");
+    assert!(d.reason.contains("litecoin"), "{}", d.reason);
+}
