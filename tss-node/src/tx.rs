@@ -39,11 +39,11 @@ pub async fn sign_ethereum(
 ) -> Result<pb::SignEthereumTransactionResponse, ApiError> {
     let started = Instant::now();
     coordinator::check_sign_input(&node, &req.key_id, &req.unsigned_tx, &req.request_id)?;
-    let decoded = signable::ethereum(&req.unsigned_tx, req.chain_id)?;
     let record = coordinator::load_record(&node, &req.key_id).await?;
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let decoded = signable::ethereum(&req.unsigned_tx, req.chain_id, &public_key)?;
     let reservation = coordinator::check_policy(
         &node,
         &client.name,

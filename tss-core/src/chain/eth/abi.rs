@@ -179,6 +179,29 @@ impl ParamType {
     }
 }
 
+impl std::fmt::Display for WordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WordType::Address => f.write_str("address"),
+            WordType::Bool => f.write_str("bool"),
+            WordType::Uint(n) => write!(f, "uint{n}"),
+            WordType::Int(n) => write!(f, "int{n}"),
+            WordType::FixedBytes(n) => write!(f, "bytes{n}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ParamType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamType::Word(w) => write!(f, "{w}"),
+            ParamType::Bytes => f.write_str("bytes"),
+            ParamType::String => f.write_str("string"),
+            ParamType::Array(w) => write!(f, "{w}[]"),
+        }
+    }
+}
+
 fn word_at(body: &[u8], at: usize) -> Option<&[u8; 32]> {
     body.get(at..at.checked_add(32)?)
         .and_then(|s| <&[u8; 32]>::try_from(s).ok())

@@ -76,6 +76,10 @@ fn parse__should_compute_known_selectors() {
         ]
     );
     assert!(Function::parse("deposit()").unwrap().params().is_empty());
+    // Types print in their canonical form.
+    let g = Function::parse("g(bool,int8,bytes4,bytes,string,uint16[])").unwrap();
+    let names: Vec<String> = g.params().iter().map(ToString::to_string).collect();
+    assert_eq!(names.join(","), "bool,int8,bytes4,bytes,string,uint16[]");
 }
 
 #[test]
