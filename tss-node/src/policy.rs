@@ -15,7 +15,7 @@
 //! [[keys]]
 //! key = "mm-wallet"            # a key id, or "*" for every key
 //! chains = ["ethereum:1", "bitcoin"]
-//! raw_digest = []              # clients that may sign raw 32-byte digests
+//! raw_digest = []              # clients that may sign raw digests and bare hashes
 //!
 //! [[keys.whitelist]]
 //! chain = "ethereum:1"
