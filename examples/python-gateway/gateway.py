@@ -11,7 +11,8 @@ signs each request it sends, whatever node it calls. This script:
    node's certificate, with the TLS server name set to the party's name
    (the name in the node's certificate);
 3. builds the canonical encoding of the request, signs it with the client's
-   ECDSA P-256 key (SHA-256, DER), and calls Sign;
+   ECDSA P-256 key (SHA-256, DER), and calls Sign for a Bitcoin signed
+   message (the node hashes it itself);
 4. checks the returned signature itself (secp256k1 ECDSA over the digest it
    computes itself) and prints one JSON line.
 
@@ -40,7 +41,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 DOMAIN = b"tss/client-request/v1"
 OP_SIGN = 1
-HASH_SHA256 = 1
+# HashAlgorithm BITCOIN_MESSAGE: the node signs the Bitcoin signed-message
+# hash of the text (a domain-separated message, what role `signer` allows).
+HASH_BITCOIN_MESSAGE = 6
 VALIDITY_SECS = 300
 
 
@@ -49,6 +52,22 @@ def lp16(b: bytes) -> bytes:
     if len(b) > 0xFFFF:
         raise ValueError("field longer than 65535 bytes")
     return struct.pack(">H", len(b)) + b
+
+
+def compact_size(n: int) -> bytes:
+    if n < 0xFD:
+        return bytes([n])
+    if n <= 0xFFFF:
+        return b"\xfd" + struct.pack("<H", n)
+    if n <= 0xFFFFFFFF:
+        return b"\xfe" + struct.pack("<I", n)
+    return b"\xff" + struct.pack("<Q", n)
+
+
+def bitcoin_message_digest(message: bytes) -> bytes:
+    """Double SHA-256 of the Bitcoin signed-message preimage."""
+    pre = b"\x18Bitcoin Signed Message:\n" + compact_size(len(message)) + message
+    return hashlib.sha256(hashlib.sha256(pre).digest()).digest()
 
 
 def signed_bytes(op: int, key_id: str, request_id: bytes, payload: bytes,
@@ -85,7 +104,8 @@ def main() -> int:
     ap.add_argument("--client", required=True,
                     help="folder with client.crt and client.key")
     ap.add_argument("--key", required=True, help="key id")
-    ap.add_argument("--message", required=True, help="text to sign (SHA-256)")
+    ap.add_argument("--message", required=True,
+                    help="text to sign (as a Bitcoin signed message)")
     args = ap.parse_args()
 
     pb, rpc = load_stubs()
@@ -101,14 +121,14 @@ def main() -> int:
     request_id = secrets.token_bytes(16)
     expires = int(time.time()) + VALIDITY_SECS
     to_sign = signed_bytes(OP_SIGN, args.key, request_id, message,
-                           HASH_SHA256, "", expires)
+                           HASH_BITCOIN_MESSAGE, "", expires)
     auth = pb.ClientAuthorization(
         client_cert_sha256=hashlib.sha256(cert_der).digest(),
         expires_unix=expires,
         signature=key.sign(to_sign, ec.ECDSA(hashes.SHA256())),
     )
     request = pb.SignRequest(key_id=args.key, message=message,
-                             hash=pb.HASH_ALGORITHM_SHA256,
+                             hash=pb.HASH_ALGORITHM_BITCOIN_MESSAGE,
                              request_id=request_id, authorization=auth)
 
     creds = grpc.ssl_channel_credentials(root_certificates=node_cert,
@@ -122,9 +142,9 @@ def main() -> int:
             print(f"Sign failed: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
 
-    digest = hashlib.sha256(message).digest()
+    digest = bitcoin_message_digest(message)
     if resp.digest != digest:
-        print("the node signed another digest than SHA-256 of the message",
+        print("the node signed another digest than the message's",
               file=sys.stderr)
         return 1
     public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(),

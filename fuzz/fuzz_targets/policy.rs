@@ -2,11 +2,12 @@
 //! every reload.
 //!
 //! Under test: `tss_node::policy::Policy::parse`, then `Policy::evaluate`
-//! of a message and a raw-digest request for each pinned client.
+//! of messages (bare and domain-separated) and a raw-digest request for each pinned client.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tss_core::chain::eth::U256;
+use tss_core::ecdsa::sign::HashAlgo;
 use tss_node::policy::{Asset, Chain, Intent, Policy, Usage};
 
 /// Client names node.toml would pin (those of `examples/policy.toml` and
@@ -30,7 +31,15 @@ fuzz_target!(|data: &[u8]| {
     };
     for client in CLIENTS {
         for key in ["mm-wallet", "other"] {
-            for intent in [Intent::Message { hash: "sha256" }, Intent::RawDigest] {
+            for intent in [
+                Intent::Message {
+                    hash: HashAlgo::Sha256,
+                },
+                Intent::Message {
+                    hash: HashAlgo::Eip191,
+                },
+                Intent::RawDigest,
+            ] {
                 let _ = policy.evaluate(client, key, &intent, &Nothing);
             }
         }

@@ -41,7 +41,7 @@ fn sign_message(message: &[u8], hash: i32) {
 }
 
 fn ethereum(tx: &[u8], chain_id: u64) {
-    not_internal(signable::ethereum(tx, chain_id));
+    not_internal(signable::ethereum(tx, chain_id, &common::BTC_PUBKEY));
 }
 
 fn psbt(bytes: &[u8], chain: &str) {

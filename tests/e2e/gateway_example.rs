@@ -98,8 +98,8 @@ async fn python_gateway__should_sign_its_request_and_get_a_verified_signature() 
     let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
     assert_eq!(v["verified"], true, "{v}");
     assert_eq!(v["public_key"], hex::encode(&key.public_key), "{v}");
-    let digest: [u8; 32] =
-        <sha2::Sha256 as sha2::Digest>::digest(b"sent by a Python gateway").into();
+    let (_, digest) =
+        tss_core::ecdsa::sign::HashAlgo::BitcoinMessage.data_to_sign(b"sent by a Python gateway");
     assert_eq!(v["digest"], hex::encode(digest));
     let der = hex::decode(v["der"].as_str().expect("der")).expect("hex");
     let sig = k256::ecdsa::Signature::from_der(&der).expect("DER signature");

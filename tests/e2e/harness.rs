@@ -44,6 +44,11 @@ impl Cluster {
         let dirs = demo::create_cluster_with_primes(&tmp.path().join("cluster"), primes, per_party)
             .expect("create cluster");
         for (i, dir) in dirs.parties.iter().enumerate() {
+            // These tests sign bare SHA-256 (and other bare) hashes of their
+            // messages and check them: the gateway is listed in raw_digest
+            // (the demo's own policy allows it domain-separated messages only).
+            std::fs::write(dir.join("policy.toml"), demo::demo_policy(&["gateway"]))
+                .expect("write policy");
             edit_config(dir, |cfg| edit(i, cfg));
         }
         let mut c = Cluster {

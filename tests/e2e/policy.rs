@@ -27,6 +27,9 @@ const A_AND_B: &str = "0x5555555555555555555555555555555555555555";
 /// Whitelisted by the policy reloaded on SIGHUP.
 const LATER: &str = "0x6666666666666666666666666666666666666666";
 const TOKEN: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
+/// A DEX router whitelisted as a contract at every node.
+const ROUTER: &str = "0x7777777777777777777777777777777777777777";
+const SWAP: &str = "swapExactTokensForTokens(uint256,uint256,address[],address,uint256)";
 
 fn dest_entry(chain: &str, address: &str) -> String {
     format!(
@@ -34,11 +37,11 @@ fn dest_entry(chain: &str, address: &str) -> String {
     )
 }
 
-/// Gateway may withdraw and sign messages; ETH (1000 wei a transaction,
+/// Gateway may withdraw, trade and sign messages; ETH (1000 wei a transaction,
 /// 1500 wei a day) and the token on Sepolia; BTC on testnet.
 fn policy(eth_dests: &[&str], btc_dests: &[String]) -> String {
     let mut s = format!(
-        "version = 1\n\n[clients.gateway]\nroles = [\"withdrawer\", \"signer\"]\n\n\
+        "version = 1\n\n[clients.gateway]\nroles = [\"withdrawer\", \"trader\", \"signer\"]\n\n\
          [[keys]]\nkey = \"*\"\nchains = [\"ethereum:{CHAIN}\", \"bitcoin-testnet\"]\n"
     );
     for d in eth_dests {
@@ -64,6 +67,70 @@ fn eth_policy(i: usize) -> String {
         dests.push(A_AND_B);
     }
     policy(&dests, &[])
+        + &format!(
+            "\n[[keys.whitelist]]\nchain = \"ethereum:{CHAIN}\"\naddress = \"{ROUTER}\"\nkind = \"contract\"\n\
+             functions = [{{ signature = \"{SWAP}\", recipients = [3] }}]\n"
+        )
+}
+
+fn word(address: &str) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    w[12..].copy_from_slice(
+        address
+            .parse::<alloy_primitives::Address>()
+            .unwrap()
+            .as_slice(),
+    );
+    w
+}
+
+fn selector(signature: &str) -> Vec<u8> {
+    alloy_primitives::keccak256(signature.as_bytes())[..4].to_vec()
+}
+
+/// An EIP-1559 call of `to` with `data` (no value).
+fn call(nonce: u64, to: &str, data: Vec<u8>) -> Vec<u8> {
+    use alloy_consensus::SignableTransaction;
+    let tx = alloy_consensus::TxEip1559 {
+        chain_id: CHAIN,
+        nonce,
+        gas_limit: 200_000,
+        max_fee_per_gas: 2,
+        max_priority_fee_per_gas: 1,
+        to: alloy_primitives::TxKind::Call(to.parse().unwrap()),
+        input: data.into(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    tx.encode_for_signing(&mut out);
+    out
+}
+
+/// ERC-20 approve(ROUTER, amount) on the token.
+fn approve(nonce: u64, amount: alloy_primitives::U256) -> Vec<u8> {
+    let mut data = selector("approve(address,uint256)");
+    data.extend_from_slice(&word(ROUTER));
+    data.extend_from_slice(&amount.to_be_bytes::<32>());
+    call(nonce, TOKEN, data)
+}
+
+/// A swap of 1000 tokens along [TOKEN, STRANGER] paying `to`.
+fn swap(nonce: u64, to: &str) -> Vec<u8> {
+    let u = |v: u64| alloy_primitives::U256::from(v).to_be_bytes::<32>();
+    let mut data = selector(SWAP);
+    for w in [
+        u(1000),
+        u(1),
+        u(0xa0),
+        word(to),
+        u(u64::MAX),
+        u(2),
+        word(TOKEN),
+        word(STRANGER),
+    ] {
+        data.extend_from_slice(&w);
+    }
+    call(nonce, ROUTER, data)
 }
 
 fn transfer(nonce: u64, to: &str, wei: u64) -> Vec<u8> {
@@ -179,6 +246,78 @@ async fn policy__should_sign_only_what_each_nodes_policy_allows_for_ethereum() {
     assert_eq!(env.to(), Some(TOKEN.parse().unwrap()));
     assert_eq!(&env.input()[..4], &[0xa9, 0x05, 0x9c, 0xbb]);
     step(t0, "transfer and ERC-20 transfer signed and recovered");
+
+    // Trading: an unlimited approval exceeds the token's per-transaction
+    // limit; a bounded one is signed (and counts against the token's limits)
+    use alloy_primitives::U256;
+    assert_denied(
+        sign_eth(&cluster, 0, approve(10, U256::MAX)).await,
+        "limits.per_tx",
+    );
+    let tx = approve(10, U256::from(1_000_000u64));
+    check_signed(
+        &sign_eth(&cluster, 1, tx.clone()).await.expect("signed"),
+        &tx,
+        &address,
+    );
+    // The listed swap paying an attacker is refused at every node, as
+    // coordinator; paying the key itself is signed
+    for i in 0..3 {
+        let m = assert_denied(
+            sign_eth(&cluster, i, swap(11, STRANGER)).await,
+            "recipients",
+        );
+        assert!(m.contains("argument 3"), "{m}");
+    }
+    let own = address.to_lowercase();
+    let tx = swap(11, &own);
+    check_signed(
+        &sign_eth(&cluster, 2, tx.clone()).await.expect("signed"),
+        &tx,
+        &address,
+    );
+    // Another function of the router is not listed
+    let mut sweep = selector("sweep(address)");
+    sweep.extend_from_slice(&word(STRANGER));
+    assert_denied(
+        sign_eth(&cluster, 0, call(12, ROUTER, sweep)).await,
+        "functions",
+    );
+    step(
+        t0,
+        "trader: approval capped, swap to an attacker refused, swap to the key signed",
+    );
+
+    // Messages: the signer role signs EIP-191 personal messages (the
+    // digest checked against alloy's); a bare SHA-256 needs raw_digest
+    let mut c = cluster.client(0, "gateway").await;
+    let msg = b"proof of reserves".to_vec();
+    let r = c
+        .sign(pb::SignRequest {
+            key_id: "hot".into(),
+            message: msg.clone(),
+            hash: pb::HashAlgorithm::Eip191 as i32,
+            request_id: rand::random::<[u8; 16]>().to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("EIP-191 message signed")
+        .into_inner();
+    let digest = alloy_primitives::eip191_hash_message(&msg);
+    assert_eq!(r.digest, digest.to_vec());
+    crate::harness::assert_valid(&key.public_key, digest.as_slice(), &r);
+    assert_denied(
+        c.sign(pb::SignRequest {
+            key_id: "hot".into(),
+            message: msg,
+            hash: pb::HashAlgorithm::Sha256 as i32,
+            request_id: rand::random::<[u8; 16]>().to_vec(),
+            ..Default::default()
+        })
+        .await,
+        "raw_digest",
+    );
+    step(t0, "EIP-191 message signed; bare SHA-256 refused");
 
     // A recipient no one whitelisted is refused by every node as coordinator
     for i in 0..3 {

@@ -30,11 +30,11 @@ const DEST: &str = "0x1111111111111111111111111111111111111111";
 const ALICE: usize = 0;
 
 /// The gateway may withdraw (1000 wei a transaction, 1500 wei a day) and
-/// sign messages.
+/// sign bare SHA-256 hashes of messages (`raw_digest`).
 fn policy() -> String {
     format!(
         "version = 1\n\n[clients.gateway]\nroles = [\"withdrawer\", \"signer\"]\n\n\
-         [[keys]]\nkey = \"*\"\nchains = [\"ethereum:{CHAIN}\"]\n\n\
+         [[keys]]\nkey = \"*\"\nchains = [\"ethereum:{CHAIN}\"]\nraw_digest = [\"gateway\"]\n\n\
          [[keys.whitelist]]\nchain = \"ethereum:{CHAIN}\"\naddress = \"{DEST}\"\nkind = \"destination\"\n\n\
          [[keys.limits]]\nchain = \"ethereum:{CHAIN}\"\nasset = \"native\"\nper_tx = \"1000\"\nper_24h = \"1500\"\n"
     )

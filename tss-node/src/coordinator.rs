@@ -48,12 +48,14 @@ pub fn hash_algo(h: i32) -> Result<Hashing, ApiError> {
         Ok(pb::HashAlgorithm::Sha256) => Ok(Hashing::Node(HashAlgo::Sha256)),
         Ok(pb::HashAlgorithm::Keccak256) => Ok(Hashing::Node(HashAlgo::Keccak256)),
         Ok(pb::HashAlgorithm::DoubleSha256) => Ok(Hashing::Node(HashAlgo::DoubleSha256)),
+        Ok(pb::HashAlgorithm::Eip191) => Ok(Hashing::Node(HashAlgo::Eip191)),
+        Ok(pb::HashAlgorithm::BitcoinMessage) => Ok(Hashing::Node(HashAlgo::BitcoinMessage)),
         Ok(pb::HashAlgorithm::None) => Ok(Hashing::Raw),
         Ok(pb::HashAlgorithm::Unspecified) => Err(ApiError::InvalidArgument(
-            "hash is not set: choose SHA256, KECCAK256, DOUBLE_SHA256 or NONE (raw digest)".into(),
+            "hash is not set: choose EIP191 or BITCOIN_MESSAGE (signed messages), or SHA256, KECCAK256, DOUBLE_SHA256 or NONE (bare hash, raw digest)".into(),
         )),
         Err(_) => Err(ApiError::InvalidArgument(format!(
-            "unknown hash algorithm {h}: choose SHA256 (1), KECCAK256 (2), DOUBLE_SHA256 (3) or NONE (4)"
+            "unknown hash algorithm {h}: choose SHA256 (1), KECCAK256 (2), DOUBLE_SHA256 (3), NONE (4), EIP191 (5) or BITCOIN_MESSAGE (6)"
         ))),
     }
 }

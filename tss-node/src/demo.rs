@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use proto::v1 as pb;
-use sha2::Digest;
 
 use crate::client;
 use crate::config::{ClientEntry, NodeConfig, PartyEntry, Role};
@@ -42,8 +41,9 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// The demo cluster's signing policy: the `gateway` client may sign
-/// messages (hashed by the node) with every key, and the clients named in
-/// `raw_digest` raw 32-byte digests. No transaction is allowed: custody
+/// domain-separated messages (EIP-191, Bitcoin signed message; hashed by the
+/// node) with every key, and the clients named in `raw_digest` bare hashes
+/// of their bytes and raw 32-byte digests. No transaction is allowed: custody
 /// policies list chains, whitelists and limits (see `examples/policy.toml`).
 pub fn demo_policy(raw_digest: &[&str]) -> String {
     let list = raw_digest
@@ -547,7 +547,7 @@ pub async fn run(
     step(
         t0,
         &format!(
-            "signing {:?} (sha256) through {}",
+            "signing {:?} (EIP-191 personal message) through {}",
             String::from_utf8_lossy(&message),
             NAMES[1]
         ),
@@ -557,7 +557,7 @@ pub async fn run(
         .sign(pb::SignRequest {
             key_id: key_id.into(),
             message: message.clone(),
-            hash: pb::HashAlgorithm::Sha256 as i32,
+            hash: pb::HashAlgorithm::Eip191 as i32,
             request_id: request_id.to_vec(),
             ..Default::default()
         })
@@ -574,9 +574,12 @@ pub async fn run(
 
     // Independent verification with k256.
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key)?;
-    let digest = sha2::Sha256::digest(&message);
+    // The EIP-191 digest computed independently of the node (alloy), which
+    // must also be the digest the node says it signed.
+    let digest = alloy_primitives::eip191_hash_message(&message).0;
     let ksig = k256::ecdsa::Signature::from_der(&sig.der)?;
-    let verified = vk.verify_prehash(&digest, &ksig).is_ok()
+    let verified = sig.digest == digest
+        && vk.verify_prehash(&digest, &ksig).is_ok()
         && k256::ecdsa::RecoveryId::from_byte(sig.v as u8)
             .and_then(|rid| {
                 k256::ecdsa::VerifyingKey::recover_from_prehash(&digest, &ksig, rid).ok()
@@ -604,7 +607,7 @@ pub async fn run(
             gw.sign(pb::SignRequest {
                 key_id: key_id.into(),
                 message: format!("latency probe {k}").into_bytes(),
-                hash: pb::HashAlgorithm::Sha256 as i32,
+                hash: pb::HashAlgorithm::Eip191 as i32,
                 request_id: rand::random::<[u8; 16]>().to_vec(),
                 ..Default::default()
             })
@@ -696,7 +699,7 @@ pub async fn run(
     let out = serde_json::json!({
         "public_key": hex::encode(&key.public_key),
         "message": hex::encode(&message),
-        "hash": "sha256",
+        "hash": "eip191",
         "der": hex::encode(&sig.der),
         "r": hex::encode(&sig.r),
         "s": hex::encode(&sig.s),

@@ -15,13 +15,16 @@
 //! [[keys]]
 //! key = "mm-wallet"            # a key id, or "*" for every key
 //! chains = ["ethereum:1", "bitcoin"]   # at most one Bitcoin-family network
-//! raw_digest = []              # clients that may sign raw 32-byte digests
+//! raw_digest = []              # clients that may sign raw digests and bare hashes
 //!
 //! [[keys.whitelist]]
 //! chain = "ethereum:1"
 //! address = "0x..."
 //! kind = "destination"         # destination (withdrawals) | contract (trading)
 //! label = "exchange deposit"
+//! # for kind = "contract": what a trader may call, and which address
+//! # arguments (from 0) must be the key itself or a whitelisted destination
+//! # functions = [{ signature = "swapExactTokensForTokens(uint256,uint256,address[],address,uint256)", recipients = [3] }]
 //!
 //! [[keys.limits]]
 //! chain = "ethereum:1"
@@ -41,6 +44,9 @@ use serde::Deserialize;
 use sha2::Digest;
 use tss_core::chain::btc::{Network, PsbtSummary};
 use tss_core::chain::eth::{Address, Call, UnsignedTx, U256};
+use tss_core::ecdsa::sign::HashAlgo;
+
+mod eth;
 
 mod btc;
 pub use self::btc::{Claims, OwnInput};
@@ -107,12 +113,14 @@ impl fmt::Display for Asset {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyRole {
-    /// Calls to whitelisted contracts, and ERC-20 approvals of them.
+    /// Listed functions of whitelisted contracts, and ERC-20 approvals of
+    /// them (charged to the token's limits).
     Trader,
     /// Transfers (native, ERC-20, Bitcoin outputs) to whitelisted destinations.
     Withdrawer,
-    /// Messages the node hashes itself (`Sign`), with every key that has an
-    /// entry.
+    /// Domain-separated messages the node hashes itself (`Sign` with
+    /// EIP191 or BITCOIN_MESSAGE), with every key that has an entry. Bare
+    /// hashes need `raw_digest`.
     Signer,
 }
 
@@ -175,6 +183,8 @@ struct EntryFile {
     kind: EntryKind,
     #[serde(default)]
     label: String,
+    #[serde(default)]
+    functions: Vec<eth::FunctionFile>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +211,8 @@ struct Entry {
     address: String,
     kind: EntryKind,
     label: String,
+    /// For Ethereum contracts: the functions traders may call.
+    functions: Vec<eth::Allowed>,
 }
 
 /// Per-transaction and rolling 24-hour limits of one asset on one chain.
@@ -235,13 +247,20 @@ pub struct Policy {
 pub enum Intent<'a> {
     /// A message the node hashes itself (`Sign`).
     Message {
-        /// Hash algorithm name.
-        hash: &'static str,
+        /// How the node hashes it: domain-separated (role `signer`) or a
+        /// bare hash of the caller's bytes (`raw_digest`).
+        hash: HashAlgo,
     },
     /// A raw 32-byte digest (`Sign` with hash NONE).
     RawDigest,
     /// An Ethereum transaction.
-    Ethereum(&'a UnsignedTx),
+    Ethereum {
+        /// The transaction, decoded by this node.
+        tx: &'a UnsignedTx,
+        /// The key's own address (derived by this node from the key's
+        /// public key): the transaction's sender.
+        sender: Address,
+    },
     /// A Bitcoin-family PSBT.
     Bitcoin(&'a PsbtSummary),
 }
@@ -382,12 +401,14 @@ impl Policy {
                         "{at}: chain {chain} is not in this key's chains (add it, or drop the entry)"
                     ));
                 }
+                let functions = eth::parse_functions(&at, chain, e.kind, e.functions)?;
                 whitelist.push(Entry {
                     chain,
                     target,
                     address: e.address,
                     kind: e.kind,
                     label: e.label,
+                    functions,
                 });
             }
             let mut limits = BTreeMap::new();
@@ -467,13 +488,38 @@ impl Policy {
         let roles: &[PolicyRole] = self.roles.get(client).map_or(&[], Vec::as_slice);
         let has = |r: PolicyRole| roles.contains(&r);
         match intent {
-            Intent::Message { hash } => {
+            Intent::Message { hash } if hash.is_domain_separated() => {
                 if has(PolicyRole::Signer) {
-                    allow(format!("signer: message hashed with {hash}"), vec![])
+                    allow(
+                        format!("signer: message hashed with {}", hash.name()),
+                        vec![],
+                    )
                 } else {
                     Decision::deny(
                         "roles",
                         format!("client {client:?} lacks role signer (needed to sign messages)"),
+                    )
+                }
+            }
+            Intent::Message { hash } => {
+                // A bare hash of caller bytes can be a transaction's signing
+                // hash (keccak-256 of an Ethereum payload, double SHA-256 of
+                // a BIP143 preimage): as powerful as a raw digest.
+                if rules.raw_digest.iter().any(|c| c == client) {
+                    allow(
+                        format!(
+                            "raw_digest: client listed for this key (bare {} of the message)",
+                            hash.name()
+                        ),
+                        vec![],
+                    )
+                } else {
+                    Decision::deny(
+                        "raw_digest",
+                        format!(
+                            "client {client:?} is not in raw_digest for key {key:?}: a bare {} of caller bytes can be a transaction's signing hash; sign messages with EIP191 or BITCOIN_MESSAGE (role signer)",
+                            hash.name()
+                        ),
                     )
                 }
             }
@@ -487,7 +533,9 @@ impl Policy {
                     )
                 }
             }
-            Intent::Ethereum(tx) => rules.ethereum(client, key, &has, tx, usage),
+            Intent::Ethereum { tx, sender } => {
+                rules.ethereum(client, key, &has, tx, *sender, usage)
+            }
             Intent::Bitcoin(s) => rules.bitcoin(client, key, &has, s, usage),
         }
     }
@@ -556,133 +604,6 @@ impl KeyRules {
         }
         Ok(())
     }
-
-    fn ethereum(
-        &self,
-        client: &str,
-        key: &str,
-        has: &dyn Fn(PolicyRole) -> bool,
-        tx: &UnsignedTx,
-        usage: &dyn Usage,
-    ) -> Decision {
-        let chain = Chain::Ethereum(tx.chain_id);
-        if let Err(d) = self.chain_allowed(chain, key) {
-            return d;
-        }
-        let native = |amount: U256| Charge {
-            chain,
-            asset: Asset::Native,
-            amount,
-        };
-        let mut charges = Vec::new();
-        if tx.value > U256::ZERO {
-            charges.push(native(tx.value));
-        }
-        let Some(to) = tx.to else {
-            return Decision::deny(
-                "contract-creation",
-                "contract creation is never signed".into(),
-            );
-        };
-        let need = |role: PolicyRole, what: &str| {
-            Decision::deny(
-                "roles",
-                format!(
-                    "client {client:?} lacks role {} (needed for {what})",
-                    role.name()
-                ),
-            )
-        };
-        let reason = match &tx.call {
-            Call::Create => {
-                return Decision::deny(
-                    "contract-creation",
-                    "contract creation is never signed".into(),
-                )
-            }
-            Call::Transfer => {
-                if !has(PolicyRole::Withdrawer) {
-                    return need(PolicyRole::Withdrawer, "a transfer");
-                }
-                let Some(e) = self.listed(chain, &Target::Eth(to), EntryKind::Destination) else {
-                    return Decision::deny(
-                        "whitelist",
-                        format!("destination {to} is not whitelisted for key {key:?} on {chain}"),
-                    );
-                };
-                format!(
-                    "withdrawer: transfer of {} wei to {}",
-                    tx.value,
-                    e.describe()
-                )
-            }
-            Call::Erc20Transfer { recipient, amount }
-            | Call::Erc20TransferFrom {
-                recipient, amount, ..
-            } => {
-                if !has(PolicyRole::Withdrawer) {
-                    return need(PolicyRole::Withdrawer, "an ERC-20 transfer");
-                }
-                let Some(e) = self.listed(chain, &Target::Eth(*recipient), EntryKind::Destination)
-                else {
-                    return Decision::deny(
-                        "whitelist",
-                        format!(
-                            "ERC-20 recipient {recipient} (token {to}) is not whitelisted for key {key:?} on {chain}"
-                        ),
-                    );
-                };
-                charges.push(Charge {
-                    chain,
-                    asset: Asset::Token(to),
-                    amount: *amount,
-                });
-                format!("withdrawer: {amount} of token {to} to {}", e.describe())
-            }
-            Call::Erc20Approve { spender, amount } => {
-                if !has(PolicyRole::Trader) {
-                    return need(PolicyRole::Trader, "an ERC-20 approval");
-                }
-                let Some(e) = self.listed(chain, &Target::Eth(*spender), EntryKind::Contract)
-                else {
-                    return Decision::deny(
-                        "whitelist",
-                        format!(
-                            "approval spender {spender} (token {to}) is not a whitelisted contract for key {key:?} on {chain}"
-                        ),
-                    );
-                };
-                if !self.limits.contains_key(&(chain, Asset::Token(to))) {
-                    return Decision::deny(
-                        "limits",
-                        format!("token {to} has no limit for key {key:?} on {chain}: approving it is not allowed"),
-                    );
-                }
-                format!("trader: approve {amount} of token {to} to {}", e.describe())
-            }
-            Call::ContractCall { selector } => {
-                if !has(PolicyRole::Trader) {
-                    return need(PolicyRole::Trader, "a contract call");
-                }
-                let Some(e) = self.listed(chain, &Target::Eth(to), EntryKind::Contract) else {
-                    return Decision::deny(
-                        "whitelist",
-                        format!("contract {to} is not whitelisted for key {key:?} on {chain}"),
-                    );
-                };
-                format!(
-                    "trader: call 0x{} on {} with {} wei",
-                    hex::encode(selector),
-                    e.describe(),
-                    tx.value
-                )
-            }
-        };
-        if let Err(d) = self.limits(key, &charges, usage) {
-            return d;
-        }
-        allow(reason, charges)
-    }
 }
 
 impl Entry {
@@ -699,9 +620,9 @@ impl Entry {
 pub fn intent_json(intent: &Intent<'_>) -> serde_json::Value {
     use serde_json::json;
     match intent {
-        Intent::Message { hash } => json!({ "type": "message", "hash": hash }),
+        Intent::Message { hash } => json!({ "type": "message", "hash": hash.name() }),
         Intent::RawDigest => json!({ "type": "raw_digest" }),
-        Intent::Ethereum(tx) => {
+        Intent::Ethereum { tx, sender } => {
             let call = match &tx.call {
                 Call::Transfer => json!({ "type": "transfer" }),
                 Call::Erc20Transfer { recipient, amount } => json!({
@@ -718,14 +639,16 @@ pub fn intent_json(intent: &Intent<'_>) -> serde_json::Value {
                     "type": "erc20_transfer_from", "from": from.to_string(),
                     "recipient": recipient.to_string(), "amount": amount.to_string()
                 }),
-                Call::ContractCall { selector } => {
-                    json!({ "type": "contract_call", "selector": hex::encode(selector) })
-                }
+                Call::ContractCall { selector, calldata } => json!({
+                    "type": "contract_call", "selector": hex::encode(selector),
+                    "calldata": hex::encode(calldata)
+                }),
                 Call::Create => json!({ "type": "create" }),
             };
             json!({
                 "type": "ethereum",
                 "chain": Chain::Ethereum(tx.chain_id).to_string(),
+                "sender": sender.to_string(),
                 "nonce": tx.nonce,
                 "to": tx.to.map(|a| a.to_string()),
                 "value": tx.value.to_string(),

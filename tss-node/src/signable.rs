@@ -21,7 +21,12 @@ pub enum Payload {
     /// A message hashed by the node, or a raw digest.
     Message(Hashing),
     /// An unsigned Ethereum transaction.
-    Ethereum(Box<UnsignedTx>),
+    Ethereum {
+        /// The transaction as decoded here.
+        tx: Box<UnsignedTx>,
+        /// The signing key's address (its sender), from the key's public key.
+        sender: eth::Address,
+    },
     /// One input of a PSBT.
     Bitcoin {
         /// The whole PSBT as analysed here (shared by its inputs' sessions).
@@ -49,9 +54,12 @@ impl Decoded {
     /// The policy's view.
     pub fn intent(&self) -> Intent<'_> {
         match &self.payload {
-            Payload::Message(Hashing::Node(h)) => Intent::Message { hash: h.name() },
+            Payload::Message(Hashing::Node(h)) => Intent::Message { hash: *h },
             Payload::Message(Hashing::Raw) => Intent::RawDigest,
-            Payload::Ethereum(tx) => Intent::Ethereum(tx),
+            Payload::Ethereum { tx, sender } => Intent::Ethereum {
+                tx,
+                sender: *sender,
+            },
             Payload::Bitcoin { summary, .. } => Intent::Bitcoin(summary),
         }
     }
@@ -61,8 +69,12 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::InvalidArgument(e.to_string())
 }
 
-/// Decodes an unsigned Ethereum transaction and checks it is for `chain_id`.
-pub fn ethereum(tx_bytes: &[u8], chain_id: u64) -> Result<Decoded, ApiError> {
+/// Decodes an unsigned Ethereum transaction and checks it is for `chain_id`;
+/// `public_key` is the signing key's (its address is the sender policy
+/// compares recipients with).
+pub fn ethereum(tx_bytes: &[u8], chain_id: u64, public_key: &[u8]) -> Result<Decoded, ApiError> {
+    let sender = eth::address_of(public_key)
+        .map_err(|e| ApiError::Internal(format!("the key's public key: {e}")))?;
     let tx = eth::decode_unsigned(tx_bytes).map_err(|e| invalid(format!("unsigned_tx: {e}")))?;
     if chain_id == 0 {
         return Err(invalid(
@@ -83,7 +95,10 @@ pub fn ethereum(tx_bytes: &[u8], chain_id: u64) -> Result<Decoded, ApiError> {
     }
     Ok(Decoded {
         tx_id: tx.signing_hash,
-        payload: Payload::Ethereum(Box::new(tx)),
+        payload: Payload::Ethereum {
+            tx: Box::new(tx),
+            sender,
+        },
         data: ToSign::Hashed(data),
         digest,
     })
@@ -149,7 +164,7 @@ pub fn from_wire(
 ) -> Result<Decoded, ApiError> {
     match payload.and_then(|p| p.kind.as_ref()) {
         None => self::message(coordinator::hash_algo(hash)?, message),
-        Some(pb::sign_payload::Kind::EthereumChainId(id)) => ethereum(message, *id),
+        Some(pb::sign_payload::Kind::EthereumChainId(id)) => ethereum(message, *id, public_key),
         Some(pb::sign_payload::Kind::Bitcoin(b)) => {
             let summary = psbt(message, &b.chain, public_key)?;
             bitcoin_input(&summary, b.input_index as usize)

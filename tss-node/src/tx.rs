@@ -51,11 +51,11 @@ pub async fn sign_ethereum(
         Some(&kind),
     );
     let client = client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
-    let decoded = signable::ethereum(&req.unsigned_tx, req.chain_id)?;
     let record = coordinator::load_record(&node, &req.key_id).await?;
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let decoded = signable::ethereum(&req.unsigned_tx, req.chain_id, &public_key)?;
     let reservation = coordinator::check_policy(
         &node,
         &client.name,

@@ -23,15 +23,44 @@ use super::{Curve, EngineError, KeyShare, Signature};
 pub type Msg = cggmp24::signing::msg::Msg<Curve, sha2::Sha256>;
 
 /// How a node hashes the message bytes it is asked to sign.
+///
+/// The bare hashes ([`HashAlgo::Sha256`], [`HashAlgo::Keccak256`],
+/// [`HashAlgo::DoubleSha256`]) of caller bytes can be transaction signing
+/// hashes (keccak-256 of an Ethereum signing payload, double SHA-256 of a
+/// BIP143 preimage); the domain-separated modes ([`HashAlgo::Eip191`],
+/// [`HashAlgo::BitcoinMessage`]) prefix the message so that no transaction
+/// hashes to the same digest. See [`HashAlgo::is_domain_separated`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HashAlgo {
-    /// SHA-256 (generic messages).
+    /// SHA-256 of the bytes (bare).
     Sha256,
-    /// Keccak-256 (Ethereum).
+    /// Keccak-256 of the bytes (bare; Ethereum transactions).
     Keccak256,
-    /// SHA-256 applied twice (Bitcoin).
+    /// SHA-256 applied twice (bare; Bitcoin transactions).
     DoubleSha256,
+    /// EIP-191 personal message (`personal_sign`): keccak-256 of
+    /// `"\x19Ethereum Signed Message:\n" || decimal length || message`.
+    Eip191,
+    /// Bitcoin signed message (`signmessage`): double SHA-256 of
+    /// `"\x18Bitcoin Signed Message:\n" || compact-size length || message`.
+    BitcoinMessage,
+}
+
+/// EIP-191 version 0x45 prefix (before the decimal length).
+const EIP191_PREFIX: &[u8] = b"\x19Ethereum Signed Message:\n";
+/// Bitcoin Core's message magic (before the compact-size length).
+const BITCOIN_MESSAGE_PREFIX: &[u8] = b"\x18Bitcoin Signed Message:\n";
+
+/// Bitcoin's compact-size encoding of a length.
+fn compact_size(n: usize) -> Vec<u8> {
+    let n = n as u64;
+    match n {
+        0..=0xfc => vec![n as u8],
+        0xfd..=0xffff => [&[0xfd][..], &(n as u16).to_le_bytes()].concat(),
+        0x1_0000..=0xffff_ffff => [&[0xfe][..], &(n as u32).to_le_bytes()].concat(),
+        _ => [&[0xff][..], &n.to_le_bytes()].concat(),
+    }
 }
 
 impl HashAlgo {
@@ -41,6 +70,17 @@ impl HashAlgo {
             HashAlgo::Sha256 => "sha256",
             HashAlgo::Keccak256 => "keccak256",
             HashAlgo::DoubleSha256 => "double_sha256",
+            HashAlgo::Eip191 => "eip191",
+            HashAlgo::BitcoinMessage => "bitcoin_message",
+        }
+    }
+
+    /// Whether the node prefixes the message with a message-signing domain,
+    /// so that the digest cannot be a transaction's signing hash.
+    pub fn is_domain_separated(self) -> bool {
+        match self {
+            HashAlgo::Eip191 | HashAlgo::BitcoinMessage => true,
+            HashAlgo::Sha256 | HashAlgo::Keccak256 | HashAlgo::DoubleSha256 => false,
         }
     }
 
@@ -55,15 +95,32 @@ impl HashAlgo {
                 let d: [u8; 32] = sha3::Keccak256::digest(msg).into();
                 (cggmp24::DataToSign::digest::<sha3::Keccak256>(msg), d)
             }
-            HashAlgo::DoubleSha256 => {
-                let inner = sha2::Sha256::digest(msg);
-                let d: [u8; 32] = sha2::Sha256::digest(inner).into();
-                // The outer hash over the inner digest that we computed ourselves.
-                let outer = sha2::Sha256::new().chain_update(inner);
-                (cggmp24::DataToSign::from_digest(outer), d)
+            HashAlgo::DoubleSha256 => double_sha256(&[msg]),
+            HashAlgo::Eip191 => {
+                let h = sha3::Keccak256::new()
+                    .chain_update(EIP191_PREFIX)
+                    .chain_update(msg.len().to_string().as_bytes())
+                    .chain_update(msg);
+                let d: [u8; 32] = h.clone().finalize().into();
+                (cggmp24::DataToSign::from_digest(h), d)
+            }
+            HashAlgo::BitcoinMessage => {
+                double_sha256(&[BITCOIN_MESSAGE_PREFIX, &compact_size(msg.len()), msg])
             }
         }
     }
+}
+
+/// Double SHA-256 of the concatenated `parts`.
+fn double_sha256(parts: &[&[u8]]) -> (cggmp24::DataToSign<Curve>, [u8; 32]) {
+    let inner = parts
+        .iter()
+        .fold(sha2::Sha256::new(), |h, p| h.chain_update(p))
+        .finalize();
+    let d: [u8; 32] = sha2::Sha256::digest(inner).into();
+    // The outer hash over the inner digest that we computed ourselves.
+    let outer = sha2::Sha256::new().chain_update(inner);
+    (cggmp24::DataToSign::from_digest(outer), d)
 }
 
 /// What the full protocol signs.
@@ -235,4 +292,85 @@ where
         },
     ))
     .set_runtime(runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    const ALL: [HashAlgo; 5] = [
+        HashAlgo::Sha256,
+        HashAlgo::Keccak256,
+        HashAlgo::DoubleSha256,
+        HashAlgo::Eip191,
+        HashAlgo::BitcoinMessage,
+    ];
+
+    fn messages() -> Vec<Vec<u8>> {
+        vec![
+            b"".to_vec(),
+            b"hello".to_vec(),
+            vec![b'a'; 252],
+            vec![b'b'; 253],
+            vec![b'c'; 70_000],
+        ]
+    }
+
+    #[test]
+    fn data_to_sign__should_match_alloy_eip191_hash_message() {
+        for m in messages() {
+            let (data, d) = HashAlgo::Eip191.data_to_sign(&m);
+            assert_eq!(
+                d,
+                alloy_primitives::eip191_hash_message(&m).0,
+                "{}",
+                m.len()
+            );
+            let want = generic_ec::Scalar::<Curve>::from_be_bytes_mod_order(d);
+            assert_eq!(data.to_scalar(), want);
+        }
+    }
+
+    #[test]
+    fn data_to_sign__should_match_rust_bitcoin_signed_msg_hash() {
+        // The compact-size length changes form at 253 and 65536 bytes.
+        for m in messages() {
+            let text = String::from_utf8(m.clone()).unwrap();
+            let (data, d) = HashAlgo::BitcoinMessage.data_to_sign(&m);
+            let want = bitcoin::sign_message::signed_msg_hash(&text).to_byte_array();
+            assert_eq!(d, want, "{}", m.len());
+            let want = generic_ec::Scalar::<Curve>::from_be_bytes_mod_order(d);
+            assert_eq!(data.to_scalar(), want);
+        }
+        // rust-bitcoin's own vector for "test"
+        let (_, d) = HashAlgo::BitcoinMessage.data_to_sign(b"test");
+        let mut rev = d;
+        rev.reverse();
+        assert_eq!(
+            hex::encode(rev),
+            "a6f87fe6d58a032c320ff8d1541656f0282c2c7bfcc69d61af4c8e8ed528e49c"
+        );
+    }
+
+    #[test]
+    fn data_to_sign__should_give_each_mode_its_own_digest() {
+        let m = b"the same bytes";
+        let mut seen = std::collections::HashSet::new();
+        for h in ALL {
+            let (data, d) = h.data_to_sign(m);
+            assert!(seen.insert(d), "{} collides", h.name());
+            let want = generic_ec::Scalar::<Curve>::from_be_bytes_mod_order(d);
+            assert_eq!(data.to_scalar(), want, "{}", h.name());
+        }
+        let separated: Vec<_> = ALL.iter().filter(|h| h.is_domain_separated()).collect();
+        assert_eq!(separated, [&HashAlgo::Eip191, &HashAlgo::BitcoinMessage]);
+    }
+
+    #[test]
+    fn compact_size__should_use_bitcoins_forms() {
+        assert_eq!(compact_size(0xfc), vec![0xfc]);
+        assert_eq!(compact_size(0xfd), vec![0xfd, 0xfd, 0x00]);
+        assert_eq!(compact_size(0x1_0000), vec![0xfe, 0, 0, 1, 0]);
+    }
 }

@@ -33,8 +33,15 @@ struct Conn {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Hash {
+    /// EIP-191 personal message (role signer).
+    Eip191,
+    /// Bitcoin signed message (role signer).
+    BitcoinMessage,
+    /// Bare SHA-256 (the key's `raw_digest` must list the client).
     Sha256,
+    /// Bare Keccak-256 (`raw_digest`).
     Keccak256,
+    /// Bare double SHA-256 (`raw_digest`).
     DoubleSha256,
     /// The message is a 32-byte digest, signed as given (every signer's
     /// policy must list the client in the key's `raw_digest`; always the
@@ -83,7 +90,7 @@ enum Cmd {
         /// Message as hex.
         #[arg(long)]
         message_hex: Option<String>,
-        #[arg(long, value_enum, default_value = "sha256")]
+        #[arg(long, value_enum, default_value = "eip191")]
         hash: Hash,
         /// Request id (hex); random if not given.
         #[arg(long)]
@@ -318,6 +325,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 None => rand::random::<[u8; 16]>().to_vec(),
             };
             let hash = match hash {
+                Hash::Eip191 => pb::HashAlgorithm::Eip191,
+                Hash::BitcoinMessage => pb::HashAlgorithm::BitcoinMessage,
                 Hash::Sha256 => pb::HashAlgorithm::Sha256,
                 Hash::Keccak256 => pb::HashAlgorithm::Keccak256,
                 Hash::DoubleSha256 => pb::HashAlgorithm::DoubleSha256,

@@ -102,8 +102,18 @@ fn tx(chain_id: u64, to: Option<&str>, value: u64, call: Call) -> UnsignedTx {
     }
 }
 
+/// The key's own address (private key 1).
+const SELF: &str = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf";
+
+fn eth_intent(t: &UnsignedTx) -> Intent<'_> {
+    Intent::Ethereum {
+        tx: t,
+        sender: addr(SELF),
+    }
+}
+
 fn eth(p: &Policy, client: &str, t: &UnsignedTx, used: &Used) -> Decision {
-    p.evaluate(client, "wallet", &Intent::Ethereum(t), used)
+    p.evaluate(client, "wallet", &eth_intent(t), used)
 }
 
 #[test]
@@ -148,6 +158,7 @@ fn policy__should_deny_and_name_the_rule() {
                 0,
                 Call::ContractCall {
                     selector: [1, 2, 3, 4],
+                    calldata: vec![1, 2, 3, 4],
                 },
             ),
             "roles",
@@ -162,6 +173,7 @@ fn policy__should_deny_and_name_the_rule() {
                 0,
                 Call::ContractCall {
                     selector: [1, 2, 3, 4],
+                    calldata: vec![1, 2, 3, 4],
                 },
             ),
             "whitelist",
@@ -246,31 +258,10 @@ fn policy__should_deny_and_name_the_rule() {
 }
 
 #[test]
-fn policy__should_allow_trading_calls_and_erc20_withdrawals() {
+fn policy__should_allow_erc20_withdrawals_and_charge_the_token() {
+    // (Trading calls and approvals: `policy/eth/tests.rs`.)
     let p = policy();
     let none = Used::default();
-    let call = tx(
-        1,
-        Some(ROUTER),
-        10,
-        Call::ContractCall {
-            selector: [1, 2, 3, 4],
-        },
-    );
-    let d = eth(&p, "desk", &call, &none);
-    assert!(d.allow, "{d:?}");
-    assert_eq!(d.charges.len(), 1, "the call's value counts");
-    let approve = tx(
-        1,
-        Some(USDC),
-        0,
-        Call::Erc20Approve {
-            spender: addr(ROUTER),
-            amount: U256::MAX,
-        },
-    );
-    let d = eth(&p, "desk", &approve, &none);
-    assert!(d.allow && d.charges.is_empty(), "{d:?}");
     let withdraw = tx(
         1,
         Some(USDC),
@@ -310,7 +301,9 @@ fn policy__should_deny_past_the_rolling_limit() {
 fn policy__should_gate_messages_and_raw_digests_per_client_and_key() {
     let p = policy();
     let none = Used::default();
-    let msg = Intent::Message { hash: "sha256" };
+    let msg = Intent::Message {
+        hash: HashAlgo::Eip191,
+    };
     assert!(p.evaluate("ops", "wallet", &msg, &none).allow);
     assert!(
         p.evaluate("ops", "other-key", &msg, &none).allow,
@@ -326,8 +319,7 @@ fn policy__should_gate_messages_and_raw_digests_per_client_and_key() {
     // The "*" entry allows no chain.
     let t = tx(1, Some(DEST), 1, Call::Transfer);
     assert_eq!(
-        p.evaluate("gw", "other-key", &Intent::Ethereum(&t), &none)
-            .rule,
+        p.evaluate("gw", "other-key", &eth_intent(&t), &none).rule,
         "chains"
     );
     // No policy at all: everything is refused.
@@ -470,19 +462,46 @@ fn policy__example_file_should_load() {
     let p = Policy::parse(text, &["gateway-withdrawals", "mm-desk"]).unwrap();
     let none = Used::default();
     let router = "0x68b3465833fb72A70ecDF485E0e4C7bD8665Fc45";
-    let call = tx(1, Some(router), 0, Call::ContractCall { selector: [9; 4] });
-    assert!(
-        p.evaluate("mm-desk", "mm-wallet", &Intent::Ethereum(&call), &none)
-            .allow
+    let sig = "swapExactTokensForTokens(uint256,uint256,address[],address)";
+    let word = |a: &str| {
+        let mut w = [0u8; 32];
+        w[12..].copy_from_slice(addr(a).as_slice());
+        w
+    };
+    let swap_to = |to: &str| {
+        let f = tss_core::chain::eth::abi::Function::parse(sig).unwrap();
+        let mut data = f.selector().to_vec();
+        for w in [
+            U256::from(100).to_be_bytes(),
+            U256::from(99).to_be_bytes(),
+            U256::from(0x80).to_be_bytes(),
+            word(to),
+            U256::from(2).to_be_bytes(),
+            word(USDC),
+            word(DEST),
+        ] {
+            data.extend_from_slice(&w);
+        }
+        let call = Call::ContractCall {
+            selector: f.selector(),
+            calldata: data,
+        };
+        tx(1, Some(router), 0, call)
+    };
+    // A swap paying the key itself is a trade; paying anyone else is not
+    let own = swap_to(SELF);
+    let d = p.evaluate("mm-desk", "mm-wallet", &eth_intent(&own), &none);
+    assert!(d.allow, "{d:?}");
+    let d = p.evaluate(
+        "mm-desk",
+        "mm-wallet",
+        &eth_intent(&swap_to(STRANGER)),
+        &none,
     );
+    assert_eq!(d.rule, "recipients", "{d:?}");
     assert!(
-        !p.evaluate(
-            "gateway-withdrawals",
-            "mm-wallet",
-            &Intent::Ethereum(&call),
-            &none
-        )
-        .allow
+        !p.evaluate("gateway-withdrawals", "mm-wallet", &eth_intent(&own), &none)
+            .allow
     );
 }
 
