@@ -775,10 +775,8 @@ struct Server(Arc<Hostile>);
 
 fn declined(reason: &str) -> pb::ProposalReply {
     pb::ProposalReply {
-        accepted: false,
         reason: reason.into(),
-        missing_aux: false,
-        denied: false,
+        ..Default::default()
     }
 }
 
@@ -798,9 +796,7 @@ impl Peer for Server {
         let ceremony = *self.0.ceremony.lock().unwrap();
         let accepted = pb::ProposalReply {
             accepted: true,
-            reason: String::new(),
-            missing_aux: false,
-            denied: false,
+            ..Default::default()
         };
         let s = match p.kind {
             Some(pb::proposal::Kind::Sign(s)) => s,
@@ -816,10 +812,9 @@ impl Peer for Server {
             }
             Some(pb::proposal::Kind::Keygen(k)) if ceremony != Ceremony::Off => {
                 return Ok(Response::new(pb::ProposalReply {
-                    accepted: false,
                     reason: format!("missing aux info {}", hex::encode(k.aux_id)),
                     missing_aux: true,
-                    denied: false,
+                    ..Default::default()
                 }));
             }
             _ => return Ok(Response::new(declined("hostile charlie declines this"))),
@@ -903,6 +898,13 @@ impl Peer for Server {
 
     async fn ping(&self, _: Request<pb::Ack>) -> Result<Response<pb::Ack>, Status> {
         Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn find_signature(
+        &self,
+        _: Request<pb::FindSignatureRequest>,
+    ) -> Result<Response<pb::FindSignatureReply>, Status> {
+        Err(Status::unimplemented("hostile charlie keeps no signatures"))
     }
 
     async fn transcript_part(

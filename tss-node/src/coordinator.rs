@@ -116,6 +116,115 @@ pub fn signed_key(key_id: &str, request_id: &[u8], digest: &[u8; 32]) -> Vec<u8>
     .concat()
 }
 
+/// Whether this node released its part of a signature for the session
+/// (key, session request id, digest): it was recorded as signed.
+pub async fn signed_here(
+    node: &Arc<Node>,
+    key_id: &str,
+    request_id: &[u8],
+    digest: &[u8; 32],
+) -> Result<bool, ApiError> {
+    let (n, k) = (node.clone(), signed_key(key_id, request_id, digest));
+    blocking(move || Ok(n.store.contains(RecordKind::SeenExecution, &k)?)).await
+}
+
+/// Refuses, with `ALREADY_EXISTS` naming the conflict, a client request id
+/// this node saw for another client or another request ([`crate::retry`]).
+pub async fn check_request_id(
+    node: &Arc<Node>,
+    key_id: &str,
+    request_id: &[u8],
+    client: &str,
+    request: [u8; 32],
+) -> Result<(), ApiError> {
+    let (n, k, r, c) = (
+        node.clone(),
+        key_id.to_owned(),
+        request_id.to_vec(),
+        client.to_owned(),
+    );
+    blocking(move || crate::retry::check_binding(&n, &k, &r, &c, &request)).await
+}
+
+/// Binds a client request id to its request durably, once allowed here.
+pub async fn bind_request_id(
+    node: &Arc<Node>,
+    key_id: &str,
+    request_id: &[u8],
+    client: &str,
+    request: [u8; 32],
+) -> Result<(), ApiError> {
+    let (n, k, r, c) = (
+        node.clone(),
+        key_id.to_owned(),
+        request_id.to_vec(),
+        client.to_owned(),
+    );
+    blocking(move || crate::retry::bind(&n, &k, &r, &c, &request)).await
+}
+
+/// The signature of a session this node kept, rebuilt and verified, as
+/// the response to a retry.
+pub async fn stored_response(
+    node: &Arc<Node>,
+    record: &KeyRecord,
+    request_id: &[u8],
+    digest: &[u8; 32],
+    started: Instant,
+) -> Result<Option<pb::SignResponse>, ApiError> {
+    let (n, k, r, d) = (
+        node.clone(),
+        record.key_id.clone(),
+        request_id.to_vec(),
+        *digest,
+    );
+    let Some((rs, signers)) =
+        blocking(move || crate::retry::stored_signature(&n, &k, &r, &d)).await?
+    else {
+        return Ok(None);
+    };
+    let public_key = record
+        .public_key_bytes()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let fin = tss_core::chain::finish_signature(&public_key, digest, &rs)
+        .map_err(|e| ApiError::Internal(format!("a kept signature does not verify ({e})")))?;
+    tracing::info!(key_id = %record.key_id, "a retried request: the kept signature is returned");
+    Ok(Some(signature_response(
+        &fin,
+        digest,
+        public_key,
+        signers,
+        "stored",
+        vec![],
+        started,
+    )))
+}
+
+/// A Sign response for the finished signature `fin` of `digest`.
+fn signature_response(
+    fin: &tss_core::chain::EcdsaSignature,
+    digest: &[u8; 32],
+    public_key: Vec<u8>,
+    signers: Vec<String>,
+    path: &str,
+    presignature_id: Vec<u8>,
+    started: Instant,
+) -> pb::SignResponse {
+    pb::SignResponse {
+        r: fin.r.to_vec(),
+        s: fin.s.to_vec(),
+        v: u32::from(fin.v),
+        der: fin.der.clone(),
+        signature_rsv: fin.to_rsv().to_vec(),
+        digest: digest.to_vec(),
+        public_key,
+        signers,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        path: path.into(),
+        presignature_id,
+    }
+}
+
 /// Claims a signing request (key, request id, digest) at this node, as
 /// coordinator or co-signer. Refused if it is being signed here right now or
 /// was signed here before: any two signer pairs share a party, so a replay
@@ -198,6 +307,10 @@ enum PoolMiss {
     Failed(String),
     /// The co-signer's policy refused the request: try the next one.
     Denied(String),
+    /// The co-signer signed this request before (a retry).
+    AlreadySigned(String),
+    /// The request id was used for another request.
+    Conflict(String),
 }
 
 /// Proposes a two-party session (sign, presign) to co-signer `name`. When it
@@ -213,7 +326,11 @@ pub async fn propose_pair(
     propose_pair_reply(node, client, info, proposal, name)
         .await
         .map_err(|r| match r {
-            Attempt::Failed(m) | Attempt::Denied(m) | Attempt::Busy(m) => m,
+            Attempt::Failed(m)
+            | Attempt::Denied(m)
+            | Attempt::Busy(m)
+            | Attempt::AlreadySigned(m)
+            | Attempt::Conflict(m) => m,
             Attempt::Fatal(e) => e.to_string(),
         })
 }
@@ -228,6 +345,10 @@ pub enum Attempt {
     /// It runs its maximum of sessions: try the next; if none is free, the
     /// client gets RESOURCE_EXHAUSTED (retry later).
     Busy(String),
+    /// It signed this request before: fetch the signature (a retry).
+    AlreadySigned(String),
+    /// The request id was used for another request: ALREADY_EXISTS.
+    Conflict(String),
     /// Stop trying (this node cannot go on).
     Fatal(ApiError),
 }
@@ -261,6 +382,14 @@ async fn propose_pair_reply(
             )))
         }
         Ok(Ok(reply)) if reply.get_ref().denied => Err(Attempt::Denied(format!(
+            "{name}: {}",
+            reply.get_ref().reason
+        ))),
+        Ok(Ok(reply)) if reply.get_ref().conflict => Err(Attempt::Conflict(format!(
+            "{name}: {}",
+            reply.get_ref().reason
+        ))),
+        Ok(Ok(reply)) if reply.get_ref().already_signed => Err(Attempt::AlreadySigned(format!(
             "{name}: {}",
             reply.get_ref().reason
         ))),
@@ -319,19 +448,15 @@ impl SignJob {
                     .map_or_else(String::new, |p| p.name.clone())
             })
             .collect();
-        pb::SignResponse {
-            r: fin.r.to_vec(),
-            s: fin.s.to_vec(),
-            v: u32::from(fin.v),
-            der: fin.der.clone(),
-            signature_rsv: fin.to_rsv().to_vec(),
-            digest: self.digest.to_vec(),
-            public_key: self.public_key.clone(),
-            signers: names,
-            elapsed_ms: self.started.elapsed().as_millis() as u64,
-            path: path.into(),
+        signature_response(
+            fin,
+            &self.digest,
+            self.public_key.clone(),
+            names,
+            path,
             presignature_id,
-        }
+            self.started,
+        )
     }
 
     /// Independent check with k256 before anything is released.
@@ -431,6 +556,12 @@ async fn sign_from_pool(
     }
     if reply.denied {
         return Err(PoolMiss::Denied(format!("{name}: {}", reply.reason)));
+    }
+    if reply.conflict {
+        return Err(PoolMiss::Conflict(format!("{name}: {}", reply.reason)));
+    }
+    if reply.already_signed {
+        return Err(PoolMiss::AlreadySigned(format!("{name}: {}", reply.reason)));
     }
     let Ok(theirs) = <[u8; 32]>::try_from(reply.partial_signature.as_slice()) else {
         return Err(PoolMiss::Failed(format!(
@@ -661,8 +792,22 @@ pub async fn sign(
         None,
     );
     let client = client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
+    let request = asked.digest().map_err(client_auth::AuthError::from)?;
     let decoded = signable::message(hashing, &req.message)?;
     let record = load_record(&node, &req.key_id).await?;
+    check_request_id(
+        &node,
+        &record.key_id,
+        &req.request_id,
+        &client.name,
+        request,
+    )
+    .await?;
+    if let Some(resp) =
+        stored_response(&node, &record, &req.request_id, &decoded.digest, started).await?
+    {
+        return Ok(resp);
+    }
     let reservation = check_policy(
         &node,
         &client.name,
@@ -670,6 +815,14 @@ pub async fn sign(
         &req.request_id,
         &decoded,
         "coordinator".into(),
+    )
+    .await?;
+    bind_request_id(
+        &node,
+        &record.key_id,
+        &req.request_id,
+        &client.name,
+        request,
     )
     .await?;
     let request_id = req.request_id.clone();
@@ -706,6 +859,14 @@ pub async fn sign_decoded(
 ) -> Result<pb::SignResponse, ApiError> {
     let node = node.clone();
     let (data, digest) = (decoded.data, decoded.digest);
+    // A retry: the signature kept here, or, if this node released its part
+    // before without keeping the signature, the one a peer kept.
+    if let Some(resp) = stored_response(&node, &record, request_id, &digest, started).await? {
+        return Ok(resp);
+    }
+    if signed_here(&node, &record.key_id, request_id, &digest).await? {
+        return find_elsewhere(&node, &record, request_id, &wire, &digest, started).await;
+    }
     let _claim = claim_fresh_request(&node, &record.key_id, request_id, &digest).await?;
     let me = record.my_index;
     let ids = record
@@ -751,6 +912,8 @@ pub async fn sign_decoded(
     let mut failures = Vec::new();
     let mut denials = Vec::new();
     let mut busy = Vec::new();
+    let mut signed_before = Vec::new();
+    let mut conflicts = Vec::new();
     let result = 'sign: {
         for (cand, ready, _) in candidates {
             let cand_id = ids[usize::from(cand)];
@@ -783,6 +946,14 @@ pub async fn sign_decoded(
                         denials.push(why);
                         continue;
                     }
+                    Err(PoolMiss::AlreadySigned(why)) => {
+                        signed_before.push(why);
+                        continue;
+                    }
+                    Err(PoolMiss::Conflict(why)) => {
+                        conflicts.push(why);
+                        continue;
+                    }
                 }
             }
             let share = match &share {
@@ -803,8 +974,20 @@ pub async fn sign_decoded(
                 Err(Attempt::Failed(why)) => failures.push(why),
                 Err(Attempt::Denied(why)) => denials.push(why),
                 Err(Attempt::Busy(why)) => busy.push(why),
+                Err(Attempt::AlreadySigned(why)) => signed_before.push(why),
+                Err(Attempt::Conflict(why)) => conflicts.push(why),
                 Err(Attempt::Fatal(e)) => break 'sign Err(e),
             }
+        }
+        if !conflicts.is_empty() {
+            break 'sign Err(ApiError::AlreadyExists(conflicts.join("; ")));
+        }
+        if !signed_before.is_empty() {
+            // A retry of a request another node coordinated: never a new
+            // signature, and never UNAVAILABLE for a known request.
+            tracing::info!(reasons = %signed_before.join("; "), "a retried request; fetching its signature");
+            break 'sign find_elsewhere(&node, record, request_id, &job.wire, &digest, started)
+                .await;
         }
         if !busy.is_empty() && denials.is_empty() {
             // A co-signer is up but at its session limit: worth a retry.
@@ -836,14 +1019,22 @@ pub async fn sign_decoded(
             // signature left, the pool path with the presignature it
             // consumed. The amounts are recorded before the signature
             // leaves (already, if our partial signature left).
+            // The signature is kept for retries before it leaves.
             let (n, release) = (node.clone(), job.release.clone());
+            let (k, r, rs, signers) = (
+                record.key_id.clone(),
+                request_id.to_vec(),
+                rs_of(&resp)?,
+                resp.signers.clone(),
+            );
             blocking(move || {
                 release.commit(&n.store).map_err(|e| {
                     tracing::error!(error = %e, "cannot record a released amount");
                     ApiError::Internal(format!(
                         "cannot record the amount against the policy limits ({e}); the signature is withheld"
                     ))
-                })
+                })?;
+                crate::retry::store_signature(&n, &k, &r, &digest, &rs, signers)
             })
             .await?;
             Ok(resp)
@@ -868,6 +1059,90 @@ pub async fn sign_decoded(
             Err(e)
         }
     }
+}
+
+/// `r || s` of a response.
+fn rs_of(resp: &pb::SignResponse) -> Result<[u8; 64], ApiError> {
+    [resp.r.as_slice(), resp.s.as_slice()]
+        .concat()
+        .try_into()
+        .map_err(|_| ApiError::Internal("signature is not r || s".into()))
+}
+
+/// A retry of a request whose signature this node does not hold: asks
+/// every other party of the key for the signature it kept, verifies it
+/// under the key itself and keeps it. `FAILED_PRECONDITION` when no
+/// reachable party holds it (retry later: it is never signed anew).
+async fn find_elsewhere(
+    node: &Arc<Node>,
+    record: &KeyRecord,
+    request_id: &[u8],
+    wire: &Wire,
+    digest: &[u8; 32],
+    started: Instant,
+) -> Result<pb::SignResponse, ApiError> {
+    let public_key = record
+        .public_key_bytes()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let timeout = Duration::from_millis(node.cfg.timeouts.propose_ms);
+    let mut why = Vec::new();
+    for (_, name, mut rpc) in key_peers(node, record)? {
+        let req = pb::FindSignatureRequest {
+            key_id: record.key_id.clone(),
+            request_id: wire.request_id.clone(),
+            message: wire.message.clone(),
+            hash: wire.hash,
+            payload: wire.payload.clone(),
+            authorization: wire.authorization.clone(),
+        };
+        let r = tokio::time::timeout(timeout, rpc.find_signature(req)).await;
+        let reply = match call_error(node, &name, timeout, r) {
+            Ok(reply) => reply,
+            Err(e) => {
+                why.push(e);
+                continue;
+            }
+        };
+        if reply.conflict {
+            return Err(ApiError::AlreadyExists(format!("{name}: {}", reply.reason)));
+        }
+        let Ok(rs) = <[u8; 64]>::try_from(reply.signature.as_slice()) else {
+            why.push(match (reply.signed, reply.reason.is_empty()) {
+                (true, _) => format!("{name} signed it but does not hold the signature"),
+                (false, true) => format!("{name} did not sign it"),
+                (false, false) => format!("{name}: {}", reply.reason),
+            });
+            continue;
+        };
+        // The peer's word is not needed: the signature verifies or not.
+        let Ok(fin) = tss_core::chain::finish_signature(&public_key, digest, &rs) else {
+            tracing::warn!(peer = %name, "a peer returned a signature that does not verify");
+            why.push(format!("{name} returned a signature that does not verify"));
+            continue;
+        };
+        let (n, k, r, signers) = (
+            node.clone(),
+            record.key_id.clone(),
+            request_id.to_vec(),
+            reply.signers.clone(),
+        );
+        let d = *digest;
+        blocking(move || crate::retry::store_signature(&n, &k, &r, &d, &rs, signers)).await?;
+        tracing::info!(key_id = %record.key_id, peer = %name, "a retried request: returning the signature a peer kept");
+        return Ok(signature_response(
+            &fin,
+            digest,
+            public_key,
+            reply.signers,
+            "stored",
+            vec![],
+            started,
+        ));
+    }
+    Err(ApiError::FailedPrecondition(format!(
+        "this request was signed before, but no reachable party holds its signature now ({}); retry later",
+        why.join("; ")
+    )))
 }
 
 /// The full interactive protocol with co-signer `cand`. Errors are one line
@@ -1735,9 +2010,13 @@ async fn sign_certificate(
                     .map_err(|_| ApiError::Internal("signature is not r || s".into()))?;
                 return Ok(rs);
             }
-            Err(Attempt::Failed(why) | Attempt::Denied(why) | Attempt::Busy(why)) => {
-                failures.push(why)
-            }
+            Err(
+                Attempt::Failed(why)
+                | Attempt::Denied(why)
+                | Attempt::Busy(why)
+                | Attempt::AlreadySigned(why)
+                | Attempt::Conflict(why),
+            ) => failures.push(why),
             Err(Attempt::Fatal(e)) => return Err(e),
         }
     }

@@ -34,6 +34,7 @@ pub mod node;
 pub mod policy;
 pub mod pool;
 pub mod presign;
+pub mod retry;
 pub mod run;
 pub mod service;
 pub mod signable;

@@ -51,20 +51,47 @@ pub async fn sign_ethereum(
         Some(&kind),
     );
     let client = client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
+    let request = asked.digest().map_err(client_auth::AuthError::from)?;
     let record = coordinator::load_record(&node, &req.key_id).await?;
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let decoded = signable::ethereum(&req.unsigned_tx, req.chain_id, &public_key)?;
-    let reservation = coordinator::check_policy(
+    coordinator::check_request_id(
         &node,
-        &client.name,
         &record.key_id,
         &req.request_id,
-        &decoded,
-        "coordinator".into(),
+        &client.name,
+        request,
     )
     .await?;
+    // A retry of a signed transaction skips the policy: it signs nothing new.
+    let stored =
+        coordinator::stored_response(&node, &record, &req.request_id, &decoded.digest, started)
+            .await?;
+    let reservation = match stored {
+        Some(_) => None,
+        None => {
+            let r = coordinator::check_policy(
+                &node,
+                &client.name,
+                &record.key_id,
+                &req.request_id,
+                &decoded,
+                "coordinator".into(),
+            )
+            .await?;
+            coordinator::bind_request_id(
+                &node,
+                &record.key_id,
+                &req.request_id,
+                &client.name,
+                request,
+            )
+            .await?;
+            r
+        }
+    };
     let wire = Wire {
         request_id: req.request_id.clone(),
         message: req.unsigned_tx.clone(),
@@ -113,7 +140,16 @@ pub async fn sign_bitcoin(
         Some(&pb::sign_payload::Kind::Bitcoin(pb::BitcoinInput::default())),
     );
     let client = client_auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
+    let request = asked.digest().map_err(client_auth::AuthError::from)?;
     let record = coordinator::load_record(&node, &req.key_id).await?;
+    coordinator::check_request_id(
+        &node,
+        &record.key_id,
+        &req.request_id,
+        &client.name,
+        request,
+    )
+    .await?;
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -137,6 +173,14 @@ pub async fn sign_bitcoin(
         &req.request_id,
         &whole,
         "coordinator".into(),
+    )
+    .await?;
+    coordinator::bind_request_id(
+        &node,
+        &record.key_id,
+        &req.request_id,
+        &client.name,
+        request,
     )
     .await?;
     // One release for the whole transaction: its amounts are recorded

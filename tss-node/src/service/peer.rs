@@ -80,8 +80,7 @@ fn decline(reason: impl Into<String>) -> pb::ProposalReply {
     pb::ProposalReply {
         accepted: false,
         reason: reason.into(),
-        missing_aux: false,
-        denied: false,
+        ..Default::default()
     }
 }
 
@@ -91,6 +90,11 @@ enum Refusal {
     Declined(String),
     /// This node's policy refuses it.
     Denied(String),
+    /// This node signed the request before: a retry (the coordinator
+    /// fetches the signature, it is never signed anew).
+    AlreadySigned(String),
+    /// The request id was used for another request here.
+    Conflict(String),
 }
 
 impl Refusal {
@@ -101,19 +105,36 @@ impl Refusal {
                 denied: true,
                 ..decline(m)
             },
+            Refusal::AlreadySigned(m) => pb::ProposalReply {
+                already_signed: true,
+                ..decline(m)
+            },
+            Refusal::Conflict(m) => pb::ProposalReply {
+                conflict: true,
+                ..decline(m)
+            },
         }
     }
 
     fn presign_reply(self) -> pb::PresignSignReply {
-        let (reason, denied) = match self {
-            Refusal::Declined(m) => (m, false),
-            Refusal::Denied(m) => (m, true),
-        };
-        pb::PresignSignReply {
-            partial_signature: vec![],
+        let reply = |reason| pb::PresignSignReply {
             reason,
-            missing: false,
-            denied,
+            ..Default::default()
+        };
+        match self {
+            Refusal::Declined(m) => reply(m),
+            Refusal::Denied(m) => pb::PresignSignReply {
+                denied: true,
+                ..reply(m)
+            },
+            Refusal::AlreadySigned(m) => pb::PresignSignReply {
+                already_signed: true,
+                ..reply(m)
+            },
+            Refusal::Conflict(m) => pb::PresignSignReply {
+                conflict: true,
+                ..reply(m)
+            },
         }
     }
 }
@@ -127,6 +148,9 @@ struct Authenticated {
     request_id: Vec<u8>,
     /// `None` for the key's signature over its own certificate (no client).
     client: Option<crate::config::ClientEntry>,
+    /// The client's request without its expiry
+    /// ([`tss_core::authorization::ClientRequest::digest`]).
+    request: [u8; 32],
 }
 
 /// A co-signer's view of a signing request (from a proposal or a pool
@@ -157,9 +181,7 @@ impl Ask<'_> {
 fn accept() -> pb::ProposalReply {
     pb::ProposalReply {
         accepted: true,
-        reason: String::new(),
-        missing_aux: false,
-        denied: false,
+        ..Default::default()
     }
 }
 
@@ -184,6 +206,7 @@ impl PeerService {
         }
         let certificate =
             ask.payload.is_none() && ask.message.starts_with(transcript::CERTIFICATE_DOMAIN);
+        let mut request = [0u8; 32];
         let client = if certificate {
             if presign {
                 return Ok(Err(Refusal::Declined("messages starting with the key-certificate domain are reserved for key certificates, signed by the full protocol only".into())));
@@ -200,6 +223,10 @@ impl PeerService {
                 &chain,
                 kind,
             );
+            request = match asked.digest() {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(Refusal::Declined(e.to_string()))),
+            };
             let client = match client_auth::verify(node, &asked, ask.authorization) {
                 Ok(c) => c,
                 Err(e) => {
@@ -262,7 +289,61 @@ impl PeerService {
             decoded,
             request_id: ask.session_request_id(),
             client,
+            request,
         }))
+    }
+
+    /// A retry or a reused request id, as this node knows it: the request
+    /// id bound here to another request (a conflict), or this session
+    /// signed here before.
+    async fn known(&self, ask: &Ask<'_>, a: &Authenticated) -> Result<Option<Refusal>, ApiError> {
+        let node = &self.node;
+        let key_id = &ask.record.key_id;
+        if let Some(client) = &a.client {
+            match coordinator::check_request_id(
+                node,
+                key_id,
+                ask.request_id,
+                &client.name,
+                a.request,
+            )
+            .await
+            {
+                Err(ApiError::AlreadyExists(m)) => {
+                    return Ok(Some(Refusal::Conflict(format!("{}: {m}", node.cfg.name))))
+                }
+                r => r?,
+            }
+        }
+        if coordinator::signed_here(node, key_id, &a.request_id, &a.decoded.digest).await? {
+            return Ok(Some(Refusal::AlreadySigned(format!(
+                "{} signed this request before",
+                node.cfg.name
+            ))));
+        }
+        Ok(None)
+    }
+
+    /// After the policy allowed it: binds the client's request id here.
+    async fn bind(&self, ask: &Ask<'_>, a: &Authenticated) -> Result<Option<Refusal>, ApiError> {
+        let Some(client) = &a.client else {
+            return Ok(None);
+        };
+        match coordinator::bind_request_id(
+            &self.node,
+            &ask.record.key_id,
+            ask.request_id,
+            &client.name,
+            a.request,
+        )
+        .await
+        {
+            Err(ApiError::AlreadyExists(m)) => Ok(Some(Refusal::Conflict(format!(
+                "{}: {m}",
+                self.node.cfg.name
+            )))),
+            r => r.map(|()| None),
+        }
     }
 
     /// This node's policy for the client that signed an authenticated
@@ -422,14 +503,13 @@ impl PeerService {
                 // last round's proofs take a while): accept, and wait for it.
                 if aux.is_none() && !node.aux_running(&aux_id) {
                     return Ok(pb::ProposalReply {
-                        accepted: false,
                         reason: format!(
                             "missing aux info {} at {}",
                             hex::encode(aux_id),
                             node.cfg.name
                         ),
                         missing_aux: true,
-                        denied: false,
+                        ..Default::default()
                     });
                 }
                 let info = node.ceremony_session(id, Protocol::Keygen);
@@ -570,10 +650,9 @@ impl PeerService {
     ) -> Result<pb::PresignSignReply, ApiError> {
         let node = &self.node;
         let refuse = |reason: String, missing: bool| pb::PresignSignReply {
-            partial_signature: vec![],
             reason,
             missing,
-            denied: false,
+            ..Default::default()
         };
         if keygen::record::check_key_id(&r.key_id).is_err() {
             return Ok(refuse("invalid key id".into(), false));
@@ -594,6 +673,9 @@ impl PeerService {
             Ok(a) => a,
             Err(refusal) => return Ok(refusal.presign_reply()),
         };
+        if let Some(refusal) = self.known(&ask, &authenticated).await? {
+            return Ok(refusal.presign_reply());
+        }
         let tss_core::ecdsa::sign::ToSign::Hashed(data) = authenticated.decoded.data else {
             return Ok(refuse(
                 "raw digests are never signed from a presignature".into(),
@@ -622,6 +704,9 @@ impl PeerService {
             Ok(r) => r,
             Err(refusal) => return Ok(refusal.presign_reply()),
         };
+        if let Some(refusal) = self.bind(&ask, &authenticated).await? {
+            return Ok(refusal.presign_reply());
+        }
         let presig = crate::presign::consume(
             node,
             &record,
@@ -657,9 +742,73 @@ impl PeerService {
         tracing::info!(coordinator = %from.name, key_id = %record.key_id, "co-signed from a presignature");
         Ok(pb::PresignSignReply {
             partial_signature: partial.to_vec(),
-            reason: String::new(),
-            missing: false,
-            denied: false,
+            ..Default::default()
+        })
+    }
+
+    async fn find_signature_inner(
+        &self,
+        from: &Party,
+        r: pb::FindSignatureRequest,
+    ) -> Result<pb::FindSignatureReply, ApiError> {
+        let node = &self.node;
+        let refused = |reason: String| pb::FindSignatureReply {
+            reason,
+            ..Default::default()
+        };
+        if keygen::record::check_key_id(&r.key_id).is_err() {
+            return Ok(refused("invalid key id".into()));
+        }
+        let (n, k) = (node.clone(), r.key_id.clone());
+        let Some(record) = blocking(move || flows::load_key_record(&n, &k)).await? else {
+            return Ok(refused(format!("no key {} at {}", r.key_id, node.cfg.name)));
+        };
+        let ask = Ask {
+            record: &record,
+            request_id: &r.request_id,
+            message: &r.message,
+            hash: r.hash,
+            payload: r.payload.as_ref(),
+            authorization: r.authorization.as_ref(),
+        };
+        let a = match self.authenticate(from, &ask, false).await? {
+            Ok(a) => a,
+            Err(
+                Refusal::Declined(m)
+                | Refusal::Denied(m)
+                | Refusal::AlreadySigned(m)
+                | Refusal::Conflict(m),
+            ) => return Ok(refused(m)),
+        };
+        if let Some(Refusal::Conflict(m)) = self.known(&ask, &a).await? {
+            return Ok(pb::FindSignatureReply {
+                conflict: true,
+                ..refused(m)
+            });
+        }
+        let (n, k, rid, d) = (
+            node.clone(),
+            record.key_id.clone(),
+            a.request_id.clone(),
+            a.decoded.digest,
+        );
+        if let Some((rs, signers)) =
+            blocking(move || crate::retry::stored_signature(&n, &k, &rid, &d)).await?
+        {
+            tracing::info!(caller = %from.name, key_id = %record.key_id, "handed out a kept signature for a retried request");
+            return Ok(pb::FindSignatureReply {
+                signed: true,
+                signature: rs.to_vec(),
+                signers,
+                ..Default::default()
+            });
+        }
+        let signed =
+            coordinator::signed_here(node, &record.key_id, &a.request_id, &a.decoded.digest)
+                .await?;
+        Ok(pb::FindSignatureReply {
+            signed,
+            ..Default::default()
         })
     }
 
@@ -689,6 +838,9 @@ impl PeerService {
             Ok(a) => a,
             Err(refusal) => return Ok(refusal.proposal_reply()),
         };
+        if let Some(refusal) = self.known(&ask, &authenticated).await? {
+            return Ok(refusal.proposal_reply());
+        }
         let (data, digest, request_id) = (
             authenticated.decoded.data,
             authenticated.decoded.digest,
@@ -716,6 +868,9 @@ impl PeerService {
             Ok(r) => r,
             Err(refusal) => return Ok(refusal.proposal_reply()),
         };
+        if let Some(refusal) = self.bind(&ask, &authenticated).await? {
+            return Ok(refusal.proposal_reply());
+        }
         if let Err(e) = coordinator::mark_seen(node, eid).await {
             return Ok(decline(e.to_string()));
         }
@@ -734,9 +889,41 @@ impl PeerService {
         );
         tokio::spawn(async move {
             let _claim = claim;
-            match flows::sign(n, reg, share, signers, data, Some(hook)).await {
-                Ok(_) => {
-                    tracing::info!(coordinator = %coordinator_name, key_id = %record.key_id, "co-signed")
+            match flows::sign(n.clone(), reg, share, signers.clone(), data, Some(hook)).await {
+                Ok(sig) => {
+                    tracing::info!(coordinator = %coordinator_name, key_id = %record.key_id, "co-signed");
+                    // Kept for a retry through another node.
+                    let mut rs = [0u8; 64];
+                    sig.write_to_slice(&mut rs);
+                    let names = signers
+                        .iter()
+                        .filter_map(|&i| record.parties.get(usize::from(i)))
+                        .map(|p| p.name.clone())
+                        .collect();
+                    let key_id = record.key_id.clone();
+                    let kept = blocking(move || {
+                        let pk = record
+                            .public_key_bytes()
+                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                        let fin = tss_core::chain::finish_signature(&pk, &digest, &rs)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                        let low_s: [u8; 64] = [fin.r, fin.s]
+                            .concat()
+                            .try_into()
+                            .map_err(|_| ApiError::Internal("r || s".into()))?;
+                        crate::retry::store_signature(
+                            &n,
+                            &key_id,
+                            &request_id,
+                            &digest,
+                            &low_s,
+                            names,
+                        )
+                    })
+                    .await;
+                    if let Err(e) = kept {
+                        tracing::warn!(error = %e, "a co-signed signature could not be kept for retries");
+                    }
                 }
                 Err(f) => {
                     tracing::warn!(coordinator = %coordinator_name, failure = %f, "co-signing failed")
@@ -837,6 +1024,15 @@ impl pb::peer_server::Peer for PeerService {
     async fn ping(&self, req: Request<pb::Ack>) -> Result<Response<pb::Ack>, Status> {
         self.caller(&req)?;
         Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn find_signature(
+        &self,
+        req: Request<pb::FindSignatureRequest>,
+    ) -> Result<Response<pb::FindSignatureReply>, Status> {
+        let from = self.caller(&req)?;
+        let reply = self.find_signature_inner(from, req.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn transcript_part(
