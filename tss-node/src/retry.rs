@@ -156,13 +156,16 @@ pub fn store_signature(
     Ok(())
 }
 
-/// The kept signature of a session: `r || s` and the signers' names.
+/// A kept signature: `r || s` and the signers' names.
+pub type Kept = ([u8; 64], Vec<String>);
+
+/// The kept signature of a session.
 pub fn stored_signature(
     node: &Node,
     key_id: &str,
     session_request_id: &[u8],
     digest: &[u8; 32],
-) -> Result<Option<([u8; 64], Vec<String>)>, ApiError> {
+) -> Result<Option<Kept>, ApiError> {
     let Some(v) = node.store.get(
         RecordKind::SeenExecution,
         &signature_key(key_id, session_request_id, digest),
