@@ -99,22 +99,38 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
 
     step(
         t0,
-        "And a replayed request id for the same message is refused",
+        "And a retry of the same request returns the original signature, through every node",
     );
     let req = sign_request("e2e-key", b"once");
-    c.sign(req.clone()).await.unwrap();
-    let err = c.sign(req.clone()).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
-    // also through the other nodes: every pair shares a party that signed it
-    for i in 0..2 {
+    let first = c.sign(req.clone()).await.unwrap().into_inner();
+    let digest = sha2::Sha256::digest(b"once");
+    for i in [2, 0, 1, 2] {
         let mut other = cluster.client(i, "gateway").await;
-        let err = other.sign(req.clone()).await.unwrap_err();
+        let r = other
+            .sign(req.clone())
+            .await
+            .unwrap_or_else(|e| panic!("retry via node {i}: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            (&r.r, &r.s),
+            (&first.r, &first.s),
+            "retry via node {i}: the original signature, not a new one"
+        );
+        assert_valid(&key.public_key, &digest, &r);
+    }
+    step(
+        t0,
+        "And the same request id for another message is ALREADY_EXISTS naming the conflict",
+    );
+    for i in 0..3 {
+        let mut other = cluster.client(i, "gateway").await;
+        let mut changed = req.clone();
+        changed.message = b"twice".to_vec();
+        let err = other.sign(changed).await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "via node {i}: {err:?}");
         assert!(
-            matches!(err.code(), Code::AlreadyExists | Code::Unavailable)
-                && (err.message().contains("already used")
-                    // the co-signer may still be recording it
-                    || err.message().contains("being signed")),
-            "replay via node {i}: {err:?}"
+            err.message().contains("another request"),
+            "via node {i}: {err:?}"
         );
     }
 
