@@ -413,6 +413,8 @@ struct SignJob {
     digest: [u8; 32],
     /// What the request counts against this node's limits.
     release: Release,
+    /// This session's partial signature may have left (full protocol).
+    partial_left: Arc<std::sync::atomic::AtomicBool>,
     started: Instant,
 }
 
@@ -670,7 +672,6 @@ pub async fn check_policy(
 #[derive(Clone, Default)]
 pub struct Release {
     reservation: Arc<std::sync::Mutex<Option<crate::spend::Reservation>>>,
-    released: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Release {
@@ -678,7 +679,6 @@ impl Release {
     pub fn new(reservation: Option<crate::spend::Reservation>) -> Self {
         Release {
             reservation: Arc::new(std::sync::Mutex::new(reservation)),
-            released: Default::default(),
         }
     }
 
@@ -692,28 +692,24 @@ impl Release {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        self.released.store(true, Ordering::SeqCst);
         match r {
             Some(r) => r.commit(store),
             None => Ok(()),
         }
     }
 
-    /// Whether a part of a signature may have left this node.
-    pub fn released(&self) -> bool {
-        self.released.load(Ordering::SeqCst)
-    }
-
     /// The hook that runs right before this node's partial signature of a
     /// full-protocol session leaves: records the amounts and the request as
-    /// signed here (`key_id`, session `request_id`, `digest`), durably. If
-    /// that fails the partial signature is withheld.
+    /// signed here (`key_id`, session `request_id`, `digest`), durably, and
+    /// sets `left` (the session's own flag: its partial signature may have
+    /// left). If recording fails the partial signature is withheld.
     pub fn before_partial(
         &self,
         node: &Arc<Node>,
         key_id: &str,
         request_id: &[u8],
         digest: &[u8; 32],
+        left: Arc<std::sync::atomic::AtomicBool>,
     ) -> tss_core::ecdsa::sign::BeforeRelease {
         let (release, n) = (self.clone(), node.clone());
         let key = signed_key(key_id, request_id, digest);
@@ -731,7 +727,9 @@ impl Release {
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot record a signed request; partial signature withheld");
                     format!("{} cannot record the signed request ({e})", n.cfg.name)
-                })
+                })?;
+            left.store(true, Ordering::SeqCst);
+            Ok(())
         })
     }
 }
@@ -882,6 +880,7 @@ pub async fn sign_decoded(
         wire,
         digest,
         release,
+        partial_left: Default::default(),
         started,
     };
     let record = &job.record;
@@ -1039,7 +1038,7 @@ pub async fn sign_decoded(
             .await?;
             Ok(resp)
         }
-        Err(e) if job.release.released() => {
+        Err(e) if job.partial_left.load(Ordering::SeqCst) => {
             // Our partial signature left: the request stays recorded as
             // signed (and its amounts counted) here.
             Err(e)
@@ -1195,9 +1194,13 @@ async fn sign_full_registered(
     };
     propose_pair_reply(node, client_rpc, &reg.info, proposal, name).await?;
     let info = reg.info.clone();
-    let hook = job
-        .release
-        .before_partial(node, &job.record.key_id, &job.request_id, &job.digest);
+    let hook = job.release.before_partial(
+        node,
+        &job.record.key_id,
+        &job.request_id,
+        &job.digest,
+        job.partial_left.clone(),
+    );
     match flows::sign(node.clone(), reg, share, signers.clone(), data, Some(hook)).await {
         Ok(sig) => {
             let fin = job
@@ -1997,6 +2000,7 @@ async fn sign_certificate(
         request_id,
         digest,
         release: Release::default(),
+        partial_left: Default::default(),
         started: Instant::now(),
     };
     let mut failures = Vec::new();

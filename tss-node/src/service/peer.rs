@@ -886,6 +886,7 @@ impl PeerService {
             &record.key_id,
             &request_id,
             &digest,
+            Default::default(),
         );
         tokio::spawn(async move {
             let _claim = claim;
