@@ -4,7 +4,8 @@
 //! gateway did not sign as charlie says: no client signature, another
 //! client's name on the gateway's signature, one payload byte altered under
 //! a valid signature, an expired signature, an old signature replayed. Each
-//! time alice refuses. Then charlie takes alice's partial signature of a
+//! time alice refuses (a replay as a request it signed before: the
+//! coordinator may fetch that signature, never a new one). Then charlie takes alice's partial signature of a
 //! transaction the gateway did sign, completes the signature and aborts:
 //! alice has counted the amount against its 24-hour limit and recorded the
 //! request before its partial signature left, and its audit log names the
@@ -286,7 +287,8 @@ async fn lying__coordinator_should_get_only_what_the_client_signed_and_pay_for_w
     .await
     .expect("the gateway's own request signs");
     let (r, _) = propose(&hostile, &lie, None).await;
-    assert_refused(&r, "already used");
+    assert_refused(&r, "signed this request before");
+    assert!(r.already_signed, "{r:?}");
 
     step(
         t0,
@@ -332,7 +334,8 @@ async fn lying__coordinator_should_get_only_what_the_client_signed_and_pay_for_w
         "And alice recorded the request: charlie cannot run it again",
     );
     let (r, _) = propose(&hostile, &lie, None).await;
-    assert_refused(&r, "already used");
+    assert_refused(&r, "signed this request before");
+    assert!(r.already_signed, "{r:?}");
 
     step(
         t0,
