@@ -1139,7 +1139,7 @@ async fn find_elsewhere(
         ));
     }
     Err(ApiError::FailedPrecondition(format!(
-        "this request was signed before, but no reachable party holds its signature now ({}); retry later",
+        "this request was signed before (or is being signed now), but no reachable party holds its signature now ({}); retry later",
         why.join("; ")
     )))
 }

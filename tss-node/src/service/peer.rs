@@ -698,7 +698,7 @@ impl PeerService {
         .await
         {
             Ok(c) => c,
-            Err(e) => return Ok(refuse(e.to_string(), false)),
+            Err(e) => return Ok(Refusal::AlreadySigned(e.to_string()).presign_reply()),
         };
         let reservation = match self.judge(from, &ask, &authenticated).await? {
             Ok(r) => r,
@@ -855,7 +855,9 @@ impl PeerService {
         .await
         {
             Ok(c) => c,
-            Err(e) => return Ok(decline(e.to_string())),
+            // Signed before, or being signed now: a known request (the
+            // coordinator fetches its signature, never signs it anew).
+            Err(e) => return Ok(Refusal::AlreadySigned(e.to_string()).proposal_reply()),
         };
         let eid = session::sign_execution_id(&record.key_id, &signers, &request_id, &digest);
         if eid != id {
