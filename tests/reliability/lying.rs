@@ -217,6 +217,15 @@ async fn lying__coordinator_should_get_only_what_the_client_signed_and_pay_for_w
     }
     let gateway = client_identity(&cluster.dirs.gateway);
     let admin = client_identity(&cluster.dirs.admin);
+    let mut admin_rpc = cluster.client(ALICE, "admin").await;
+    let audit_len = |mut rpc: tss_node::client::Client| async move {
+        rpc.audit_log(pb::AuditLogRequest::default())
+            .await
+            .expect("audit log")
+            .into_inner()
+            .total
+    };
+    let before = audit_len(admin_rpc.clone()).await;
 
     step(t0, "When charlie proposes a request no client signed");
     let (r, _) = propose(&hostile, &Lie::message(b"lying: unsigned"), None).await;
@@ -270,6 +279,11 @@ async fn lying__coordinator_should_get_only_what_the_client_signed_and_pay_for_w
     });
     let (r, _) = propose(&hostile, &lie, None).await;
     assert_refused(&r, "expired");
+    assert_eq!(
+        audit_len(admin_rpc.clone()).await,
+        before,
+        "what no client signed never reaches alice's policy or audit log"
+    );
 
     step(
         t0,
@@ -286,9 +300,17 @@ async fn lying__coordinator_should_get_only_what_the_client_signed_and_pay_for_w
     })
     .await
     .expect("the gateway's own request signs");
-    let (r, _) = propose(&hostile, &lie, None).await;
-    assert_refused(&r, "signed this request before");
-    assert!(r.already_signed, "{r:?}");
+    let signed_once = audit_len(admin_rpc.clone()).await;
+    for _ in 0..3 {
+        let (r, _) = propose(&hostile, &lie, None).await;
+        assert_refused(&r, "signed this request before");
+        assert!(r.already_signed, "{r:?}");
+    }
+    assert_eq!(
+        audit_len(admin_rpc.clone()).await,
+        signed_once,
+        "replays do not grow alice's audit log"
+    );
 
     step(
         t0,
@@ -341,7 +363,6 @@ async fn lying__coordinator_should_get_only_what_the_client_signed_and_pay_for_w
         t0,
         "And alice's audit log names the gateway, which really signed",
     );
-    let mut admin_rpc = cluster.client(ALICE, "admin").await;
     let log = admin_rpc
         .audit_log(pb::AuditLogRequest {
             from_seq: 0,
