@@ -367,8 +367,15 @@ impl Policy {
             roles.insert(name, r);
         }
         let mut keys = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         for (i, k) in file.keys.into_iter().enumerate() {
             let at = format!("keys[{i}] ({})", k.key);
+            if !seen.insert(k.key.clone()) {
+                return Err(format!(
+                    "{at}: a second [[keys]] entry for {:?}: only one would apply; merge them",
+                    k.key
+                ));
+            }
             let key = if k.key == "*" {
                 None
             } else {

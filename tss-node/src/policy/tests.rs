@@ -610,6 +610,16 @@ fn policy__should_return_the_claims_a_bitcoin_decision_rests_on() {
 }
 
 #[test]
+fn policy__should_refuse_a_second_entry_for_the_same_key() {
+    // Given the sample policy with its "wallet" entry repeated
+    let start = POLICY.find("[[keys]]").expect("a keys entry");
+    let text = format!("{POLICY}\n{}", &POLICY[start..]);
+    // Then the file is refused, naming the second entry
+    let e = Policy::parse(&text, CLIENTS).unwrap_err();
+    assert!(e.contains("a second [[keys]] entry for \"wallet\""), "{e}");
+}
+
+#[test]
 fn policy__should_refuse_an_entry_that_enables_two_bitcoin_family_networks() {
     // A key entry, and the "*" entry, each judged alone
     let two = POLICY.replace(
