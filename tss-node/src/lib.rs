@@ -12,6 +12,8 @@
 //! - [`policy`]: what this custodian signs (pure); [`signable`]: requests
 //!   decoded by the node itself; [`tx`]: Ethereum and Bitcoin signing;
 //!   [`spend`]: rolling limit counters; [`audit`]: the decision log;
+//! - [`retry`]: request ids bound to their first request, kept signatures
+//!   (a retry through any node gets the original signature);
 //! - [`run`]: start-up; [`error`]: the typed RPC error and its status mapping;
 //! - [`client`] and [`demo`]: used by `tssctl`.
 #![forbid(unsafe_code)]
