@@ -137,13 +137,7 @@ pub async fn check_request_id(
     client: &str,
     request: [u8; 32],
 ) -> Result<(), ApiError> {
-    let (n, k, r, c) = (
-        node.clone(),
-        key_id.to_owned(),
-        request_id.to_vec(),
-        client.to_owned(),
-    );
-    blocking(move || crate::retry::check_binding(&n, &k, &r, &c, &request)).await
+    request_id_binding(node, key_id, request_id, client, request, false).await
 }
 
 /// Binds a client request id to its request durably, once allowed here.
@@ -154,13 +148,33 @@ pub async fn bind_request_id(
     client: &str,
     request: [u8; 32],
 ) -> Result<(), ApiError> {
+    request_id_binding(node, key_id, request_id, client, request, true).await
+}
+
+/// [`crate::retry::bind`] (`bind`) or [`crate::retry::check_binding`], off
+/// the reactor.
+async fn request_id_binding(
+    node: &Arc<Node>,
+    key_id: &str,
+    request_id: &[u8],
+    client: &str,
+    request: [u8; 32],
+    bind: bool,
+) -> Result<(), ApiError> {
     let (n, k, r, c) = (
         node.clone(),
         key_id.to_owned(),
         request_id.to_vec(),
         client.to_owned(),
     );
-    blocking(move || crate::retry::bind(&n, &k, &r, &c, &request)).await
+    blocking(move || {
+        if bind {
+            crate::retry::bind(&n, &k, &r, &c, &request)
+        } else {
+            crate::retry::check_binding(&n, &k, &r, &c, &request)
+        }
+    })
+    .await
 }
 
 /// The signature of a session this node kept, rebuilt and verified, as

@@ -97,44 +97,38 @@ enum Refusal {
     Conflict(String),
 }
 
+/// The reply flags of a refusal: reason, denied, already signed, conflict.
+struct Flags(String, bool, bool, bool);
+
 impl Refusal {
-    fn proposal_reply(self) -> pb::ProposalReply {
+    fn flags(self) -> Flags {
         match self {
-            Refusal::Declined(m) => decline(m),
-            Refusal::Denied(m) => pb::ProposalReply {
-                denied: true,
-                ..decline(m)
-            },
-            Refusal::AlreadySigned(m) => pb::ProposalReply {
-                already_signed: true,
-                ..decline(m)
-            },
-            Refusal::Conflict(m) => pb::ProposalReply {
-                conflict: true,
-                ..decline(m)
-            },
+            Refusal::Declined(m) => Flags(m, false, false, false),
+            Refusal::Denied(m) => Flags(m, true, false, false),
+            Refusal::AlreadySigned(m) => Flags(m, false, true, false),
+            Refusal::Conflict(m) => Flags(m, false, false, true),
+        }
+    }
+
+    fn proposal_reply(self) -> pb::ProposalReply {
+        let Flags(reason, denied, already_signed, conflict) = self.flags();
+        pb::ProposalReply {
+            reason,
+            denied,
+            already_signed,
+            conflict,
+            ..Default::default()
         }
     }
 
     fn presign_reply(self) -> pb::PresignSignReply {
-        let reply = |reason| pb::PresignSignReply {
+        let Flags(reason, denied, already_signed, conflict) = self.flags();
+        pb::PresignSignReply {
             reason,
+            denied,
+            already_signed,
+            conflict,
             ..Default::default()
-        };
-        match self {
-            Refusal::Declined(m) => reply(m),
-            Refusal::Denied(m) => pb::PresignSignReply {
-                denied: true,
-                ..reply(m)
-            },
-            Refusal::AlreadySigned(m) => pb::PresignSignReply {
-                already_signed: true,
-                ..reply(m)
-            },
-            Refusal::Conflict(m) => pb::PresignSignReply {
-                conflict: true,
-                ..reply(m)
-            },
         }
     }
 }
@@ -773,12 +767,7 @@ impl PeerService {
         };
         let a = match self.authenticate(from, &ask, false).await? {
             Ok(a) => a,
-            Err(
-                Refusal::Declined(m)
-                | Refusal::Denied(m)
-                | Refusal::AlreadySigned(m)
-                | Refusal::Conflict(m),
-            ) => return Ok(refused(m)),
+            Err(refusal) => return Ok(refused(refusal.flags().0)),
         };
         if let Some(Refusal::Conflict(m)) = self.known(&ask, &a).await? {
             return Ok(pb::FindSignatureReply {
