@@ -1,4 +1,4 @@
-//! The benchmark's cluster: three parties made by `demo::create_cluster`
+//! The benchmark's cluster: three parties made by `tss_node::cluster::create_cluster`
 //! (TEST-ONLY fixture primes), configs tuned for the bench, and real daemon
 //! processes that can be stopped and started again over the same stores.
 
@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tss_node::client::Client;
+use tss_node::cluster::ClusterDirs;
+use tss_node::cluster::Daemon;
+use tss_node::cluster::Processes;
+use tss_node::cluster::NAMES;
 use tss_node::config::NodeConfig;
-use tss_node::demo::{self, ClusterDirs, Daemon, Processes, NAMES};
 
 /// Three parties on loopback, their folders, and (while started) processes.
 pub struct Cluster {
@@ -28,9 +31,9 @@ impl Cluster {
     /// metrics listener, the gateway client allowed raw digests, and the
     /// presignature pool off.
     pub fn create(root: &Path, daemon: Daemon) -> anyhow::Result<Self> {
-        let dirs = demo::create_cluster(root, true)?;
+        let dirs = tss_node::cluster::create_cluster(root, true)?;
         let metrics = (0..dirs.parties.len())
-            .map(|_| demo::free_addr())
+            .map(|_| tss_node::cluster::free_addr())
             .collect::<anyhow::Result<Vec<_>>>()?;
         let c = Cluster {
             dirs,
@@ -61,7 +64,7 @@ impl Cluster {
             cfg.policy = Some("policy.toml".into());
             std::fs::write(
                 dir.join("policy.toml"),
-                tss_node::demo::demo_policy(&["gateway"]),
+                tss_node::cluster::demo_policy(&["gateway"]),
             )?;
             tss_node::init::write_config(&path, &cfg)?;
         }
@@ -84,7 +87,7 @@ impl Cluster {
         // Killed on drop from here on, also when a node does not come up.
         self.procs = Some(procs);
         for (i, name) in NAMES.iter().enumerate() {
-            let mut c = demo::connect_retry(
+            let mut c = tss_node::cluster::connect_retry(
                 self.dirs.addrs[i],
                 &self.node_cert(i),
                 &self.dirs.admin,
@@ -92,7 +95,7 @@ impl Cluster {
             )
             .await
             .with_context(|| format!("{name} did not start"))?;
-            demo::wait_healthy(&mut c, Duration::from_secs(60)).await?;
+            tss_node::cluster::wait_healthy(&mut c, Duration::from_secs(60)).await?;
         }
         Ok(())
     }

@@ -19,7 +19,7 @@
 //! 2. Limits: in-process `k256` signing of a 32-byte digest (median).
 //! 3. Safe primes: `tss-fixtures primes 1 FILE` (one party's set of four
 //!    1536-bit safe primes, all cores) several times, median wall time.
-//! 4. Cluster A: `demo::create_cluster` with the committed TEST-ONLY primes,
+//! 4. Cluster A: `tss_node::cluster::create_cluster` with the committed TEST-ONLY primes,
 //!    the pool off, raw digests allowed for the gateway. The gRPC limit:
 //!    GetKey round trips over one mTLS connection (Health round trips are
 //!    reported too; Health also pings the node's two peers). The first Keygen runs
@@ -65,7 +65,7 @@ use clap::Parser;
 use proto::v1 as pb;
 use serde_json::{json, Map, Value};
 use tss_node::client::Client;
-use tss_node::demo::Daemon;
+use tss_node::cluster::Daemon;
 
 use crate::cluster::Cluster;
 use crate::pool::FillLimits;
@@ -405,7 +405,7 @@ fn build_binaries(gmp: bool, bin: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let Daemon::Binary(daemon) = Daemon::build(gmp)? else {
         bail!("Daemon::build did not give a tss-node binary");
     };
-    let fixtures = tss_node::demo::cargo_build_release("tss-core", "tss-fixtures", gmp)?;
+    let fixtures = tss_node::cluster::cargo_build_release("tss-core", "tss-fixtures", gmp)?;
     std::fs::create_dir_all(bin)?;
     let mut copies = Vec::new();
     for src in [&daemon, &fixtures] {
@@ -773,7 +773,7 @@ fn load_json(l: &Load, n: usize, concurrency: usize) -> Value {
         "rps_pool_path": l.pool_rps().map(round3),
         "latency_ms": summary_json(&all),
         "pool_latency_ms": summary_json(&pool),
-        "pool_latency_p50_ms_by_node": (0..tss_node::demo::NAMES.len())
+        "pool_latency_p50_ms_by_node": (0..tss_node::cluster::NAMES.len())
             .map(|n| {
                 let v: Vec<f64> = l
                     .signed
@@ -865,8 +865,8 @@ async fn settle(ctx: &PoolCtx<'_>, run: &mut Run, before: &str) {
             };
             match n {
                 Some(0) => {}
-                Some(n) => busy.push(format!("{}: {n}", tss_node::demo::NAMES[i])),
-                None => busy.push(format!("{}: no answer", tss_node::demo::NAMES[i])),
+                Some(n) => busy.push(format!("{}: {n}", tss_node::cluster::NAMES[i])),
+                None => busy.push(format!("{}: no answer", tss_node::cluster::NAMES[i])),
             }
         }
         if busy.is_empty() {

@@ -2,7 +2,7 @@
 //! (binary).
 //!
 //! Under test: `tss_core::chain::btc::{decode_psbt_base64, analyse_psbt,
-//! add_signatures}` for a fixed key, then `tss_node::signable::bitcoin_input`
+//! add_signatures}` for a fixed key, then `tss_node::request::decode::bitcoin_input`
 //! for each input. The first byte picks the network and whether the rest is
 //! base64 text (as a client sends it) or binary.
 #![no_main]
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let summary = std::sync::Arc::new(summary);
     for i in 0..summary.inputs.len() {
-        if let Ok(d) = tss_node::signable::bitcoin_input(&summary, i) {
+        if let Ok(d) = tss_node::request::decode::bitcoin_input(&summary, i) {
             let _ = d.intent();
         }
     }

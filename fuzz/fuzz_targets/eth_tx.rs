@@ -2,7 +2,7 @@
 //! and co-signers' proposals).
 //!
 //! Under test: `tss_core::chain::eth::decode_unsigned`, then what the node
-//! does with an accepted transaction: `tss_node::signable::ethereum` (chain
+//! does with an accepted transaction: `tss_node::request::decode::ethereum` (chain
 //! check, digest), the strict ABI decoder on the calldata of contract
 //! calls (`eth::abi::Function::decode`, as policy runs it for listed
 //! functions) and `eth::encode_signed` with a fixed signature.
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(tx) = eth::decode_unsigned(data) else {
         return;
     };
-    let decoded = tss_node::signable::ethereum(data, tx.chain_id, &common::BTC_PUBKEY)
+    let decoded = tss_node::request::decode::ethereum(data, tx.chain_id, &common::BTC_PUBKEY)
         .expect("a transaction decode_unsigned accepts is signable for its own chain");
     assert_eq!(decoded.digest, tx.signing_hash);
     let _ = decoded.intent();

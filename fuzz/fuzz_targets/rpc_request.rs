@@ -3,7 +3,7 @@
 //!
 //! Under test: prost `Message::decode` of the request type picked by the
 //! first byte, then the pure steps the node takes first with it:
-//! `keygen::record::check_key_id`, `coordinator::hash_algo`,
+//! `keygen::record::check_key_id`, `tss_node::request::hash_algo`,
 //! `signable::{message, ethereum, psbt, bitcoin_input, from_wire}` (with a
 //! fixed key), `btc::decode_psbt_base64`, `Envelope::decode` and
 //! `transcript::decode_entry_list`.
@@ -15,7 +15,6 @@ use proto::v1 as pb;
 use tss_core::chain::btc;
 use tss_core::envelope::Envelope;
 use tss_node::error::ApiError;
-use tss_node::{coordinator, signable};
 
 #[path = "common.rs"]
 mod common;
@@ -35,25 +34,25 @@ fn key_id(k: &str) {
 }
 
 fn sign_message(message: &[u8], hash: i32) {
-    if let Some(h) = not_internal(coordinator::hash_algo(hash)) {
-        not_internal(signable::message(h, message));
+    if let Some(h) = not_internal(tss_node::request::hash_algo(hash)) {
+        not_internal(tss_node::request::decode::message(h, message));
     }
 }
 
 fn ethereum(tx: &[u8], chain_id: u64) {
-    not_internal(signable::ethereum(tx, chain_id, &common::BTC_PUBKEY));
+    not_internal(tss_node::request::decode::ethereum(tx, chain_id, &common::BTC_PUBKEY));
 }
 
 fn psbt(bytes: &[u8], chain: &str) {
-    if let Some(summary) = not_internal(signable::psbt(bytes, chain, &common::BTC_PUBKEY)) {
+    if let Some(summary) = not_internal(tss_node::request::decode::psbt(bytes, chain, &common::BTC_PUBKEY)) {
         for i in 0..summary.inputs.len() {
-            not_internal(signable::bitcoin_input(&summary, i));
+            not_internal(tss_node::request::decode::bitcoin_input(&summary, i));
         }
     }
 }
 
 fn from_wire(message: &[u8], hash: i32, payload: Option<&pb::SignPayload>) {
-    not_internal(signable::from_wire(
+    not_internal(tss_node::request::decode::from_wire(
         message,
         hash,
         payload,

@@ -4,8 +4,8 @@
 //! Under test (the first byte picks one): `ecdsa::decode_share`,
 //! `keygen::record::AuxRecord::decode` (with `ecdsa::decode_aux`),
 //! `ecdsa::presign::StoredPresignature::decode`, `primes::decode`,
-//! `keygen::record::KeyRecord::decode`, `tss_node::audit::decode` and
-//! `verify_chain`, `tss_node::spend::decode_record`, the
+//! `keygen::record::KeyRecord::decode`, `tss_node::policy::audit::decode` and
+//! `verify_chain`, `tss_node::policy::spend::decode_record`, the
 //! `presignature_used` JSON record, and the identity secret of
 //! `node_secret`.
 #![no_main]
@@ -16,7 +16,7 @@ use tss_core::ecdsa::{self, presign::StoredPresignature};
 use tss_core::identity::IdentityKey;
 use tss_core::primes;
 use tss_core::secret::SecretBytes;
-use tss_node::audit::{self, AuditBody};
+use tss_node::policy::audit::AuditBody;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, b)) = data.split_first() else {
@@ -48,17 +48,17 @@ fuzz_target!(|data: &[u8]| {
             let Some((&seq, entry)) = b.split_first() else {
                 return;
             };
-            if let Ok(e) = audit::decode(u64::from(seq), entry) {
+            if let Ok(e) = tss_node::policy::audit::decode(u64::from(seq), entry) {
                 let prev = <[u8; 32]>::try_from(e.prev.as_slice()).unwrap_or([0; 32]);
-                let _ = audit::verify_chain(std::slice::from_ref(&e), prev);
+                let _ = tss_node::policy::audit::verify_chain(std::slice::from_ref(&e), prev);
                 let _ = serde_json::from_slice::<AuditBody>(&e.body);
             }
         }
         6 => {
-            let _ = tss_node::spend::decode_record(b);
+            let _ = tss_node::policy::spend::decode_record(b);
         }
         7 => {
-            let _ = serde_json::from_slice::<tss_node::presign::UsedRecord>(b);
+            let _ = serde_json::from_slice::<tss_node::protocol::presign::UsedRecord>(b);
         }
         _ => {
             let _ = IdentityKey::from_secret(&SecretBytes::new(b.to_vec()));

@@ -292,7 +292,7 @@ fn stored_records(r: &Runs) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         created_unix: 1_700_000_000,
     }
     .encode();
-    let body = serde_json::to_vec(&tss_node::audit::AuditBody {
+    let body = serde_json::to_vec(&tss_node::policy::audit::AuditBody {
         seq: 0,
         unix_ms: 1_700_000_000_000,
         node: "p0".into(),
@@ -306,10 +306,10 @@ fn stored_records(r: &Runs) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         intent: serde_json::json!({"type": "message", "hash": "sha256"}),
     })
     .unwrap();
-    let hash = tss_node::audit::entry_hash(&[0; 32], &body);
+    let hash = tss_node::policy::audit::entry_hash(&[0; 32], &body);
     let mut audit = Vec::new();
     ciborium::into_writer(
-        &tss_node::audit::StoredEntry {
+        &tss_node::policy::audit::StoredEntry {
             seq: 0,
             prev: vec![0; 32],
             body,
@@ -330,7 +330,7 @@ fn stored_records(r: &Runs) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         .unwrap();
         v
     };
-    let used = serde_json::to_vec(&tss_node::presign::UsedRecord {
+    let used = serde_json::to_vec(&tss_node::protocol::presign::UsedRecord {
         id: "ab".repeat(32),
         key_id: "k".into(),
         signers: vec![0, 1],

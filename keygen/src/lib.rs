@@ -4,6 +4,9 @@
 //!   set's aux info, and the rules for key ids;
 //! - [`transcript`]: recorded envelopes, the key certificate and the
 //!   transcript file;
+//! - [`ceremony`]: the steps after DKG that need no store or network:
+//!   completing each party's views of a key's two runs, comparing
+//!   certificates, checking the file's signatures and assembling it;
 //! - [`verify`]: the offline checks of `tss-audit verify`.
 //!
 //! The ceremony's steps (DESIGN.md, "Keygen"):
@@ -20,6 +23,7 @@
 #![cfg_attr(test, allow(non_snake_case))]
 #![deny(missing_docs)]
 
+pub mod ceremony;
 pub mod record;
 pub mod transcript;
 pub mod verify;

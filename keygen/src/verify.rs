@@ -10,7 +10,6 @@ use generic_ec::{NonZero, Point, Scalar};
 use generic_ec_zkp::polynomial::Polynomial;
 use paillier_zk::backend::Integer;
 use paillier_zk::{no_small_factor as pi_fac, paillier_blum_modulus as pi_mod};
-use serde::Deserialize;
 use sha2::Sha256;
 use tss_core::ecdsa::{Curve, Level};
 use tss_core::envelope::Protocol;
@@ -30,141 +29,10 @@ type AuxRound2 = cggmp24::key_refresh::msg::MsgRound2<Level>;
 type AuxRound3 = cggmp24::key_refresh::msg::MsgRound3;
 type Sid<'a> = cggmp24::ExecutionId<'a>;
 
-/// The hashed structures CGGMP24 derives commitments and challenges from.
-/// The engine crates keep them private; these copies must hash identically
-/// (same tags and field names), which the verification of every real
-/// transcript confirms.
-pub(crate) mod unambiguous {
-    use super::*;
+mod parties;
+pub(crate) mod unambiguous;
 
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "dfns.cggmp24.keygen.threshold.hash_commitment")]
-    #[udigest(bound = "")]
-    pub struct KgHashCom<'a> {
-        pub sid: Sid<'a>,
-        pub party_index: u16,
-        pub decommitment: &'a KgRound2,
-    }
-
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "dfns.cggmp24.keygen.threshold.schnorr_pok")]
-    #[udigest(bound = "")]
-    pub struct KgSchnorrPok<'a> {
-        pub sid: Sid<'a>,
-        pub prover: u16,
-        #[udigest(as_bytes)]
-        pub rid: &'a [u8],
-        pub y: NonZero<Point<Curve>>,
-        pub h: Point<Curve>,
-    }
-
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "dfns.cggmp24.keygen.threshold.echo_round")]
-    #[udigest(bound = "")]
-    pub struct KgEcho<'a> {
-        pub sid: Sid<'a>,
-        pub commitment: &'a KgRound1,
-    }
-
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "dfns.cggmp24.aux_gen.hash_commitment")]
-    #[udigest(bound = "")]
-    pub struct AuxHashCom<'a> {
-        pub sid: Sid<'a>,
-        pub prover: u16,
-        pub decommitment: &'a AuxRound2,
-    }
-
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "dfns.cggmp24.aux_gen.echo_round")]
-    #[udigest(bound = "")]
-    pub struct AuxEcho<'a> {
-        pub sid: Sid<'a>,
-        pub commitment: &'a AuxRound1,
-    }
-
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "dfns.cggmp24.aux_gen.proof_mod")]
-    pub struct ProofMod<'a> {
-        pub sid: Sid<'a>,
-        #[udigest(as_bytes)]
-        pub rho: &'a [u8],
-        pub prover: u16,
-    }
-
-    #[derive(udigest::Digestable)]
-    #[udigest(tag = "dfns.cggmp24.aux_gen.proof_fac")]
-    pub struct ProofFac<'a> {
-        pub sid: Sid<'a>,
-        #[udigest(as_bytes)]
-        pub rho: &'a [u8],
-        pub prover: u16,
-    }
-}
-
-/// A party as the auditor knows it (from the custodians' own `party.toml`
-/// entries, collected in `parties.toml`).
-#[derive(Clone, Debug, Deserialize)]
-pub struct AuditorParty {
-    /// Name.
-    pub name: String,
-    /// Hex Ed25519 identity public key.
-    pub identity: String,
-    /// Hex SHA-256 of the party's TLS certificate (DER). Give this or `cert`.
-    #[serde(default)]
-    pub tls_fingerprint: Option<String>,
-    /// The party's PEM TLS certificate (as in its `party.toml`).
-    #[serde(default)]
-    pub cert: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PartiesFile {
-    parties: Vec<AuditorParty>,
-}
-
-/// Parses `parties.toml`: a `[[parties]]` table per party with `name`,
-/// `identity`, and `tls_fingerprint` or `cert` (other keys, such as
-/// `address`, are ignored).
-pub fn parse_parties(text: &str) -> Result<Vec<AuditorParty>, String> {
-    let f: PartiesFile = toml::from_str(text).map_err(|e| e.to_string())?;
-    if f.parties.is_empty() {
-        return Err("no [[parties]] entries".into());
-    }
-    Ok(f.parties)
-}
-
-impl AuditorParty {
-    fn fingerprint(&self) -> Result<[u8; 32], String> {
-        use rustls_pki_types::pem::PemObject;
-        use sha2::Digest;
-        let from_cert = match &self.cert {
-            Some(pem) => {
-                let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-                    .map_err(|e| format!("{}: cert is not a PEM certificate: {e}", self.name))?;
-                Some(<[u8; 32]>::from(Sha256::digest(der.as_ref())))
-            }
-            None => None,
-        };
-        let given = match &self.tls_fingerprint {
-            Some(h) => Some(
-                hex::decode(h.trim())
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| format!("{}: tls_fingerprint is not 32 hex bytes", self.name))?,
-            ),
-            None => None,
-        };
-        match (from_cert, given) {
-            (Some(a), Some(b)) if a != b => Err(format!(
-                "{}: tls_fingerprint does not match cert",
-                self.name
-            )),
-            (Some(a), _) | (None, Some(a)) => Ok(a),
-            (None, None) => Err(format!("{}: give tls_fingerprint or cert", self.name)),
-        }
-    }
-}
+pub use parties::{parse_parties, AuditorParty};
 
 /// Outcome of one check.
 #[derive(Clone, Debug, PartialEq, Eq)]

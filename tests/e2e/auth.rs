@@ -51,11 +51,13 @@ async fn auth__should_refuse_unpinned_clients_wrong_roles_and_impostor_peers() {
     // A client certificate cannot call the Peer API
     let client_cert = std::fs::read_to_string(cluster.dirs.gateway.join("client.crt")).unwrap();
     let client_key = std::fs::read_to_string(cluster.dirs.gateway.join("client.key")).unwrap();
-    let me = tss_node::tls::TlsIdentity::from_pem(&client_cert, &client_key).unwrap();
-    let cfg =
-        tss_node::tls::client_config(&me, tss_node::tls::cert_der_from_pem(&node_cert).unwrap())
-            .unwrap();
-    let ch = tss_node::tls::connect(addr, cfg, Duration::from_secs(5))
+    let me = tss_node::transport::TlsIdentity::from_pem(&client_cert, &client_key).unwrap();
+    let cfg = tss_node::transport::client_config(
+        &me,
+        tss_node::transport::cert_der_from_pem(&node_cert).unwrap(),
+    )
+    .unwrap();
+    let ch = tss_node::transport::connect(addr, cfg, Duration::from_secs(5))
         .await
         .unwrap();
     let err = pb::peer_client::PeerClient::new(ch)
@@ -66,13 +68,13 @@ async fn auth__should_refuse_unpinned_clients_wrong_roles_and_impostor_peers() {
 
     // A peer presenting a certificate other than its pinned one is refused:
     // an impostor with custodian-b's name and address but its own key.
-    let impostor = tss_node::tls::generate_tls_identity("custodian-b").unwrap();
-    let cfg = tss_node::tls::client_config(
+    let impostor = tss_node::transport::generate_tls_identity("custodian-b").unwrap();
+    let cfg = tss_node::transport::client_config(
         &impostor,
-        tss_node::tls::cert_der_from_pem(&node_cert).unwrap(),
+        tss_node::transport::cert_der_from_pem(&node_cert).unwrap(),
     )
     .unwrap();
-    let ok = match tss_node::tls::connect(addr, cfg, Duration::from_secs(5)).await {
+    let ok = match tss_node::transport::connect(addr, cfg, Duration::from_secs(5)).await {
         Err(_) => false,
         Ok(ch) => pb::peer_client::PeerClient::new(ch)
             .ping(pb::Ack {})

@@ -79,12 +79,14 @@ async fn sign__should_refuse_bad_input_with_clear_status_and_keep_serving() {
     // types) is refused at decoding, before any handler runs
     let gw_cert = std::fs::read_to_string(cluster.dirs.gateway.join("client.crt")).unwrap();
     let gw_key = std::fs::read_to_string(cluster.dirs.gateway.join("client.key")).unwrap();
-    let gw = tss_node::tls::TlsIdentity::from_pem(&gw_cert, &gw_key).unwrap();
+    let gw = tss_node::transport::TlsIdentity::from_pem(&gw_cert, &gw_key).unwrap();
     let node_cert = std::fs::read_to_string(cluster.dirs.parties[0].join("tls.crt")).unwrap();
-    let cfg =
-        tss_node::tls::client_config(&gw, tss_node::tls::cert_der_from_pem(&node_cert).unwrap())
-            .unwrap();
-    let ch = tss_node::tls::connect(cluster.dirs.addrs[0], cfg, Duration::from_secs(5))
+    let cfg = tss_node::transport::client_config(
+        &gw,
+        tss_node::transport::cert_der_from_pem(&node_cert).unwrap(),
+    )
+    .unwrap();
+    let ch = tss_node::transport::connect(cluster.dirs.addrs[0], cfg, Duration::from_secs(5))
         .await
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(ch);
@@ -133,16 +135,18 @@ async fn sign__should_refuse_bad_input_with_clear_status_and_keep_serving() {
             .unwrap();
         String::from_utf8(k.expose().to_vec()).unwrap()
     };
-    let b_tls = tss_node::tls::TlsIdentity::from_pem(
+    let b_tls = tss_node::transport::TlsIdentity::from_pem(
         &std::fs::read_to_string(dir.join("tls.crt")).unwrap(),
         &tls_key,
     )
     .unwrap();
     let a_cert = std::fs::read_to_string(cluster.dirs.parties[0].join("tls.crt")).unwrap();
-    let cfg =
-        tss_node::tls::client_config(&b_tls, tss_node::tls::cert_der_from_pem(&a_cert).unwrap())
-            .unwrap();
-    let ch = tss_node::tls::connect(cluster.dirs.addrs[0], cfg, Duration::from_secs(5))
+    let cfg = tss_node::transport::client_config(
+        &b_tls,
+        tss_node::transport::cert_der_from_pem(&a_cert).unwrap(),
+    )
+    .unwrap();
+    let ch = tss_node::transport::connect(cluster.dirs.addrs[0], cfg, Duration::from_secs(5))
         .await
         .unwrap();
     let mut peer = pb::peer_client::PeerClient::new(ch);

@@ -76,7 +76,7 @@ async fn python_gateway__should_sign_its_request_and_get_a_verified_signature() 
         .arg(cluster.dirs.addrs[1].to_string())
         .arg("--node-cert")
         .arg(cluster.dirs.parties[1].join("tls.crt"))
-        .args(["--party", tss_node::demo::NAMES[1], "--client"])
+        .args(["--party", tss_node::cluster::NAMES[1], "--client"])
         .arg(&cluster.dirs.gateway)
         .args(["--key", "py-key", "--message", "sent by a Python gateway"]);
     let out = tokio::task::spawn_blocking(move || cmd.output())

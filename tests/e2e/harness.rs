@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use proto::v1 as pb;
 use tss_node::client::Client;
+use tss_node::cluster::ClusterDirs;
 use tss_node::config::NodeConfig;
-use tss_node::demo::{self, ClusterDirs};
 
 pub struct Cluster {
     pub dirs: ClusterDirs,
@@ -29,7 +29,8 @@ impl Cluster {
 
     /// Like [`Cluster::start`], after `edit(i, config)` on each node's config.
     pub async fn start_with(edit: impl Fn(usize, &mut NodeConfig)) -> Cluster {
-        let primes = tss_core::primes::fixtures_from_text(demo::FIXTURE_PRIMES).expect("fixtures");
+        let primes = tss_core::primes::fixtures_from_text(tss_node::cluster::FIXTURE_PRIMES)
+            .expect("fixtures");
         Self::start_with_primes(primes, 1, edit).await
     }
 
@@ -41,14 +42,21 @@ impl Cluster {
         edit: impl Fn(usize, &mut NodeConfig),
     ) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dirs = demo::create_cluster_with_primes(&tmp.path().join("cluster"), primes, per_party)
-            .expect("create cluster");
+        let dirs = tss_node::cluster::create_cluster_with_primes(
+            &tmp.path().join("cluster"),
+            primes,
+            per_party,
+        )
+        .expect("create cluster");
         for (i, dir) in dirs.parties.iter().enumerate() {
             // These tests sign bare SHA-256 (and other bare) hashes of their
             // messages and check them: the gateway is listed in raw_digest
             // (the demo's own policy allows it domain-separated messages only).
-            std::fs::write(dir.join("policy.toml"), demo::demo_policy(&["gateway"]))
-                .expect("write policy");
+            std::fs::write(
+                dir.join("policy.toml"),
+                tss_node::cluster::demo_policy(&["gateway"]),
+            )
+            .expect("write policy");
             edit_config(dir, |cfg| edit(i, cfg));
         }
         let mut c = Cluster {
@@ -67,7 +75,9 @@ impl Cluster {
     }
 
     pub fn log_path(&self, i: usize) -> PathBuf {
-        self.dirs.root.join(format!("{}.log", demo::NAMES[i]))
+        self.dirs
+            .root
+            .join(format!("{}.log", tss_node::cluster::NAMES[i]))
     }
 
     pub fn node_command(&self, i: usize) -> Command {
@@ -195,7 +205,7 @@ impl Cluster {
         } else {
             &self.dirs.gateway
         };
-        demo::connect_retry(
+        tss_node::cluster::connect_retry(
             self.dirs.addrs[i],
             &self.dirs.parties[i].join("tls.crt"),
             dir,
@@ -207,7 +217,7 @@ impl Cluster {
 
     pub async fn wait_healthy(&self, i: usize) {
         let mut c = self.client(i, "admin").await;
-        demo::wait_healthy(&mut c, Duration::from_secs(30))
+        tss_node::cluster::wait_healthy(&mut c, Duration::from_secs(30))
             .await
             .expect("healthy");
     }
@@ -256,7 +266,8 @@ impl Cluster {
 /// Every TEST-ONLY prime set there is (the demo's and the fault tests'),
 /// and how many each of three parties gets: one is used per aux-info run.
 pub fn all_test_primes() -> (Vec<tss_core::primes::Primes>, usize) {
-    let mut all = tss_core::primes::fixtures_from_text(demo::FIXTURE_PRIMES).expect("fixtures");
+    let mut all =
+        tss_core::primes::fixtures_from_text(tss_node::cluster::FIXTURE_PRIMES).expect("fixtures");
     all.extend(
         tss_core::primes::fixtures_from_text(include_str!(
             "../fixtures/primes-faults.test-only.txt"
@@ -396,7 +407,8 @@ pub fn tss_audit() -> PathBuf {
             return p;
         }
         let profile = if dir == "debug" { "dev" } else { dir };
-        demo::cargo_build("tss-keygen", "tss-audit", profile, false).expect("build tss-audit")
+        tss_node::cluster::cargo_build("tss-keygen", "tss-audit", profile, false)
+            .expect("build tss-audit")
     })
     .clone()
 }

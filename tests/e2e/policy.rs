@@ -325,7 +325,7 @@ async fn policy__should_sign_only_what_each_nodes_policy_allows_for_ethereum() {
             sign_eth(&cluster, i, transfer(2, STRANGER, 1)).await,
             "whitelist",
         );
-        assert!(m.starts_with(tss_node::demo::NAMES[i]), "{m}");
+        assert!(m.starts_with(tss_node::cluster::NAMES[i]), "{m}");
         let m = assert_denied(
             sign_eth(&cluster, i, erc20(2, STRANGER, 1)).await,
             "whitelist",
@@ -349,7 +349,7 @@ async fn policy__should_sign_only_what_each_nodes_policy_allows_for_ethereum() {
     );
     assert!(m.contains("every co-signer refused"), "{m}");
     assert!(
-        m.contains(tss_node::demo::NAMES[1]) && m.contains(tss_node::demo::NAMES[2]),
+        m.contains(tss_node::cluster::NAMES[1]) && m.contains(tss_node::cluster::NAMES[2]),
         "{m}"
     );
     // Nodes 0 and 1 allow A_AND_B: signed although node 2 refuses
@@ -360,7 +360,7 @@ async fn policy__should_sign_only_what_each_nodes_policy_allows_for_ethereum() {
     check_signed(&r, &tx, &address);
     let signers = r.signature.as_ref().unwrap().signers.clone();
     assert!(
-        !signers.contains(&tss_node::demo::NAMES[2].to_string()),
+        !signers.contains(&tss_node::cluster::NAMES[2].to_string()),
         "{signers:?}"
     );
     // Through node 2 it is refused outright
@@ -454,8 +454,9 @@ async fn policy__should_sign_only_what_each_nodes_policy_allows_for_ethereum() {
         .await
         .unwrap()
         .into_inner();
-    let stored: Vec<tss_node::audit::StoredEntry> = log.entries.iter().map(Into::into).collect();
-    tss_node::audit::verify_chain(&stored, [0; 32]).expect("hash chain");
+    let stored: Vec<tss_node::policy::audit::StoredEntry> =
+        log.entries.iter().map(Into::into).collect();
+    tss_node::policy::audit::verify_chain(&stored, [0; 32]).expect("hash chain");
     let bodies: Vec<serde_json::Value> = stored
         .iter()
         .map(|e| serde_json::from_slice(&e.body).unwrap())

@@ -33,7 +33,7 @@ fn sample(text: &str, prefix: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pool__should_use_each_presignature_once_and_never_for_raw_digests() {
     let t0 = Instant::now();
-    let metrics_addr = tss_node::demo::free_addr().unwrap();
+    let metrics_addr = tss_node::cluster::free_addr().unwrap();
     // Given a cluster whose pools hold 4 presignatures per key and pair, a
     // gateway allowed raw digests, and metrics on node 0
     let mut cluster = Cluster::start_with(|i, cfg| {
@@ -43,7 +43,7 @@ async fn pool__should_use_each_presignature_once_and_never_for_raw_digests() {
         // they could keep this pool empty for minutes.
         cfg.presign.idle_priority = false;
         let policy = cfg.policy.as_ref().expect("demo clusters have a policy");
-        std::fs::write(policy, tss_node::demo::demo_policy(&["gateway"])).expect("write policy");
+        std::fs::write(policy, tss_node::cluster::demo_policy(&["gateway"])).expect("write policy");
         if i == 0 {
             cfg.metrics_listen = Some(metrics_addr);
         }
@@ -51,7 +51,7 @@ async fn pool__should_use_each_presignature_once_and_never_for_raw_digests() {
     .await;
     let key = cluster.keygen(0, "pool-key").await;
     step(t0, "keygen done; waiting for pools");
-    let names = tss_node::demo::NAMES;
+    let names = tss_node::cluster::NAMES;
     for i in 0..3 {
         let pairs: Vec<[&str; 2]> = (0..3)
             .filter(|&j| j != i)
@@ -223,7 +223,7 @@ async fn pool__should_drop_a_presignature_whose_cosigner_crashed_while_consuming
     })
     .await;
     let key = cluster.keygen(0, "crash-key").await;
-    let names = tss_node::demo::NAMES;
+    let names = tss_node::cluster::NAMES;
     wait_pool(&cluster, 0, "crash-key", &[[names[0], names[1]]], 2).await;
     wait_pool(&cluster, 1, "crash-key", &[[names[1], names[0]]], 2).await;
     step(t0, "pool alice+bob ready");

@@ -140,7 +140,7 @@ async fn cluster__should_keygen_sign_fail_over_and_survive_restart() {
     );
     // The party with keygen index 0 is every other coordinator's first
     // choice of co-signer: stopping it makes both fail over.
-    let names = tss_node::demo::NAMES;
+    let names = tss_node::cluster::NAMES;
     let first = names
         .iter()
         .position(|n| *n == key.parties[0])

@@ -19,7 +19,7 @@ fn parties_toml(cluster: &Cluster, swap: Option<(usize, &str)>) -> String {
     for (i, dir) in cluster.dirs.parties.iter().enumerate() {
         let text = std::fs::read_to_string(dir.join("party.toml")).unwrap();
         let e: tss_node::config::PartyEntry = toml::from_str(&text).unwrap();
-        let der = tss_node::tls::cert_der_from_pem(&e.cert).unwrap();
+        let der = tss_node::transport::cert_der_from_pem(&e.cert).unwrap();
         let identity = match swap {
             Some((j, other)) if j == i => other.to_owned(),
             _ => e.identity.clone(),
@@ -132,7 +132,7 @@ async fn transcript__should_be_exported_by_any_node_and_pass_tss_audit() {
     let names: Vec<&str> = cert.parties.iter().map(|p| p.name.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, tss_node::demo::NAMES, "{names:?}");
+    assert_eq!(sorted, tss_node::cluster::NAMES, "{names:?}");
 
     step(
         t0,

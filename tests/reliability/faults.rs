@@ -148,7 +148,7 @@ async fn kill_run(kills: usize) {
     for r in received.iter().filter(|r| r.resp.path == "pool") {
         let id = hex::encode(&r.resp.presignature_id);
         for name in &r.resp.signers {
-            let i = tss_node::demo::NAMES
+            let i = tss_node::cluster::NAMES
                 .iter()
                 .position(|n| n == name)
                 .expect("signer is a demo party");

@@ -39,15 +39,15 @@ use tss_core::ecdsa::KeyShare;
 use tss_core::envelope::{Envelope, Protocol};
 use tss_core::identity::IdentityKey;
 use tss_core::session::{self, Received, SessionInfo};
-use tss_node::coordinator;
-use tss_node::node::{Node, MAX_PEER_MESSAGE};
+use tss_node::state::Node;
+use tss_node::transport::peers::MAX_PEER_MESSAGE;
 
 use crate::harness::{assert_valid, sign_request, step, Cluster};
 
 /// Charlie: the third party of the demo cluster.
 pub(crate) const CHARLIE: usize = 2;
 /// Name of the party this test plays.
-pub(crate) const CHARLIE_NAME: &str = tss_node::demo::NAMES[CHARLIE];
+pub(crate) const CHARLIE_NAME: &str = tss_node::cluster::NAMES[CHARLIE];
 /// One signing session's time limit in this cluster (the default).
 const SIGN_MS: u64 = 30_000;
 /// How a coordinator reports a session that hit [`SIGN_MS`].
@@ -285,18 +285,20 @@ impl Hostile {
 
     /// The calling party, authenticated by its pinned TLS certificate.
     fn caller<T>(&self, req: &Request<T>) -> Result<(String, tss_core::identity::PartyId), Status> {
-        let fp = tss_node::tls::peer_fingerprint(req)
+        let fp = tss_node::transport::peer_fingerprint(req)
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let p = self
             .node
-            .peer_by_fingerprint(&fp)
+            .peers()
+            .by_fingerprint(&fp)
             .ok_or_else(|| Status::permission_denied("not a party"))?;
         Ok((p.name.clone(), p.id))
     }
 
     pub(crate) fn client_of(&self, name: &str) -> PeerClient<Channel> {
         self.node
-            .parties
+            .peers()
+            .all()
             .iter()
             .find(|p| p.name == name)
             .and_then(|p| p.client.clone())
@@ -357,7 +359,7 @@ impl Hostile {
         let (out_tx, mut out_rx) = mpsc::unbounded();
         let (inc, out) = session::delivery::<Msg>(
             info.clone(),
-            self.node.identity.clone(),
+            self.node.identity().clone(),
             in_rx,
             out_tx,
             None,
@@ -374,7 +376,7 @@ impl Hostile {
             let _ = done_tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
         });
         let mut client = self.client_of(&to);
-        let mut tamper = Tamper::new(attack, self.node.identity.clone(), info.clone());
+        let mut tamper = Tamper::new(attack, self.node.identity().clone(), info.clone());
         while let Some(env) = out_rx.next().await {
             if attack == Attack::Honest {
                 self.sent_honestly.lock().unwrap().push(env.encode());
@@ -425,7 +427,7 @@ impl Hostile {
         let (out_tx, mut out_rx) = mpsc::unbounded();
         let (inc, out) = session::delivery::<M>(
             info.clone(),
-            self.node.identity.clone(),
+            self.node.identity().clone(),
             in_rx,
             out_tx,
             None,
@@ -443,7 +445,8 @@ impl Hostile {
             .map(|(j, id)| {
                 let name = self
                     .node
-                    .parties
+                    .peers()
+                    .all()
                     .iter()
                     .find(|p| p.id == *id)
                     .map(|p| p.name.clone())
@@ -452,7 +455,7 @@ impl Hostile {
             })
             .collect();
         while let Some(env) = out_rx.next().await {
-            let env = tamper(&self.node.identity, env);
+            let env = tamper(self.node.identity(), env);
             for (j, name) in &peers {
                 if env.recipient.is_some_and(|r| r != *j) {
                     continue;
@@ -474,7 +477,7 @@ impl Hostile {
         } else {
             Protocol::AuxInfo
         };
-        let info = self.node.ceremony_session(session, protocol);
+        let info = self.node.peers().ceremony_session(session, protocol);
         let (me, n) = (info.me, info.parties.len() as u16);
         let (in_tx, in_rx) = mpsc::channel(64);
         self.inboxes.lock().unwrap().insert(session, in_tx);
@@ -507,7 +510,7 @@ impl Hostile {
             };
             let primes = self
                 .node
-                .primes
+                .primes()
                 .take()
                 .expect("charlie has prime sets left");
             tokio::spawn(me2.run_ceremony::<tss_core::ecdsa::aux::Msg, _, _>(
@@ -822,8 +825,10 @@ impl Peer for Server {
         let attack = Attack::from_message(&s.message);
         let signers: Vec<u16> = s.signers.iter().map(|&x| x as u16).collect();
         let record = &self.0.record;
-        let info = coordinator::sign_session(record, &signers, record.my_index, session)?;
-        let (data, _) = coordinator::to_sign(coordinator::hash_algo(s.hash)?, &s.message)?;
+        let info =
+            tss_node::protocol::sign::sign_session(record, &signers, record.my_index, session)?;
+        let (data, _) =
+            tss_node::request::to_sign(tss_node::request::hash_algo(s.hash)?, &s.message)?;
         self.0.event(Event::Proposed {
             from: from.clone(),
             session,
@@ -945,10 +950,11 @@ async fn become_charlie(
     let (node, tls) = tss_node::run::open_node(cfg, pass)
         .await
         .expect("open charlie's store with its passphrase");
-    let record = tss_node::flows::load_key_record(&node, key_id)
+    let record = tss_node::protocol::records::load_key_record(&node, key_id)
         .expect("charlie's store")
         .expect("charlie holds the key");
-    let share = Arc::new(tss_node::flows::load_share(&node, key_id).expect("charlie's share"));
+    let share =
+        Arc::new(tss_node::protocol::records::load_share(&node, key_id).expect("charlie's share"));
     let hostile = Arc::new(Hostile {
         node: node.clone(),
         record,
@@ -961,7 +967,7 @@ async fn become_charlie(
         starts: Mutex::default(),
     });
     let server_cfg =
-        tss_node::tls::server_config(&tls, node.allowed_certs()).expect("charlie's TLS");
+        tss_node::transport::server_config(&tls, node.allowed_certs()).expect("charlie's TLS");
     let mut listener = None;
     for _ in 0..50 {
         match tokio::net::TcpListener::bind(listen).await {
@@ -973,7 +979,7 @@ async fn become_charlie(
         }
     }
     let listener = listener.expect("bind charlie's address");
-    let incoming = tss_node::tls::tls_incoming(listener, server_cfg);
+    let incoming = tss_node::transport::tls_incoming(listener, server_cfg);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server(hostile.clone());
     tokio::spawn(async move {
@@ -1000,7 +1006,7 @@ fn coordinator_trying_charlie_first(record: &keygen::record::KeyRecord) -> (usiz
         record
             .parties
             .iter()
-            .position(|p| p.name == tss_node::demo::NAMES[i])
+            .position(|p| p.name == tss_node::cluster::NAMES[i])
             .expect("every party is in the key record")
     };
     let charlie = index(CHARLIE);
@@ -1107,7 +1113,7 @@ fn check_failover(
     e: &Expect,
 ) {
     let a = e.attack;
-    let coord_name = tss_node::demo::NAMES[coord];
+    let coord_name = tss_node::cluster::NAMES[coord];
     let session = hostile
         .session_of(a, coord_name)
         .unwrap_or_else(|| panic!("{a:?}: {coord_name} never proposed the session to charlie"));
@@ -1140,7 +1146,7 @@ fn check_failover(
     signers.sort();
     let mut expected = vec![
         coord_name.to_string(),
-        tss_node::demo::NAMES[other].to_string(),
+        tss_node::cluster::NAMES[other].to_string(),
     ];
     expected.sort();
     assert_eq!(
@@ -1198,7 +1204,7 @@ pub(crate) async fn setup(t0: Instant, key_id: &str) -> Setup {
     let (coord, other) = coordinator_trying_charlie_first(&hostile.record);
     eprintln!(
         "coordinator {} tries {CHARLIE_NAME} first",
-        tss_node::demo::NAMES[coord]
+        tss_node::cluster::NAMES[coord]
     );
     Setup {
         cluster,
@@ -1262,7 +1268,7 @@ async fn hostile__honest_nodes_should_abort_name_charlie_and_keep_signing() {
         other,
     } = setup(t0, "hostile-key").await;
     let key_id = "hostile-key";
-    let coord_name = tss_node::demo::NAMES[coord];
+    let coord_name = tss_node::cluster::NAMES[coord];
 
     step(
         t0,
@@ -1435,7 +1441,7 @@ async fn hostile__honest_nodes_should_abort_name_charlie_and_keep_signing() {
     let (signed, flooded, (during, during_took)) = tokio::join!(signs, flood, during);
     eprintln!(
         "  signed through {} during the flood in {during_took:?}",
-        tss_node::demo::NAMES[other]
+        tss_node::cluster::NAMES[other]
     );
     assert!(
         !during.signers.iter().any(|s| s == CHARLIE_NAME),
@@ -1481,10 +1487,10 @@ async fn hostile__honest_nodes_should_abort_name_charlie_and_keep_signing() {
     assert!(
         flooded.iter().all(|r| r.is_ok()),
         "{} accepted charlie's sessions within its quota: {flooded:?}",
-        tss_node::demo::NAMES[other]
+        tss_node::cluster::NAMES[other]
     );
     let accepted = flooded.len();
-    let other_name = tss_node::demo::NAMES[other];
+    let other_name = tss_node::cluster::NAMES[other];
     let deadline = t_slow + Duration::from_millis(SIGN_MS) + Duration::from_secs(30);
     loop {
         let h = cluster.health(other).await;
@@ -1514,7 +1520,7 @@ async fn hostile__honest_nodes_should_abort_name_charlie_and_keep_signing() {
         let (r, _) = sign_attacked(&cluster, via, key_id, &pk, Attack::Honest).await;
         eprintln!(
             "  through {}: signed by {:?}",
-            tss_node::demo::NAMES[via],
+            tss_node::cluster::NAMES[via],
             r.signers
         );
     }
@@ -1584,7 +1590,7 @@ async fn flood_proposals(
     to: usize,
     n: usize,
 ) -> Vec<Result<(), (Code, String)>> {
-    let to_name = tss_node::demo::NAMES[to];
+    let to_name = tss_node::cluster::NAMES[to];
     let record = &hostile.record;
     let to_index = record
         .parties
@@ -1602,7 +1608,7 @@ async fn flood_proposals(
         let request_id = rand::random::<[u8; 16]>().to_vec();
         let eid = session::sign_execution_id(&record.key_id, &signers, &request_id, &digest);
         let hash = pb::HashAlgorithm::Sha256 as i32;
-        let asked = tss_node::client_auth::signing_request(
+        let asked = tss_node::request::auth::signing_request(
             &record.key_id,
             &request_id,
             message.as_bytes(),
@@ -1610,7 +1616,8 @@ async fn flood_proposals(
             "",
             None,
         );
-        let authorization = tss_node::client_auth::authorize(&gateway, &asked, 300).expect("sign");
+        let authorization =
+            tss_node::request::auth::authorize(&gateway, &asked, 300).expect("sign");
         hostile.sinks.lock().unwrap().insert(eid);
         let r = client
             .propose(pb::Proposal {
@@ -1733,8 +1740,8 @@ async fn hostile__aux_info_and_keygen_should_abort_naming_charlie() {
 }
 
 /// A client's TLS identity from its folder (`client.crt`, `client.key`).
-pub(crate) fn client_identity(dir: &std::path::Path) -> tss_node::tls::TlsIdentity {
+pub(crate) fn client_identity(dir: &std::path::Path) -> tss_node::transport::TlsIdentity {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("client file");
-    tss_node::tls::TlsIdentity::from_pem(&read("client.crt"), &read("client.key"))
+    tss_node::transport::TlsIdentity::from_pem(&read("client.crt"), &read("client.key"))
         .expect("identity")
 }

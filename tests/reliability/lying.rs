@@ -21,7 +21,6 @@ use tonic::Code;
 use tss_core::authorization::ClientRequest;
 use tss_core::ecdsa::sign::{HashAlgo, ToSign};
 use tss_core::session;
-use tss_node::client_auth;
 
 use crate::harness::{step, Cluster};
 use crate::hostile::{client_identity, setup, Attack, Hostile, Setup, CHARLIE_NAME};
@@ -92,7 +91,7 @@ impl Lie {
     /// The request as a client signs it (for `self`'s own fields).
     fn request<'a>(&'a self, key_id: &'a str, chain: &'a str) -> ClientRequest<'a> {
         let kind = self.kind();
-        client_auth::signing_request(
+        tss_node::request::auth::signing_request(
             key_id,
             &self.request_id,
             &self.message,
@@ -103,13 +102,14 @@ impl Lie {
     }
 
     fn chain(&self) -> String {
-        client_auth::payload_chain(self.kind().as_ref())
+        tss_node::request::auth::payload_chain(self.kind().as_ref())
     }
 
     /// `self` signed by `who`.
-    fn signed_by(mut self, who: &tss_node::tls::TlsIdentity, key_id: &str) -> Self {
+    fn signed_by(mut self, who: &tss_node::transport::TlsIdentity, key_id: &str) -> Self {
         let chain = self.chain();
-        let auth = client_auth::authorize(who, &self.request(key_id, &chain), 300).expect("sign");
+        let auth = tss_node::request::auth::authorize(who, &self.request(key_id, &chain), 300)
+            .expect("sign");
         self.authorization = Some(auth);
         self
     }
@@ -124,7 +124,7 @@ async fn propose(
     run: Option<Attack>,
 ) -> (pb::ProposalReply, [u8; 32]) {
     let record = &hostile.record;
-    let alice_name = tss_node::demo::NAMES[ALICE];
+    let alice_name = tss_node::cluster::NAMES[ALICE];
     let index = |name: &str| {
         record
             .parties
@@ -165,8 +165,9 @@ async fn propose(
         .into_inner();
     match run {
         Some(attack) if reply.accepted => {
-            let info = tss_node::coordinator::sign_session(record, &signers, record.my_index, eid)
-                .expect("session");
+            let info =
+                tss_node::protocol::sign::sign_session(record, &signers, record.my_index, eid)
+                    .expect("session");
             tokio::spawn(hostile.clone().run_session(
                 info,
                 in_rx,
@@ -326,7 +327,7 @@ async fn lying__coordinator_should_get_only_what_the_client_signed_and_pay_for_w
         "charlie completes the signature with alice's partial signature"
     );
     hostile
-        .client_of(tss_node::demo::NAMES[ALICE])
+        .client_of(tss_node::cluster::NAMES[ALICE])
         .abort(pb::AbortRequest {
             session_id: eid.to_vec(),
             reason: "lying coordinator took the partial signature".into(),

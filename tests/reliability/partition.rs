@@ -10,7 +10,7 @@ use tonic::Code;
 
 use crate::harness::{self, step, Cluster};
 use crate::proxy::{self, Mode};
-use tss_node::demo::NAMES;
+use tss_node::cluster::NAMES;
 
 const A: &str = NAMES[0];
 const B: &str = NAMES[1];

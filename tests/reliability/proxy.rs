@@ -18,7 +18,6 @@ use tokio::sync::watch;
 
 use crate::harness::Cluster;
 use tss_node::config::NodeConfig;
-use tss_node::demo;
 
 /// What a proxy does with the bytes it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +168,7 @@ pub async fn start_cluster(edit: impl Fn(usize, &mut NodeConfig)) -> (Cluster, N
     }
     let cluster = Cluster::start_with(|i, cfg| {
         for p in cfg.peers.iter_mut() {
-            let j = demo::NAMES
+            let j = tss_node::cluster::NAMES
                 .iter()
                 .position(|n| *n == p.name)
                 .expect("peer is one of the demo parties");

@@ -73,7 +73,7 @@ async fn logs__should_hold_no_secret_after_keygen_and_sign_at_trace_level() {
         // keep this pool empty for minutes.
         cfg.presign.idle_priority = false;
         let policy = cfg.policy.as_ref().expect("demo clusters have a policy");
-        std::fs::write(policy, tss_node::demo::demo_policy(&["gateway"])).expect("write policy");
+        std::fs::write(policy, tss_node::cluster::demo_policy(&["gateway"])).expect("write policy");
     })
     .await;
     // ... restarted at trace level (the harness applies the environment at
@@ -91,7 +91,7 @@ async fn logs__should_hold_no_secret_after_keygen_and_sign_at_trace_level() {
     // When a key is generated (aux info first) and the pools fill
     let key = cluster.keygen(0, KEY).await;
     step(t0, "keygen done; waiting for pools");
-    let names = tss_node::demo::NAMES;
+    let names = tss_node::cluster::NAMES;
     for i in 0..3 {
         let pairs: Vec<[&str; 2]> = (0..3)
             .filter(|&j| j != i)
@@ -348,9 +348,9 @@ impl Secrets {
                 })
         };
 
-        let id = get(RecordKind::NodeSecret, tss_node::init::IDENTITY_KEY);
+        let id = get(RecordKind::NodeSecret, tss_node::keys::IDENTITY_KEY);
         self.add(i, "identity secret key", id.expose().to_vec(), 8);
-        let tls = get(RecordKind::NodeSecret, tss_node::init::TLS_KEY);
+        let tls = get(RecordKind::NodeSecret, tss_node::keys::TLS_KEY);
         self.add(i, "TLS private key", p256_scalar(tls.expose()), 8);
 
         for k in store.keys(RecordKind::AuxInfo).expect("aux keys") {
@@ -382,18 +382,19 @@ impl Secrets {
             assert_eq!(s.v, ecdsa::presign::PRESIGNATURE_FORMAT_VERSION);
             self.scalar(i, "presignature k~_i", &s.presig.tilde_k);
             self.scalar(i, "presignature chi~_i", &s.presig.tilde_chi);
-            // key_id 0x00 s0 s1 id (tss_node::presign::store_key)
+            // key_id 0x00 s0 s1 id (tss_node::keys::presignature)
             self.presignature_ids
                 .insert(hex::encode(&k[k.len() - 32..]));
         }
         // Prime sets the demo cluster preloaded (party i got set i).
-        let fixtures = tss_core::primes::fixtures_from_text(tss_node::demo::FIXTURE_PRIMES)
+        let fixtures = tss_core::primes::fixtures_from_text(tss_node::cluster::FIXTURE_PRIMES)
             .expect("fixture primes");
         for (n, p) in fixtures[i].primes_ref().iter().enumerate() {
             self.integer(i, &format!("preloaded prime #{n}"), p);
         }
         if last {
-            for u in tss_node::presign::used_records(&store).expect("used presignatures") {
+            for u in tss_node::protocol::presign::used_records(&store).expect("used presignatures")
+            {
                 self.consumed.insert(u.id);
             }
         }

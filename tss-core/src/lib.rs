@@ -36,6 +36,7 @@ pub const BACKEND: &str = if cfg!(feature = "pure-rust") {
 pub const BOTH_BACKENDS: bool = cfg!(all(feature = "pure-rust", feature = "gmp"));
 
 pub mod authorization;
+mod cbor;
 pub mod chain;
 pub mod ecdsa;
 pub mod envelope;

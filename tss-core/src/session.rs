@@ -238,7 +238,7 @@ where
     let mut msg_id = 0u64;
     let incoming = inbound.map(move |r| {
         check(&in_info, &mut next_seq, &r)?;
-        let msg: M = crate::ecdsa::decode_cbor(&r.envelope.payload).map_err(|e| {
+        let msg: M = crate::cbor::decode_cbor(&r.envelope.payload).map_err(|e| {
             DeliveryError::Misbehaved {
                 culprit: r.envelope.sender,
                 reason: format!("payload is not a valid protocol message: {e}"),

@@ -15,9 +15,6 @@ use proto::v1::signer_client::SignerClient;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client_auth;
-use crate::tls;
-
 /// How long a request's authorisation is valid (Sign and transactions).
 pub const SIGN_VALIDITY_SECS: u64 = 300;
 
@@ -30,7 +27,7 @@ pub const KEYGEN_VALIDITY_SECS: u64 = tss_core::authorization::MAX_VALIDITY_SECS
 #[derive(Clone)]
 pub struct Client {
     rpc: SignerClient<Channel>,
-    me: Arc<tls::TlsIdentity>,
+    me: Arc<crate::transport::TlsIdentity>,
 }
 
 impl Deref for Client {
@@ -52,7 +49,7 @@ fn auth_status(e: anyhow::Error) -> Status {
 
 impl Client {
     /// This client's identity (certificate and key).
-    pub fn identity(&self) -> &tls::TlsIdentity {
+    pub fn identity(&self) -> &crate::transport::TlsIdentity {
         &self.me
     }
 
@@ -62,7 +59,7 @@ impl Client {
         request: &tss_core::authorization::ClientRequest<'_>,
         validity_secs: u64,
     ) -> anyhow::Result<pb::ClientAuthorization> {
-        client_auth::authorize(&self.me, request, validity_secs)
+        crate::request::auth::authorize(&self.me, request, validity_secs)
     }
 
     /// `Sign`, signed by this client.
@@ -71,7 +68,7 @@ impl Client {
         mut req: pb::SignRequest,
     ) -> Result<Response<pb::SignResponse>, Status> {
         if req.authorization.is_none() {
-            let asked = client_auth::signing_request(
+            let asked = crate::request::auth::signing_request(
                 &req.key_id,
                 &req.request_id,
                 &req.message,
@@ -94,8 +91,8 @@ impl Client {
     ) -> Result<Response<pb::SignEthereumTransactionResponse>, Status> {
         if req.authorization.is_none() {
             let kind = pb::sign_payload::Kind::EthereumChainId(req.chain_id);
-            let chain = client_auth::ethereum_chain(req.chain_id);
-            let asked = client_auth::signing_request(
+            let chain = crate::request::auth::ethereum_chain(req.chain_id);
+            let asked = crate::request::auth::signing_request(
                 &req.key_id,
                 &req.request_id,
                 &req.unsigned_tx,
@@ -121,7 +118,7 @@ impl Client {
             let psbt = tss_core::chain::btc::decode_psbt_base64(req.psbt_base64.trim())
                 .unwrap_or_else(|_| req.psbt_base64.as_bytes().to_vec());
             let kind = pb::sign_payload::Kind::Bitcoin(pb::BitcoinInput::default());
-            let asked = client_auth::signing_request(
+            let asked = crate::request::auth::signing_request(
                 &req.key_id,
                 &req.request_id,
                 &psbt,
@@ -146,7 +143,7 @@ impl Client {
             req.request_id = rand::random::<[u8; 16]>().to_vec();
         }
         if req.authorization.is_none() {
-            let asked = client_auth::keygen_request(&req.key_id, &req.request_id);
+            let asked = crate::request::auth::keygen_request(&req.key_id, &req.request_id);
             req.authorization = Some(
                 self.authorize(&asked, KEYGEN_VALIDITY_SECS)
                     .map_err(auth_status)?,
@@ -164,9 +161,10 @@ pub async fn connect(
     cert_pem: &str,
     key_pem: &str,
 ) -> anyhow::Result<Client> {
-    let me = tls::TlsIdentity::from_pem(cert_pem, key_pem)?;
-    let cfg = tls::client_config(&me, tls::cert_der_from_pem(node_cert_pem)?)?;
-    let ch = tls::connect(node, cfg, Duration::from_secs(5))
+    let me = crate::transport::TlsIdentity::from_pem(cert_pem, key_pem)?;
+    let cfg =
+        crate::transport::client_config(&me, crate::transport::cert_der_from_pem(node_cert_pem)?)?;
+    let ch = crate::transport::connect(node, cfg, Duration::from_secs(5))
         .await
         .with_context(|| format!("cannot connect to {node}"))?;
     Ok(Client {

@@ -297,13 +297,16 @@ impl NodeConfig {
             }
             PartyId::from_hex(&p.identity)
                 .with_context(|| format!("peer {}: bad identity key", p.name))?;
-            crate::tls::cert_der_from_pem(&p.cert)
+            crate::transport::cert_der_from_pem(&p.cert)
                 .with_context(|| format!("peer {}: bad certificate", p.name))?;
         }
         let mut certs = std::collections::HashMap::new();
         for p in &self.peers {
-            if let Ok(der) = crate::tls::cert_der_from_pem(&p.cert) {
-                certs.insert(crate::tls::fingerprint(&der), format!("peer {}", p.name));
+            if let Ok(der) = crate::transport::cert_der_from_pem(&p.cert) {
+                certs.insert(
+                    crate::transport::fingerprint(&der),
+                    format!("peer {}", p.name),
+                );
             }
         }
         let mut clients = std::collections::HashSet::new();
@@ -314,11 +317,12 @@ impl NodeConfig {
                     c.name
                 );
             }
-            let der = crate::tls::cert_der_from_pem(&c.cert)
+            let der = crate::transport::cert_der_from_pem(&c.cert)
                 .with_context(|| format!("client {}: bad certificate", c.name))?;
-            if let Some(other) =
-                certs.insert(crate::tls::fingerprint(&der), format!("client {}", c.name))
-            {
+            if let Some(other) = certs.insert(
+                crate::transport::fingerprint(&der),
+                format!("client {}", c.name),
+            ) {
                 bail!(
                     "client {} has the same certificate as {other}: every peer and client needs its own certificate (a peer's key must not also act as a client)",
                     c.name
@@ -396,7 +400,7 @@ mod tests {
     fn check__should_refuse_duplicate_clients_and_a_client_with_a_peers_certificate() {
         // Given a config with one peer and one client, each with its own certificate
         let cert = |n: &str| {
-            crate::tls::generate_tls_identity(n)
+            crate::transport::generate_tls_identity(n)
                 .expect("identity")
                 .cert_pem()
         };

@@ -10,12 +10,7 @@ use tss_core::secret::Passphrase;
 use tss_core::store::{RecordKind, Store};
 
 use crate::config::{NodeConfig, PartyEntry, PrimesConfig};
-use crate::tls;
-
-/// Key of the identity secret in the `node_secret` tree.
-pub const IDENTITY_KEY: &[u8] = b"identity";
-/// Key of the TLS private key (PEM) in the `node_secret` tree.
-pub const TLS_KEY: &[u8] = b"tls_key";
+use crate::keys::{IDENTITY_KEY, TLS_KEY};
 
 /// What `init` created.
 #[derive(Debug)]
@@ -65,7 +60,7 @@ pub fn init_party(
     }
     let store = Store::create(&dir.join("store"), pass)?;
     let identity = IdentityKey::generate();
-    let tls_id = tls::generate_tls_identity(name)?;
+    let tls_id = crate::transport::generate_tls_identity(name)?;
     store.put(
         RecordKind::NodeSecret,
         IDENTITY_KEY,
@@ -150,7 +145,7 @@ fn import_primes(store: &Store, primes: &[tss_core::primes::Primes]) -> anyhow::
 /// Creates a client identity (TLS key and certificate) in `dir`.
 pub fn init_client(dir: &Path, name: &str) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir)?;
-    let id = tls::generate_tls_identity(name)?;
+    let id = crate::transport::generate_tls_identity(name)?;
     crate::config::write_private(&dir.join("client.key"), id.key_pem().as_bytes())?;
     std::fs::write(dir.join("client.crt"), id.cert_pem())?;
     Ok(id.cert_pem())

@@ -1,49 +1,48 @@
-//! `tss-node`: the threshold-signing daemon, and the pieces `tssctl` shares.
+//! `tss-node`: the threshold-signing daemon, and the pieces `tssctl`, the
+//! benchmark and the tests share. The modules follow the architecture
+//! (README, "Layout"); dependencies point one way:
 //!
-//! - [`config`]: `node.toml` and party entries; [`init`]: creating a party;
-//! - [`client_auth`]: clients' signatures over their requests, checked by
-//!   every party;
-//! - [`tls`]: pinned mutual TLS; [`service`]: the Signer and Peer gRPC services;
-//! - [`node`]: shared state, session registry, engine runner; [`claims`]:
-//!   one-at-a-time rules;
-//! - [`flows`]: one party's part in each session; [`coordinator`]: driving a
-//!   request across parties; [`pool`]: the safe-prime pool;
-//! - [`transcript`]: keygen transcripts, key certificates and their files;
-//! - [`policy`]: what this custodian signs (pure); [`signable`]: requests
-//!   decoded by the node itself; [`tx`]: Ethereum and Bitcoin signing;
-//!   [`spend`]: rolling limit counters; [`audit`]: the decision log;
-//! - [`retry`]: request ids bound to their first request, kept signatures
-//!   (a retry through any node gets the original signature);
-//! - [`run`]: start-up; [`error`]: the typed RPC error and its status mapping;
-//! - [`client`] and [`demo`]: used by `tssctl`.
+//! `service -> protocol -> request -> state -> {session, policy, primes,
+//! transport, keys} -> {config, metrics, error}`
+//!
+//! - [`service`]: the Signer and Peer gRPC services: authenticate, convert,
+//!   call [`protocol`];
+//! - [`protocol`]: one module per protocol, coordinator and co-signer side
+//!   together (sign, presign pool, transactions, the key ceremonies);
+//! - [`request`]: the request vocabulary: hashing, client authorisation,
+//!   the node's own decoding, retry records;
+//! - [`state`]: the node's shared state ([`state::Node`]), claims and
+//!   admission;
+//! - [`session`]: the session registry and the engine runner;
+//! - [`policy`]: what this custodian signs (pure), the spend ledger, the
+//!   audit log; [`primes`]: the safe-prime pool;
+//! - [`transport`]: pinned mutual TLS, the listener, peer channels;
+//! - [`keys`]: every record key of the store, in one place;
+//! - [`config`], [`init`], [`run`]: configuration, creating a party,
+//!   start-up; [`metrics`]: Prometheus; [`error`]: the typed error and its
+//!   one mapping to gRPC status;
+//! - [`client`] and [`cluster`]: the client library (`tssctl`, gateways) and
+//!   local clusters (`tssctl demo`, benchmark, tests).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(non_snake_case))]
 
-pub mod admission;
-pub mod audit;
-pub mod claims;
 pub mod client;
-pub mod client_auth;
+pub mod cluster;
 pub mod config;
-pub mod coordinator;
-pub mod demo;
 pub mod error;
-pub mod flows;
 pub mod init;
+pub mod keys;
 pub mod metrics;
-pub mod node;
 pub mod policy;
-pub mod pool;
-pub mod presign;
-pub mod retry;
+pub mod primes;
+pub mod protocol;
+pub mod request;
 pub mod run;
 pub mod service;
-pub mod signable;
-pub mod spend;
-pub mod tls;
-pub mod transcript;
-pub mod tx;
+pub mod session;
+pub mod state;
+pub mod transport;
 
 /// Installs the log subscriber (stderr, `RUST_LOG`, else `default_level`).
 pub fn init_logging(default_level: &str) {

@@ -9,10 +9,10 @@ use tss_core::identity::IdentityKey;
 use tss_core::store::{RecordKind, Store, StoreError};
 
 use crate::config::NodeConfig;
-use crate::init::{IDENTITY_KEY, TLS_KEY};
-use crate::node::{Node, MAX_PEER_MESSAGE};
+use crate::keys::{IDENTITY_KEY, TLS_KEY};
 use crate::service::{peer::PeerService, signer::SignerService};
-use crate::tls;
+use crate::state::Node;
+use crate::transport::peers::MAX_PEER_MESSAGE;
 
 /// Largest Signer request accepted at the gRPC layer (the Sign handler
 /// enforces the smaller configured message limit with a clear message).
@@ -26,7 +26,7 @@ pub const MAX_CLIENT_RESPONSE: usize = 16 << 20;
 pub async fn open_node(
     cfg: NodeConfig,
     pass: tss_core::secret::Passphrase,
-) -> anyhow::Result<(Arc<Node>, tls::TlsIdentity)> {
+) -> anyhow::Result<(Arc<Node>, crate::transport::TlsIdentity)> {
     let dir = cfg.store_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, &pass))
         .await?
@@ -48,7 +48,7 @@ pub async fn open_node(
     let cert_pem = std::fs::read_to_string(&cfg.tls_cert)
         .with_context(|| format!("cannot read TLS certificate {}", cfg.tls_cert.display()))?;
     let key_pem = std::str::from_utf8(tls_key.expose()).context("stored TLS key is not PEM")?;
-    let my_tls = tls::TlsIdentity::from_pem(&cert_pem, key_pem)
+    let my_tls = crate::transport::TlsIdentity::from_pem(&cert_pem, key_pem)
         .context("the TLS certificate does not match the key in the store")?;
     let node = Node::new(cfg, store, identity, &my_tls)?;
     Ok((node, my_tls))
@@ -64,7 +64,7 @@ pub async fn run(cfg: NodeConfig, pass: tss_core::secret::Passphrase) -> anyhow:
         );
     }
     let (node, my_tls) = open_node(cfg, pass).await?;
-    match &node.cfg.policy {
+    match &node.cfg().policy {
         Some(p) => tracing::info!(
             policy = %p.display(),
             sha256 = %hex::encode(node.policy().sha256()),
@@ -78,35 +78,40 @@ pub async fn run(cfg: NodeConfig, pass: tss_core::secret::Passphrase) -> anyhow:
     tokio::spawn(reload_on_sighup(node.clone()));
     // Before anything proposes sessions: the peers end those they still
     // hold with this node's previous process.
-    node.announce_start().await;
-    if node.cfg.primes.pool_target > 0 {
-        node.primes.start()?;
+    node.peers().announce_start().await;
+    if node.cfg().primes.pool_target > 0 {
+        node.primes().start()?;
     }
-    if let Some(rt) = &node.pool_rt {
-        rt.handle().spawn(crate::presign::refill_loop(node.clone()));
+    if let Some(rt) = &node.pool_runtime() {
+        rt.handle()
+            .spawn(crate::protocol::presign::refill_loop(node.clone()));
     }
-    if let Some(addr) = node.cfg.metrics_listen {
+    if let Some(addr) = node.cfg().metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics");
-        tokio::spawn(crate::metrics::serve(l, node.metrics.clone(), shutdown()));
+        tokio::spawn(crate::metrics::http::serve(
+            l,
+            node.metrics().clone(),
+            shutdown(),
+        ));
     }
-    let server_cfg = tls::server_config(&my_tls, node.allowed_certs())?;
+    let server_cfg = crate::transport::server_config(&my_tls, node.allowed_certs())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(
-        party = %node.cfg.name,
+        party = %node.cfg().name,
         %listen,
-        peers = node.cfg.peers.len(),
-        clients = node.cfg.clients.len(),
-        primes_ready = node.primes.ready(),
-        max_requests = node.cfg.limits.max_requests(),
+        peers = node.cfg().peers.len(),
+        clients = node.cfg().clients.len(),
+        primes_ready = node.primes().ready(),
+        max_requests = node.cfg().limits.max_requests(),
         backend = tss_core::BACKEND,
         "tss-node serving"
     );
-    let incoming = tls::tls_incoming(listener, server_cfg);
+    let incoming = crate::transport::tls_incoming(listener, server_cfg);
     tonic::transport::Server::builder()
         .add_service(
             SignerServer::new(SignerService::new(node.clone()))
@@ -120,7 +125,7 @@ pub async fn run(cfg: NodeConfig, pass: tss_core::secret::Passphrase) -> anyhow:
         )
         .serve_with_incoming_shutdown(incoming, shutdown())
         .await?;
-    node.store.flush()?;
+    node.store().flush()?;
     tracing::info!("tss-node stopped");
     Ok(())
 }

@@ -26,9 +26,11 @@ use paillier_zk::fast_paillier;
 use paillier_zk::paillier_encryption_in_range_with_el_gamal as pi_enc_elg;
 use round_based::Incoming;
 
-use super::sign::Msg;
 use super::{Curve, EngineError, KeyShare, Level};
 use crate::session::DeliveryError;
+
+/// Signing protocol message.
+pub type Msg = cggmp24::signing::msg::Msg<Curve, sha2::Sha256>;
 
 mod unambiguous {
     /// Statement each ψ proof is bound to (cggmp24's private

@@ -17,10 +17,8 @@ use futures::Sink;
 use round_based::{Mpc, Outgoing};
 use sha2::Digest;
 
+pub use super::round1::Msg;
 use super::{Curve, EngineError, KeyShare, Signature};
-
-/// Signing protocol message.
-pub type Msg = cggmp24::signing::msg::Msg<Curve, sha2::Sha256>;
 
 /// How a node hashes the message bytes it is asked to sign.
 ///

@@ -10,12 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::{ClientEntry, Role};
-use crate::coordinator;
 use crate::error::{blocking, ApiError};
-use crate::flows;
-use crate::node::Node;
-use crate::tls;
-use crate::transcript;
+use crate::state::Node;
 
 /// The Signer service.
 pub struct SignerService {
@@ -29,7 +25,7 @@ impl SignerService {
     }
 
     fn client<T>(&self, req: &Request<T>) -> Result<ClientEntry, ApiError> {
-        let fp = tls::peer_fingerprint(req)
+        let fp = crate::transport::peer_fingerprint(req)
             .ok_or_else(|| ApiError::Unauthenticated("no client certificate".into()))?;
         self.node.client(&fp).cloned().ok_or_else(|| {
             ApiError::PermissionDenied("this certificate is not a client of this node".into())
@@ -86,15 +82,14 @@ pub fn key_info_with_pool(
     r: &keygen::record::KeyRecord,
 ) -> Result<pb::KeyInfo, ApiError> {
     let mut info = key_info(r);
-    for pair in crate::presign::pairs_with_me(r) {
+    for pair in crate::protocol::presign::pairs_with_me(r) {
         info.pool.push(pb::PoolLevel {
-            signers: node
-                .pair_label(r, &pair)
+            signers: crate::state::pair_label(r, &pair)
                 .split('+')
                 .map(str::to_owned)
                 .collect(),
-            ready: crate::presign::level(node, &r.key_id, &pair)? as u32,
-            target: node.cfg.presign.target as u32,
+            ready: crate::protocol::presign::level(node, &r.key_id, &pair)? as u32,
+            target: node.cfg().presign.target as u32,
         });
     }
     Ok(info)
@@ -114,7 +109,7 @@ impl pb::signer_server::Signer for SignerService {
         let key_id = req.key_id.clone();
         keygen::record::check_key_id(&key_id)
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        let ticket = self.node.admission.admit().await?;
+        let ticket = self.node.admission().admit().await?;
         tracing::info!(client = %c.name, key_id, "keygen requested");
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::KeygenProgress>(64);
@@ -131,7 +126,7 @@ impl pb::signer_server::Signer for SignerService {
             }
         });
         tokio::spawn(async move {
-            let r = coordinator::keygen(node, &c, req, ptx).await;
+            let r = crate::protocol::ceremony::keygen::keygen(node, &c, req, ptx).await;
             drop(ticket);
             let ev = match r {
                 Ok(rec) => Ok(pb::KeygenEvent {
@@ -155,16 +150,16 @@ impl pb::signer_server::Signer for SignerService {
         if req
             .get_ref()
             .message
-            .starts_with(transcript::CERTIFICATE_DOMAIN)
+            .starts_with(crate::protocol::ceremony::transcript::CERTIFICATE_DOMAIN)
         {
             return Err(ApiError::InvalidArgument(format!(
                 "messages starting with {:?} are reserved for key certificates",
-                String::from_utf8_lossy(transcript::CERTIFICATE_DOMAIN)
+                String::from_utf8_lossy(crate::protocol::ceremony::transcript::CERTIFICATE_DOMAIN)
             ))
             .into());
         }
-        let _ticket = self.node.admission.admit().await?;
-        let r = coordinator::sign(self.node.clone(), &c, req.into_inner()).await;
+        let _ticket = self.node.admission().admit().await?;
+        let r = crate::protocol::sign::sign(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => tracing::info!(client = %c.name, ms = resp.elapsed_ms, "signed"),
             Err(e) => tracing::warn!(client = %c.name, error = %e, "sign refused or failed"),
@@ -182,10 +177,12 @@ impl pb::signer_server::Signer for SignerService {
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let n = self.node.clone();
         let k = key_id.clone();
-        let info = blocking(move || match flows::load_ready_record(&n, &k)? {
-            Some(rec) => key_info_with_pool(&n, &rec).map(Some),
-            None => Ok(None),
-        })
+        let info = blocking(
+            move || match crate::protocol::records::load_ready_record(&n, &k)? {
+                Some(rec) => key_info_with_pool(&n, &rec).map(Some),
+                None => Ok(None),
+            },
+        )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no key {key_id:?} at this node")))?;
         Ok(Response::new(info))
@@ -199,12 +196,14 @@ impl pb::signer_server::Signer for SignerService {
         let n = self.node.clone();
         let (keys, unfinished) = blocking(move || {
             let (mut keys, mut unfinished) = (Vec::new(), Vec::new());
-            for k in n.store.keys(tss_core::store::RecordKind::KeyInfo)? {
+            for k in n.store().keys(tss_core::store::RecordKind::KeyInfo)? {
                 let id = String::from_utf8_lossy(&k).into_owned();
-                match flows::key_state(&n, &id)? {
-                    flows::KeyState::Ready(r) => keys.push(key_info_with_pool(&n, &r)?),
-                    flows::KeyState::Unfinished => unfinished.push(id),
-                    flows::KeyState::Absent => {}
+                match crate::protocol::records::key_state(&n, &id)? {
+                    crate::protocol::records::KeyState::Ready(r) => {
+                        keys.push(key_info_with_pool(&n, &r)?)
+                    }
+                    crate::protocol::records::KeyState::Unfinished => unfinished.push(id),
+                    crate::protocol::records::KeyState::Absent => {}
                 }
             }
             Ok((keys, unfinished))
@@ -219,7 +218,8 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::TranscriptFile>, Status> {
         let c = self.client(&req)?;
         let key_id = req.into_inner().key_id;
-        let transcript = transcript::export(&self.node, key_id.clone()).await?;
+        let transcript =
+            crate::protocol::ceremony::transcript::export(&self.node, key_id.clone()).await?;
         tracing::info!(client = %c.name, key_id, bytes = transcript.len(), "transcript exported");
         Ok(Response::new(pb::TranscriptFile { transcript }))
     }
@@ -231,7 +231,12 @@ impl pb::signer_server::Signer for SignerService {
         self.client(&req)?;
         let node = &self.node;
         let mut pings = Vec::new();
-        for p in node.parties.iter().filter(|p| p.id != node.me) {
+        for p in node
+            .peers()
+            .all()
+            .iter()
+            .filter(|p| p.id != node.peers().me())
+        {
             let Some(mut c) = p.client.clone() else {
                 continue;
             };
@@ -254,21 +259,21 @@ impl pb::signer_server::Signer for SignerService {
         let n = node.clone();
         let (keys, primes_ready, memory) = blocking(move || {
             Ok((
-                n.store.len(tss_core::store::RecordKind::KeyInfo)? as u32,
-                n.primes.ready() as u32,
+                n.store().len(tss_core::store::RecordKind::KeyInfo)? as u32,
+                n.primes().ready() as u32,
                 crate::metrics::memory(),
             ))
         })
         .await?;
         Ok(Response::new(pb::HealthResponse {
-            party: node.cfg.name.clone(),
+            party: node.cfg().name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             keys,
             primes_ready,
-            primes_generating: node.primes.generating(),
-            sessions_running: node.sessions_running() as u32,
+            primes_generating: node.primes().generating(),
+            sessions_running: node.sessions().running() as u32,
             peers,
-            presign: Some(node.counters.snapshot()),
+            presign: Some(node.metrics().pool_counters()),
             policy_sha256: {
                 let h = node.policy().sha256();
                 if h == [0; 32] {
@@ -278,9 +283,9 @@ impl pb::signer_server::Signer for SignerService {
                 }
             },
             policy_error: node.policy_error().unwrap_or_default(),
-            requests_running: node.admission.running() as u32,
-            requests_queued: node.admission.queued() as u32,
-            requests_refused: node.admission.refused() as u64,
+            requests_running: node.admission().running() as u32,
+            requests_queued: node.admission().queued() as u32,
+            requests_refused: node.admission().refused() as u64,
             rss_bytes: memory.rss,
             peak_rss_bytes: memory.peak,
         }))
@@ -292,8 +297,8 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignEthereumTransactionResponse>, Status> {
         let c = self.client(&req)?;
         self.require(&c, Role::Gateway, "SignEthereumTransaction")?;
-        let _ticket = self.node.admission.admit().await?;
-        let r = crate::tx::sign_ethereum(self.node.clone(), &c, req.into_inner()).await;
+        let _ticket = self.node.admission().admit().await?;
+        let r = crate::protocol::tx::sign_ethereum(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => {
                 tracing::info!(client = %c.name, tx_hash = %hex::encode(&resp.tx_hash), "signed an Ethereum transaction")
@@ -311,8 +316,8 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignBitcoinPsbtResponse>, Status> {
         let c = self.client(&req)?;
         self.require(&c, Role::Gateway, "SignBitcoinPsbt")?;
-        let _ticket = self.node.admission.admit().await?;
-        let r = crate::tx::sign_bitcoin(self.node.clone(), &c, req.into_inner()).await;
+        let _ticket = self.node.admission().admit().await?;
+        let r = crate::protocol::tx::sign_bitcoin(self.node.clone(), &c, req.into_inner()).await;
         match &r {
             Ok(resp) => {
                 tracing::info!(client = %c.name, txid = %resp.txid, complete = resp.complete, "signed a PSBT")
@@ -333,12 +338,17 @@ impl pb::signer_server::Signer for SignerService {
         let r = req.into_inner();
         let limit = match r.limit {
             0 => 100,
-            l => (l as usize).min(crate::audit::MAX_READ),
+            l => (l as usize).min(crate::policy::audit::MAX_READ),
         };
         let n = self.node.clone();
-        let entries =
-            blocking(move || Ok(crate::audit::AuditLog::read(&n.store, r.from_seq, limit)?))
-                .await?;
+        let entries = blocking(move || {
+            Ok(crate::policy::audit::AuditLog::read(
+                n.store(),
+                r.from_seq,
+                limit,
+            )?)
+        })
+        .await?;
         Ok(Response::new(pb::AuditLogResponse {
             entries: entries
                 .into_iter()
@@ -349,7 +359,7 @@ impl pb::signer_server::Signer for SignerService {
                     body: e.body,
                 })
                 .collect(),
-            total: self.node.audit.len(),
+            total: self.node.audit().len(),
         }))
     }
 }

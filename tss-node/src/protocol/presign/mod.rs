@@ -1,0 +1,405 @@
+//! The presignature pool: per key and signer pair, presignatures made ahead
+//! of time so that a Sign request is answered in one round.
+//!
+//! - Refill runs on its own Tokio runtime whose threads are in the idle
+//!   scheduling class (`SCHED_IDLE`): client requests and Health never wait
+//!   behind it.
+//!   Of each pair, the party with the lower keygen index leads the presign
+//!   sessions; the other accepts while it holds fewer than target + slack.
+//! - A presignature is used at most once, also across crashes: it is removed
+//!   from the sealed store, together with a record of what it signed, in one
+//!   flushed transaction before its partial signature is issued
+//!   ([`consume`]). If either party lacks it, the pair falls back to the full
+//!   protocol; a presignature is never reused and never exported.
+
+pub mod sign;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keygen::record::KeyRecord;
+use proto::v1 as pb;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tss_core::ecdsa::presign::StoredPresignature;
+use tss_core::ecdsa::KeyShare;
+use tss_core::envelope::Protocol;
+use tss_core::session::{self, SessionInfo};
+use tss_core::store::RecordKind;
+
+use crate::error::{blocking, ApiError};
+use crate::protocol::accepted;
+use crate::protocol::{cosign, decline, records, sid};
+use crate::session::{Registered, SessionFailure};
+use crate::state::Node;
+use crate::transport::peers::Party;
+
+/// What a consumed presignature was used for (the `presignature_used` log).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsedRecord {
+    /// Presignature id (hex).
+    pub id: String,
+    /// Key.
+    pub key_id: String,
+    /// Keygen indices of the pair.
+    pub signers: Vec<u16>,
+    /// Digest it was consumed for (hex).
+    pub digest: String,
+    /// "coordinator" or "co-signer".
+    pub role: String,
+    /// When (Unix seconds).
+    pub at_unix: u64,
+}
+
+/// Presignatures ready here for a key and pair.
+pub fn level(node: &Node, key_id: &str, signers: &[u16]) -> Result<usize, ApiError> {
+    Ok(node
+        .store()
+        .keys_with_prefix(
+            RecordKind::Presignature,
+            &crate::keys::presignature_prefix(key_id, signers),
+        )?
+        .len())
+}
+
+/// Ids of the presignatures ready here for a key and pair.
+pub fn ready_ids(node: &Node, key_id: &str, signers: &[u16]) -> Result<Vec<[u8; 32]>, ApiError> {
+    let p = crate::keys::presignature_prefix(key_id, signers);
+    Ok(node
+        .store()
+        .keys_with_prefix(RecordKind::Presignature, &p)?
+        .into_iter()
+        .filter_map(|k| crate::keys::presignature_id(&p, &k))
+        .collect())
+}
+
+/// Consumes a presignature for signing request (`request_id`, `digest`) of
+/// `record`'s key: removes it, logs its use and records the request as
+/// signed, durably, in one transaction (on a blocking thread). `None` if
+/// this node does not hold it (never had it, or consumed it before).
+pub async fn consume(
+    node: &Arc<Node>,
+    record: &KeyRecord,
+    signers: &[u16],
+    id: [u8; 32],
+    request_id: &[u8],
+    digest: [u8; 32],
+    role: &'static str,
+) -> Result<Option<StoredPresignature>, ApiError> {
+    let used = UsedRecord {
+        id: hex::encode(id),
+        key_id: record.key_id.clone(),
+        signers: signers.to_vec(),
+        digest: hex::encode(digest),
+        role: role.to_owned(),
+        at_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let used = serde_json::to_vec(&used).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let signed = crate::keys::signed(&record.key_id, request_id, &digest);
+    let key = crate::keys::presignature(&record.key_id, signers, &id);
+    let n = node.clone();
+    let taken = blocking(move || {
+        Ok(n.store().consume(
+            (RecordKind::Presignature, &key),
+            (
+                RecordKind::PresignatureUsed,
+                crate::keys::presignature_used(&id),
+                &used,
+            ),
+            &[(RecordKind::SeenExecution, &signed, &[1])],
+        )?)
+    })
+    .await?;
+    let Some(bytes) = taken else {
+        return Ok(None);
+    };
+    node.metrics()
+        .presignature_consumed(&record.key_id, &crate::state::pair_label(record, signers));
+    node.presign_wake().notify_one();
+    let p = StoredPresignature::decode(bytes.expose())
+        .map_err(|e| ApiError::Internal(format!("stored presignature is unusable: {e}")))?;
+    if p.signers != signers {
+        return Err(ApiError::Internal(
+            "stored presignature belongs to another signer pair".into(),
+        ));
+    }
+    Ok(Some(p))
+}
+
+/// Every `presignature_used` record of this store (for audits and tests).
+pub fn used_records(store: &tss_core::store::Store) -> anyhow::Result<Vec<UsedRecord>> {
+    let mut out = Vec::new();
+    for k in store.keys(RecordKind::PresignatureUsed)? {
+        if let Some(v) = store.get(RecordKind::PresignatureUsed, &k)? {
+            out.push(serde_json::from_slice(v.expose())?);
+        }
+    }
+    Ok(out)
+}
+
+/// The signer pairs of a key that include this node, ascending each.
+pub fn pairs_with_me(record: &KeyRecord) -> Vec<Vec<u16>> {
+    let me = record.my_index;
+    (0..record.parties.len() as u16)
+        .filter(|&o| o != me)
+        .map(|o| if o < me { vec![o, me] } else { vec![me, o] })
+        .collect()
+}
+
+/// Session info of a presign run.
+pub(crate) fn presign_session(
+    record: &KeyRecord,
+    signers: &[u16],
+    eid: [u8; 32],
+) -> Result<SessionInfo, ApiError> {
+    let mut info = crate::protocol::sign::sign_session(record, signers, record.my_index, eid)?;
+    info.protocol = Protocol::Presign;
+    Ok(info)
+}
+
+/// Runs our part of a presign session and stores the presignature.
+pub async fn run_and_store(
+    node: Arc<Node>,
+    reg: Registered,
+    record: KeyRecord,
+    share: Arc<KeyShare>,
+    signers: Vec<u16>,
+) -> Result<(), SessionFailure> {
+    let eid = reg.info.id;
+    let me = reg.info.me;
+    let started = Instant::now();
+    let sg = signers.clone();
+    let (presig, cpu) = reg
+        .run(
+            Duration::from_millis(node.cfg().timeouts.sign_ms),
+            move |party| async move {
+                let cpu0 = crate::metrics::thread_cpu_time();
+                let p = tss_core::ecdsa::presign::run(&eid, me, &sg, &share, party).await?;
+                Ok((p, crate::metrics::thread_cpu_time().saturating_sub(cpu0)))
+            },
+        )
+        .await?;
+    let n = node.clone();
+    let key = crate::keys::presignature(&record.key_id, &signers, &eid);
+    blocking(move || {
+        n.store()
+            .put(RecordKind::Presignature, &key, presig.encode().expose())?;
+        n.store().flush()?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| SessionFailure::Engine(e.to_string()))?;
+    let pair = crate::state::pair_label(&record, &signers);
+    node.metrics().presignature_generated(&record.key_id, &pair);
+    node.metrics().observe_presign(cpu, started.elapsed());
+    Ok(())
+}
+
+/// Leads one presign session for a key and pair.
+pub(crate) async fn lead_one(
+    node: Arc<Node>,
+    record: KeyRecord,
+    signers: Vec<u16>,
+) -> Result<(), String> {
+    let ids = record.party_ids().map_err(|e| e.to_string())?;
+    let other = signers
+        .iter()
+        .copied()
+        .find(|&s| s != record.my_index)
+        .and_then(|s| ids.get(usize::from(s)).copied())
+        .ok_or("pair without a peer")?;
+    let party = node.peers().party(&other).ok_or("peer not configured")?;
+    let mut client = party.client.clone().ok_or("peer has no client")?;
+    let name = party.name.clone();
+    let mut nonce = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let eid = session::presign_execution_id(&record.key_id, &signers, &nonce);
+    let info = presign_session(&record, &signers, eid).map_err(|e| e.to_string())?;
+    let reg = node
+        .sessions()
+        .register(info, false, None)
+        .map_err(|e| e.to_string())?;
+    let proposal = pb::Proposal {
+        session_id: eid.to_vec(),
+        kind: Some(pb::proposal::Kind::Presign(pb::PresignProposal {
+            key_id: record.key_id.clone(),
+            signers: signers.iter().map(|&s| u32::from(s)).collect(),
+            nonce: nonce.to_vec(),
+        })),
+    };
+    crate::protocol::propose_pair(&node, &mut client, &reg.info, proposal, &name).await?;
+    let (n, k) = (node.clone(), record.key_id.clone());
+    let share = Arc::new(
+        blocking(move || crate::protocol::records::load_share(&n, &k))
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let info = reg.info.clone();
+    let _running = node.metrics().session_running("presign");
+    if let Err(f) = run_and_store(node.clone(), reg, record, share, signers).await {
+        node.metrics().session_failed("presign");
+        node.peers().send_abort(&info, &f.to_string()).await;
+        return Err(f.to_string());
+    }
+    Ok(())
+}
+
+/// A key id and a signer pair.
+pub(crate) type PairKey = (String, Vec<u16>);
+
+/// The refill loop (runs on the pool runtime): keeps every pair this node
+/// leads at its target, at most `presign.parallel` sessions at once, with
+/// back-off for pairs whose peer is down or declines.
+pub async fn refill_loop(node: Arc<Node>) {
+    let target = node.cfg().presign.target;
+    if target == 0 {
+        return;
+    }
+    let parallel = Arc::new(tokio::sync::Semaphore::new(
+        node.cfg().presign.parallel.max(1),
+    ));
+    // Per (key, pair): sessions in flight, and when to try again after failures.
+    let in_flight: Arc<std::sync::Mutex<HashMap<PairKey, usize>>> = Arc::default();
+    let mut backoff: HashMap<PairKey, (Instant, Duration)> = HashMap::new();
+    let (fail_tx, mut fail_rx) = tokio::sync::mpsc::unbounded_channel::<(PairKey, bool)>();
+    loop {
+        while let Ok((k, ok)) = fail_rx.try_recv() {
+            if ok {
+                backoff.remove(&k);
+            } else {
+                let d = backoff.get(&k).map_or(Duration::from_secs(1), |(_, d)| {
+                    (*d * 2).min(Duration::from_secs(30))
+                });
+                backoff.insert(k, (Instant::now() + d, d));
+            }
+        }
+        let n = node.clone();
+        // Every key with the level of each pair this node is in (store reads
+        // off the reactor).
+        let levels = blocking(move || {
+            let mut out = Vec::new();
+            for record in crate::protocol::records::list_key_records(&n)? {
+                if !crate::protocol::records::is_ready(&n, &record.key_id)? {
+                    continue; // not usable yet (keygen unfinished)
+                }
+                for signers in pairs_with_me(&record) {
+                    let ready = level(&n, &record.key_id, &signers)?;
+                    out.push((record.clone(), signers, ready));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "presign pool cannot list keys");
+            Vec::new()
+        });
+        // The pairs it leads that are short of their target, the emptiest
+        // first: a freed slot goes to the pair that needs it most, so no
+        // pair starves.
+        let mut wanted = Vec::new();
+        for (record, signers, ready) in levels {
+            let label = crate::state::pair_label(&record, &signers);
+            node.metrics()
+                .set_pool_level(&record.key_id, &label, ready as u64);
+            if signers[0] != record.my_index {
+                continue;
+            }
+            let k = (record.key_id.clone(), signers.clone());
+            let flying = in_flight
+                .lock()
+                .map_or(0, |m| m.get(&k).copied().unwrap_or(0));
+            if ready + flying >= target || backoff.get(&k).is_some_and(|(t, _)| Instant::now() < *t)
+            {
+                continue;
+            }
+            wanted.push((ready + flying, k, record, signers));
+        }
+        wanted.sort_by_key(|w| w.0);
+        for (_, k, record, signers) in wanted {
+            let Ok(permit) = parallel.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Ok(mut m) = in_flight.lock() {
+                *m.entry(k.clone()).or_insert(0) += 1;
+            }
+            let (node, in_flight, fail_tx) = (node.clone(), in_flight.clone(), fail_tx.clone());
+            tokio::spawn(async move {
+                let r = lead_one(node, record, signers).await;
+                if let Err(e) = &r {
+                    tracing::debug!(key_id = %k.0, error = %e, "presign session failed");
+                }
+                if let Ok(mut m) = in_flight.lock() {
+                    if let Some(c) = m.get_mut(&k) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                let _ = fail_tx.send((k, r.is_ok()));
+                drop(permit);
+            });
+        }
+        tokio::select! {
+            _ = node.presign_wake().notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+pub(crate) async fn accept(
+    node: &Arc<Node>,
+    from: &Party,
+    id: [u8; 32],
+    ps: pb::PresignProposal,
+) -> Result<pb::ProposalReply, ApiError> {
+    let Some(rt) = node.pool_runtime() else {
+        return Ok(decline(format!(
+            "the presignature pool is off at {}",
+            node.cfg().name
+        )));
+    };
+    let (record, signers) =
+        match cosign::key_and_signers(node, from, &ps.key_id, &ps.signers).await? {
+            Ok(x) => x,
+            Err(why) => return Ok(decline(why)),
+        };
+    // The party with the lower index of the pair leads its presign runs.
+    if signers.first() == Some(&record.my_index) {
+        return Ok(decline("this node leads presigning for this pair"));
+    }
+    if !records::is_ready_now(node, &record.key_id).await? {
+        return Ok(decline(
+            crate::protocol::records::unfinished(node, &record.key_id).to_string(),
+        ));
+    }
+    let nonce: [u8; 32] = sid(&ps.nonce)?;
+    if session::presign_execution_id(&record.key_id, &signers, &nonce) != id {
+        return Ok(decline("session id does not match the proposal"));
+    }
+    let cap = node.cfg().presign.target + node.cfg().presign.slack;
+    let (n, k, sg) = (node.clone(), record.key_id.clone(), signers.clone());
+    if blocking(move || crate::protocol::presign::level(&n, &k, &sg)).await? >= cap {
+        return Ok(decline(format!(
+            "{} already holds {cap} presignatures for this key and pair",
+            node.cfg().name
+        )));
+    }
+    let mut info = crate::protocol::sign::sign_session(&record, &signers, record.my_index, id)?;
+    info.protocol = Protocol::Presign;
+    let reg = node.sessions().register(info, false, Some(from.id))?;
+    let (n, k) = (node.clone(), record.key_id.clone());
+    let share = Arc::new(blocking(move || crate::protocol::records::load_share(&n, &k)).await?);
+    let n = node.clone();
+    rt.handle().spawn(async move {
+        let _running = n.metrics().session_running("presign");
+        if let Err(f) =
+            crate::protocol::presign::run_and_store(n.clone(), reg, record, share, signers).await
+        {
+            n.metrics().session_failed("presign");
+            tracing::debug!(failure = %f, "presign session failed");
+        }
+    });
+    Ok(accepted())
+}

@@ -1,0 +1,243 @@
+//! Signing from a presignature, both sides: the coordinator consumes its
+//! own presignature while the co-signer consumes its own and returns its
+//! partial signature; either consumes durably before anything is issued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::v1 as pb;
+
+use crate::error::ApiError;
+use crate::protocol::cosign;
+use crate::protocol::cosign::Ask;
+use crate::protocol::sign::SignJob;
+use crate::protocol::Refusal;
+use crate::state::Node;
+use crate::transport::peers::Party;
+
+/// Why the pool path did not produce a signature.
+pub(crate) enum PoolMiss {
+    /// One of us lacks the presignature (or used it): run the full protocol
+    /// with the same co-signer.
+    Missing(String),
+    /// The co-signer cannot or will not sign: try the next one.
+    Failed(String),
+    /// The co-signer's policy refused the request: try the next one.
+    Denied(String),
+    /// The co-signer signed this request before (a retry).
+    AlreadySigned(String),
+    /// The request id was used for another request.
+    Conflict(String),
+}
+
+/// Signs from a presignature this node and `cand` hold: consume ours
+/// (durably, with the request recorded as signed) while the co-signer
+/// consumes its own and returns its partial signature; combine, verify.
+pub(crate) async fn sign_from_pool(
+    node: &Arc<Node>,
+    job: &SignJob,
+    data: cggmp24::DataToSign<tss_core::ecdsa::Curve>,
+    cand: u16,
+    ids: Vec<[u8; 32]>,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+) -> Result<pb::SignResponse, PoolMiss> {
+    let me = job.record.my_index;
+    let mut signers = vec![me, cand];
+    signers.sort_unstable();
+    let key_id = job.record.key_id.clone();
+    // The pair's leader (lower index) draws from the front of the sorted
+    // ids, the other party from the back, so that the two rarely pick the
+    // same presignature at once; a claim keeps our own requests apart.
+    let mut ids = ids;
+    if signers.first() != Some(&me) {
+        ids.reverse();
+    }
+    let Some((pid, _picked)) = ids
+        .iter()
+        .find_map(|id| node.claims().claim_presignature(*id).map(|c| (*id, c)))
+    else {
+        return Err(PoolMiss::Missing("no presignature ready".into()));
+    };
+    let local = crate::protocol::presign::consume(
+        node,
+        &job.record,
+        &signers,
+        pid,
+        &job.request_id,
+        job.digest,
+        "coordinator",
+    );
+    let remote = tokio::time::timeout(
+        Duration::from_millis(node.cfg().timeouts.propose_ms),
+        client_rpc.sign_with_presignature(pb::PresignSignRequest {
+            key_id: key_id.clone(),
+            signers: signers.iter().map(|&s| u32::from(s)).collect(),
+            presignature_id: pid.to_vec(),
+            request_id: job.wire.request_id.clone(),
+            message: job.wire.message.clone(),
+            hash: job.wire.hash,
+            payload: job.wire.payload.clone(),
+            authorization: job.wire.authorization.clone(),
+        }),
+    );
+    let (local, remote) = tokio::join!(local, remote);
+    let ours = local.map_err(|e| PoolMiss::Failed(format!("{e} (this node)")))?;
+    let reply = match remote {
+        Err(_) => {
+            return Err(PoolMiss::Failed(format!(
+                "{name}: no answer within {} ms",
+                node.cfg().timeouts.propose_ms
+            )))
+        }
+        Ok(Err(status)) => {
+            node.metrics().peer_rpc_error(name);
+            return Err(PoolMiss::Failed(format!(
+                "{name}: unreachable ({})",
+                status.message()
+            )));
+        }
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let Some(ours) = ours else {
+        return Err(PoolMiss::Missing(format!(
+            "{} lacks presignature {}",
+            node.cfg().name,
+            hex::encode(pid)
+        )));
+    };
+    if reply.missing {
+        return Err(PoolMiss::Missing(format!("{name}: {}", reply.reason)));
+    }
+    if reply.denied {
+        return Err(PoolMiss::Denied(format!("{name}: {}", reply.reason)));
+    }
+    if reply.conflict {
+        return Err(PoolMiss::Conflict(format!("{name}: {}", reply.reason)));
+    }
+    if reply.already_signed {
+        return Err(PoolMiss::AlreadySigned(format!("{name}: {}", reply.reason)));
+    }
+    let Ok(theirs) = <[u8; 32]>::try_from(reply.partial_signature.as_slice()) else {
+        return Err(PoolMiss::Failed(format!(
+            "{name}: declined ({})",
+            reply.reason
+        )));
+    };
+    let mine = ours.issue(data);
+    let partials: Vec<[u8; 32]> = signers
+        .iter()
+        .map(|&s| if s == me { mine } else { theirs })
+        .collect();
+    let sig = ours.combine(&partials, data).map_err(|e| {
+        tracing::error!(co_signer = %name, error = %e, "invalid partial signature");
+        PoolMiss::Failed(format!("{name}: {e}"))
+    })?;
+    let fin = job
+        .finish(&sig)
+        .map_err(|e| PoolMiss::Failed(e.to_string()))?;
+    Ok(job.response(&fin, &signers, "pool", pid.to_vec()))
+}
+
+pub(crate) async fn co_sign(
+    node: &Arc<Node>,
+    from: &Party,
+    r: pb::PresignSignRequest,
+) -> Result<pb::PresignSignReply, ApiError> {
+    let refuse = |reason: String, missing: bool| pb::PresignSignReply {
+        reason,
+        missing,
+        ..Default::default()
+    };
+    if keygen::record::check_key_id(&r.key_id).is_err() {
+        return Ok(refuse("invalid key id".into(), false));
+    }
+    let (record, signers) = match cosign::key_and_signers(node, from, &r.key_id, &r.signers).await?
+    {
+        Ok(x) => x,
+        Err(why) => return Ok(refuse(why, false)),
+    };
+    let ask = Ask {
+        record: &record,
+        request_id: &r.request_id,
+        message: &r.message,
+        hash: r.hash,
+        payload: r.payload.as_ref(),
+        authorization: r.authorization.as_ref(),
+    };
+    let authenticated = match cosign::authenticate(node, from, &ask, true).await? {
+        Ok(a) => a,
+        Err(refusal) => return Ok(refusal.presign_reply()),
+    };
+    if let Some(refusal) = cosign::known(node, &ask, &authenticated).await? {
+        return Ok(refusal.presign_reply());
+    }
+    let tss_core::ecdsa::sign::ToSign::Hashed(data) = authenticated.decoded.data else {
+        return Ok(refuse(
+            "raw digests are never signed from a presignature".into(),
+            false,
+        ));
+    };
+    let (digest, request_id) = (
+        authenticated.decoded.digest,
+        authenticated.request_id.clone(),
+    );
+    let Ok(pid) = <[u8; 32]>::try_from(r.presignature_id.as_slice()) else {
+        return Ok(refuse("presignature id must be 32 bytes".into(), false));
+    };
+    let _claim = match crate::request::retry::claim_fresh_request(
+        node,
+        &record.key_id,
+        &request_id,
+        &digest,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return Ok(Refusal::AlreadySigned(e.to_string()).presign_reply()),
+    };
+    let reservation = match cosign::judge(node, from, &ask, &authenticated).await? {
+        Ok(r) => r,
+        Err(refusal) => return Ok(refusal.presign_reply()),
+    };
+    if let Some(refusal) = cosign::bind(node, &ask, &authenticated).await? {
+        return Ok(refusal.presign_reply());
+    }
+    let presig = crate::protocol::presign::consume(
+        node,
+        &record,
+        &signers,
+        pid,
+        &request_id,
+        digest,
+        "co-signer",
+    )
+    .await?;
+    let Some(presig) = presig else {
+        return Ok(refuse(
+            format!(
+                "{} holds no presignature {} for this pair (never made, or used)",
+                node.cfg().name,
+                hex::encode(pid)
+            ),
+            true,
+        ));
+    };
+    // Durably consumed: only now may the partial signature be issued.
+    if let Some(h) = &node.cfg().test_hooks {
+        if h.pause_before_partial_ms > 0 {
+            tracing::warn!(
+                ms = h.pause_before_partial_ms,
+                "TEST HOOK: pausing before the partial signature"
+            );
+            tokio::time::sleep(Duration::from_millis(h.pause_before_partial_ms)).await;
+        }
+    }
+    crate::protocol::approve::commit_spend(node, reservation).await?;
+    let partial = presig.issue(data);
+    tracing::info!(coordinator = %from.name, key_id = %record.key_id, "co-signed from a presignature");
+    Ok(pb::PresignSignReply {
+        partial_signature: partial.to_vec(),
+        ..Default::default()
+    })
+}

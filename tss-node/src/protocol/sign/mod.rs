@@ -1,0 +1,580 @@
+//! The full CGGMP24 signature. The coordinator picks a co-signer among the
+//! key's other parties; if it is down, declines, or the session fails, it
+//! tries the next, and fails with UNAVAILABLE only when no two parties can
+//! sign, naming each party that could not. The co-signer side is
+//! [`accept`]; retries are in [`retry`].
+
+pub mod accept;
+pub mod retry;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keygen::record::KeyRecord;
+use proto::v1 as pb;
+use tss_core::ecdsa::sign::ToSign;
+use tss_core::ecdsa::{self, KeyShare};
+use tss_core::envelope::Protocol;
+use tss_core::identity::PartyId;
+use tss_core::session::{self, SessionInfo};
+use tss_core::store::RecordKind;
+
+use crate::config::ClientEntry;
+use crate::error::{blocking, ApiError};
+use crate::metrics::SignPath;
+use crate::protocol::approve::{check_policy, Release};
+use crate::protocol::presign::sign::{sign_from_pool, PoolMiss};
+use crate::protocol::records::load_record;
+use crate::protocol::sign::retry::find_elsewhere;
+use crate::protocol::{propose_pair_reply, Attempt};
+use crate::request::decode::Decoded;
+use crate::request::retry::{
+    bind_request_id, check_request_id, claim_fresh_request, mark_seen, signature_response,
+    signed_here, stored_response,
+};
+use crate::request::{check_sign_input, hash_algo};
+use crate::session::{Registered, SessionFailure};
+use crate::state::Node;
+
+/// What co-signers are sent: the client's request bytes, how to decode
+/// them, and the client's signature over them.
+#[derive(Clone, Debug, Default)]
+pub struct Wire {
+    /// The client's request id (a PSBT's, not its inputs').
+    pub request_id: Vec<u8>,
+    /// Message, unsigned transaction or PSBT.
+    pub message: Vec<u8>,
+    /// Hash algorithm (wire enum) for messages.
+    pub hash: i32,
+    /// Transaction kind; `None` for messages.
+    pub payload: Option<pb::SignPayload>,
+    /// The client's signature over its request (`None` only for the key's
+    /// own certificate).
+    pub authorization: Option<pb::ClientAuthorization>,
+}
+
+/// Signers' session info: protocol indices follow ascending keygen indices.
+pub fn sign_session(
+    record: &KeyRecord,
+    signers: &[u16],
+    me: u16,
+    eid: [u8; 32],
+) -> Result<SessionInfo, ApiError> {
+    let ids = record
+        .party_ids()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let parties = signers
+        .iter()
+        .map(|&s| ids.get(usize::from(s)).copied())
+        .collect::<Option<Vec<PartyId>>>()
+        .ok_or_else(|| ApiError::InvalidArgument("signer index out of range".into()))?;
+    let me = signers
+        .iter()
+        .position(|&s| s == me)
+        .ok_or_else(|| ApiError::Internal("this node is not among the signers".into()))?;
+    Ok(SessionInfo {
+        id: eid,
+        protocol: Protocol::Sign,
+        me: me as u16,
+        parties,
+    })
+}
+
+/// Everything one Sign request needs, shared by both paths.
+pub(crate) struct SignJob {
+    pub(crate) record: KeyRecord,
+    pub(crate) public_key: Vec<u8>,
+    /// This session's request id (a PSBT input's own, derived from the
+    /// client's).
+    pub(crate) request_id: Vec<u8>,
+    /// What co-signers are sent.
+    pub(crate) wire: Wire,
+    pub(crate) digest: [u8; 32],
+    /// What the request counts against this node's limits.
+    pub(crate) release: Release,
+    /// This session's partial signature may have left (full protocol).
+    pub(crate) partial_left: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) started: Instant,
+}
+
+impl SignJob {
+    /// A signing proposal of this job for `signers`.
+    pub(crate) fn sign_proposal(&self, signers: &[u16]) -> pb::SignProposal {
+        pb::SignProposal {
+            key_id: self.record.key_id.clone(),
+            signers: signers.iter().map(|&s| u32::from(s)).collect(),
+            request_id: self.wire.request_id.clone(),
+            message: self.wire.message.clone(),
+            hash: self.wire.hash,
+            payload: self.wire.payload.clone(),
+            authorization: self.wire.authorization.clone(),
+        }
+    }
+}
+
+impl SignJob {
+    pub(crate) fn response(
+        &self,
+        fin: &tss_core::chain::EcdsaSignature,
+        signers: &[u16],
+        path: &str,
+        presignature_id: Vec<u8>,
+    ) -> pb::SignResponse {
+        let names = signers
+            .iter()
+            .map(|&s| {
+                self.record
+                    .parties
+                    .get(usize::from(s))
+                    .map_or_else(String::new, |p| p.name.clone())
+            })
+            .collect();
+        signature_response(
+            fin,
+            &self.digest,
+            self.public_key.clone(),
+            names,
+            path,
+            presignature_id,
+            self.started,
+        )
+    }
+
+    /// Independent check with k256 before anything is released.
+    pub(crate) fn finish(
+        &self,
+        sig: &tss_core::ecdsa::Signature,
+    ) -> Result<tss_core::chain::EcdsaSignature, ApiError> {
+        let mut rs = [0u8; 64];
+        sig.write_to_slice(&mut rs);
+        tss_core::chain::finish_signature(&self.public_key, &self.digest, &rs).map_err(|e| {
+            tracing::error!(error = %e, "combined signature does not verify; not released");
+            ApiError::Internal(format!(
+                "the combined signature does not verify ({e}); nothing was released"
+            ))
+        })
+    }
+}
+
+/// Sign (a message) as coordinator, for `caller` (the TLS client).
+pub async fn sign(
+    node: Arc<Node>,
+    caller: &ClientEntry,
+    req: pb::SignRequest,
+) -> Result<pb::SignResponse, ApiError> {
+    let started = Instant::now();
+    let hashing = hash_algo(req.hash)?;
+    check_sign_input(&node, &req.key_id, &req.message, &req.request_id)?;
+    let asked = crate::request::auth::signing_request(
+        &req.key_id,
+        &req.request_id,
+        &req.message,
+        req.hash,
+        "",
+        None,
+    );
+    let client =
+        crate::request::auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
+    let request = asked
+        .digest()
+        .map_err(crate::request::auth::AuthError::from)?;
+    let decoded = crate::request::decode::message(hashing, &req.message)?;
+    let record = load_record(&node, &req.key_id).await?;
+    check_request_id(
+        &node,
+        &record.key_id,
+        &req.request_id,
+        &client.name,
+        request,
+    )
+    .await?;
+    if let Some(resp) =
+        stored_response(&node, &record, &req.request_id, &decoded.digest, started).await?
+    {
+        return Ok(resp);
+    }
+    let reservation = check_policy(
+        &node,
+        &client.name,
+        &record.key_id,
+        &req.request_id,
+        &decoded,
+        "coordinator".into(),
+    )
+    .await?;
+    bind_request_id(
+        &node,
+        &record.key_id,
+        &req.request_id,
+        &client.name,
+        request,
+    )
+    .await?;
+    let request_id = req.request_id.clone();
+    let wire = Wire {
+        request_id: req.request_id,
+        message: req.message,
+        hash: req.hash,
+        payload: None,
+        authorization: req.authorization,
+    };
+    sign_decoded(
+        &node,
+        record,
+        &request_id,
+        wire,
+        &decoded,
+        Release::new(reservation),
+        started,
+    )
+    .await
+}
+
+/// Signs a decoded request the policy allowed: find a co-signer (pool path
+/// first), sign, check the signature. `release` is committed before any
+/// part of the signature leaves this node.
+pub async fn sign_decoded(
+    node: &Arc<Node>,
+    record: KeyRecord,
+    request_id: &[u8],
+    wire: Wire,
+    decoded: &Decoded,
+    release: Release,
+    started: Instant,
+) -> Result<pb::SignResponse, ApiError> {
+    let node = node.clone();
+    let (data, digest) = (decoded.data, decoded.digest);
+    // A retry: the signature kept here, or, if this node released its part
+    // before without keeping the signature, the one a peer kept.
+    if let Some(resp) = stored_response(&node, &record, request_id, &digest, started).await? {
+        return Ok(resp);
+    }
+    if signed_here(&node, &record.key_id, request_id, &digest).await? {
+        return find_elsewhere(&node, &record, request_id, &wire, &digest, started).await;
+    }
+    let _claim = claim_fresh_request(&node, &record.key_id, request_id, &digest).await?;
+    let me = record.my_index;
+    let ids = record
+        .party_ids()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let public_key = record
+        .public_key_bytes()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let job = SignJob {
+        record,
+        public_key,
+        request_id: request_id.to_vec(),
+        wire,
+        digest,
+        release,
+        partial_left: Default::default(),
+        started,
+    };
+    let record = &job.record;
+    // Co-signers with presignatures ready first, the fullest pool first (not
+    // counting those our other requests hold right now); on a tie, pairs
+    // this node leads, so that the two parties of a pair seldom draw from
+    // its pool at the same moment.
+    let mut candidates = Vec::new();
+    for cand in (0..ids.len() as u16).filter(|&c| c != me) {
+        let mut pair = vec![me, cand];
+        pair.sort_unstable();
+        let leads = pair[0] == me;
+        let (n, k) = (node.clone(), record.key_id.clone());
+        let ready: Vec<[u8; 32]> = match data {
+            ToSign::Hashed(_) if node.cfg().presign.target > 0 => {
+                blocking(move || crate::protocol::presign::ready_ids(&n, &k, &pair))
+                    .await?
+                    .into_iter()
+                    .filter(|id| !node.claims().presignature_claimed(id))
+                    .collect()
+            }
+            _ => vec![],
+        };
+        candidates.push((cand, ready, leads));
+    }
+    candidates.sort_by_key(|(_, ready, leads)| std::cmp::Reverse((ready.len(), *leads)));
+    let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
+    let mut failures = Vec::new();
+    let mut denials = Vec::new();
+    let mut busy = Vec::new();
+    let mut signed_before = Vec::new();
+    let mut conflicts = Vec::new();
+    let result = 'sign: {
+        for (cand, ready, _) in candidates {
+            let cand_id = ids[usize::from(cand)];
+            let name = node
+                .peers()
+                .party(&cand_id)
+                .map_or_else(|| format!("party #{cand}"), |p| p.name.clone());
+            let Some(mut client_rpc) = node.peers().party(&cand_id).and_then(|p| p.client.clone())
+            else {
+                failures.push(format!("{name}: not in this node's config"));
+                continue;
+            };
+            if let (ToSign::Hashed(hashed), false) = (data, ready.is_empty()) {
+                match sign_from_pool(&node, &job, hashed, cand, ready, &name, &mut client_rpc).await
+                {
+                    Ok(resp) => {
+                        node.metrics().signed_from_pool();
+                        node.metrics()
+                            .observe_sign(SignPath::Pool, started.elapsed());
+                        break 'sign Ok(resp);
+                    }
+                    Err(PoolMiss::Missing(why)) => {
+                        node.metrics().pool_fell_back();
+                        tracing::info!(co_signer = %name, why, "presignature unavailable; full protocol");
+                    }
+                    Err(PoolMiss::Failed(why)) => {
+                        tracing::warn!(co_signer = %name, why, "pool signing failed; trying the next co-signer");
+                        failures.push(why);
+                        continue;
+                    }
+                    Err(PoolMiss::Denied(why)) => {
+                        tracing::warn!(co_signer = %name, why, "co-signer's policy refused; trying the next co-signer");
+                        denials.push(why);
+                        continue;
+                    }
+                    Err(PoolMiss::AlreadySigned(why)) => {
+                        signed_before.push(why);
+                        continue;
+                    }
+                    Err(PoolMiss::Conflict(why)) => {
+                        conflicts.push(why);
+                        continue;
+                    }
+                }
+            }
+            let share = match &share {
+                Some(s) => s.clone(),
+                None => {
+                    let (n, key_id) = (node.clone(), record.key_id.clone());
+                    let s = Arc::new(
+                        blocking(move || crate::protocol::records::load_share(&n, &key_id)).await?,
+                    );
+                    share = Some(s.clone());
+                    s
+                }
+            };
+            match sign_full(&node, &job, data, cand, &name, &mut client_rpc, share).await {
+                Ok(resp) => {
+                    node.metrics().signed_full();
+                    node.metrics()
+                        .observe_sign(SignPath::Full, started.elapsed());
+                    break 'sign Ok(resp);
+                }
+                Err(Attempt::Failed(why)) => failures.push(why),
+                Err(Attempt::Denied(why)) => denials.push(why),
+                Err(Attempt::Busy(why)) => busy.push(why),
+                Err(Attempt::AlreadySigned(why)) => signed_before.push(why),
+                Err(Attempt::Conflict(why)) => conflicts.push(why),
+                Err(Attempt::Fatal(e)) => break 'sign Err(e),
+            }
+        }
+        if !conflicts.is_empty() {
+            break 'sign Err(ApiError::AlreadyExists(conflicts.join("; ")));
+        }
+        if !signed_before.is_empty() {
+            // A retry of a request another node coordinated: never a new
+            // signature, and never UNAVAILABLE for a known request.
+            tracing::info!(reasons = %signed_before.join("; "), "a retried request; fetching its signature");
+            break 'sign find_elsewhere(&node, record, request_id, &job.wire, &digest, started)
+                .await;
+        }
+        if !busy.is_empty() && denials.is_empty() {
+            // A co-signer is up but at its session limit: worth a retry.
+            failures.extend(busy);
+            break 'sign Err(ApiError::ResourceExhausted(format!(
+                "no co-signer has a free session for key {} now; retry later: {}",
+                record.key_id,
+                failures.join("; ")
+            )));
+        }
+        failures.extend(busy);
+        if failures.is_empty() && !denials.is_empty() {
+            break 'sign Err(ApiError::PermissionDenied(format!(
+                "{} allowed it, but every co-signer refused: {}",
+                node.cfg().name,
+                denials.join("; ")
+            )));
+        }
+        failures.extend(denials);
+        Err(ApiError::Unavailable(format!(
+            "no two parties can sign key {}: {}",
+            record.key_id,
+            failures.join("; ")
+        )))
+    };
+    match result {
+        Ok(resp) => {
+            // The full path recorded the request before our partial
+            // signature left, the pool path with the presignature it
+            // consumed. The amounts are recorded before the signature
+            // leaves (already, if our partial signature left).
+            // The signature is kept for retries before it leaves.
+            let (n, release) = (node.clone(), job.release.clone());
+            let (k, r, rs, signers) = (
+                record.key_id.clone(),
+                request_id.to_vec(),
+                rs_of(&resp)?,
+                resp.signers.clone(),
+            );
+            blocking(move || {
+                release.commit(n.store()).map_err(|e| {
+                    tracing::error!(error = %e, "cannot record a released amount");
+                    ApiError::Internal(format!(
+                        "cannot record the amount against the policy limits ({e}); the signature is withheld"
+                    ))
+                })?;
+                crate::request::retry::store_signature(&n, &k, &r, &digest, &rs, signers)
+            })
+            .await?;
+            Ok(resp)
+        }
+        Err(e) if job.partial_left.load(Ordering::SeqCst) => {
+            // Our partial signature left: the request stays recorded as
+            // signed (and its amounts counted) here.
+            Err(e)
+        }
+        Err(e) => {
+            // The pool path records the request with the presignature it
+            // consumes; nothing was released, so the client may retry it.
+            let (n, k) = (
+                node.clone(),
+                crate::keys::signed(&record.key_id, request_id, &digest),
+            );
+            let _ = blocking(move || {
+                n.store().take(RecordKind::SeenExecution, &k)?;
+                Ok(())
+            })
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// `r || s` of a response.
+pub(crate) fn rs_of(resp: &pb::SignResponse) -> Result<[u8; 64], ApiError> {
+    [resp.r.as_slice(), resp.s.as_slice()]
+        .concat()
+        .try_into()
+        .map_err(|_| ApiError::Internal("signature is not r || s".into()))
+}
+
+/// The full interactive protocol with co-signer `cand`. Errors are one line
+/// for the caller's list of failures.
+pub(crate) async fn sign_full(
+    node: &Arc<Node>,
+    job: &SignJob,
+    data: ToSign,
+    cand: u16,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+    share: Arc<tss_core::ecdsa::KeyShare>,
+) -> Result<pb::SignResponse, Attempt> {
+    let record = &job.record;
+    let me = record.my_index;
+    let mut signers = vec![me, cand];
+    signers.sort_unstable();
+    let eid = session::sign_execution_id(&record.key_id, &signers, &job.request_id, &job.digest);
+    let info =
+        sign_session(record, &signers, me, eid).map_err(|e| Attempt::Failed(e.to_string()))?;
+    let reg = match node.sessions().register(info, false, None) {
+        Ok(r) => r,
+        // This node is at its session limit: tell the caller, no failover.
+        Err(e @ ApiError::ResourceExhausted(_)) => return Err(Attempt::Fatal(e)),
+        Err(e) => return Err(Attempt::Failed(e.to_string())),
+    };
+    sign_full_registered(node, job, data, name, client_rpc, share, signers, reg).await
+}
+
+/// [`sign_full`] once the session is registered; errors are one line.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn sign_full_registered(
+    node: &Arc<Node>,
+    job: &SignJob,
+    data: ToSign,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+    share: Arc<tss_core::ecdsa::KeyShare>,
+    signers: Vec<u16>,
+    reg: crate::session::Registered,
+) -> Result<pb::SignResponse, Attempt> {
+    let eid = reg.info.id;
+    if let Err(e) = mark_seen(node, eid).await {
+        // This pair already ran this request: another pair may still sign it.
+        return Err(Attempt::Failed(format!("{name}: {e}")));
+    }
+    let proposal = pb::Proposal {
+        session_id: eid.to_vec(),
+        kind: Some(pb::proposal::Kind::Sign(job.sign_proposal(&signers))),
+    };
+    propose_pair_reply(node, client_rpc, &reg.info, proposal, name).await?;
+    let info = reg.info.clone();
+    let hook = job.release.before_partial(
+        node,
+        &job.record.key_id,
+        &job.request_id,
+        &job.digest,
+        job.partial_left.clone(),
+    );
+    match crate::protocol::sign::run_engine(
+        node.clone(),
+        reg,
+        share,
+        signers.clone(),
+        data,
+        Some(hook),
+    )
+    .await
+    {
+        Ok(sig) => {
+            let fin = job
+                .finish(&sig)
+                .map_err(|e| Attempt::Failed(e.to_string()))?;
+            Ok(job.response(&fin, &signers, "full", vec![]))
+        }
+        Err(f) => {
+            tracing::warn!(co_signer = %name, failure = %f, "signing session failed; trying the next co-signer");
+            node.peers().send_abort(&info, &f.to_string()).await;
+            Err(Attempt::Failed(format!("{name}: {f}")))
+        }
+    }
+}
+
+/// Runs full signing as one signer. `before_release` runs right before this
+/// signer's partial signature leaves (see [`ecdsa::sign::run_with_release`]).
+pub async fn run_engine(
+    node: Arc<Node>,
+    reg: Registered,
+    share: Arc<KeyShare>,
+    signers: Vec<u16>,
+    data: ecdsa::sign::ToSign,
+    before_release: Option<ecdsa::sign::BeforeRelease>,
+) -> Result<ecdsa::Signature, SessionFailure> {
+    let eid = reg.info.id;
+    let me = reg.info.me;
+    let _running = node.metrics().session_running("sign");
+    let r = reg
+        .run(
+            Duration::from_millis(node.cfg().timeouts.sign_ms),
+            move |party| async move {
+                ecdsa::sign::run_with_release(
+                    &eid,
+                    me,
+                    &signers,
+                    &share,
+                    data,
+                    before_release,
+                    party,
+                )
+                .await
+            },
+        )
+        .await;
+    if r.is_err() {
+        node.metrics().session_failed("sign");
+    }
+    r
+}

@@ -1,0 +1,188 @@
+//! The cluster's parties as this node sees them: pinned identities, TLS
+//! fingerprints and one lazily connected Peer channel each.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proto::v1::peer_client::PeerClient;
+use tonic::transport::Channel;
+use tss_core::envelope::Protocol;
+use tss_core::identity::PartyId;
+use tss_core::session::SessionInfo;
+
+use super::{
+    cert_der_from_pem, client_config, connect_lazy, fingerprint, Fingerprint, TlsIdentity,
+};
+use crate::config::NodeConfig;
+
+/// Largest gRPC message the Peer service accepts or sends.
+pub const MAX_PEER_MESSAGE: usize = Protocol::MAX_ENVELOPE + 4096;
+
+/// A party of the cluster (ourselves included).
+pub struct Party {
+    /// Name.
+    pub name: String,
+    /// Pinned identity key.
+    pub id: PartyId,
+    /// Fingerprint of its pinned TLS certificate.
+    pub fingerprint: Fingerprint,
+    /// Listener address.
+    pub address: SocketAddr,
+    /// Client for its Peer service (`None` for ourselves).
+    pub client: Option<PeerClient<Channel>>,
+}
+
+/// Every party, sorted by identity (their keygen index order).
+pub struct Peers {
+    me: PartyId,
+    name: String,
+    parties: Vec<Party>,
+    /// Bound of one proposal-sized call to a peer.
+    call: Duration,
+}
+
+impl Peers {
+    /// The parties of `cfg`, with channels that connect on first use.
+    /// Returns them with the peers' certificates (DER), which the TLS
+    /// server pins.
+    pub fn new(
+        cfg: &NodeConfig,
+        me: PartyId,
+        my_tls: &TlsIdentity,
+    ) -> anyhow::Result<(Self, Vec<Vec<u8>>)> {
+        let call = Duration::from_millis(cfg.timeouts.propose_ms);
+        let mut parties = vec![Party {
+            name: cfg.name.clone(),
+            id: me,
+            fingerprint: my_tls.fingerprint(),
+            address: cfg.listen,
+            client: None,
+        }];
+        let mut certs = Vec::new();
+        for p in &cfg.peers {
+            let der = cert_der_from_pem(&p.cert)?;
+            certs.push(der.clone());
+            let id = PartyId::from_hex(&p.identity)?;
+            if id == me {
+                anyhow::bail!("peer {} has this node's own identity", p.name);
+            }
+            let channel = connect_lazy(p.address, client_config(my_tls, der.clone())?, call)?;
+            let client = PeerClient::new(channel)
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE);
+            parties.push(Party {
+                name: p.name.clone(),
+                id,
+                fingerprint: fingerprint(&der),
+                address: p.address,
+                client: Some(client),
+            });
+        }
+        parties.sort_by_key(|p| p.id);
+        let peers = Peers {
+            me,
+            name: cfg.name.clone(),
+            parties,
+            call,
+        };
+        Ok((peers, certs))
+    }
+
+    /// Our identity.
+    pub fn me(&self) -> PartyId {
+        self.me
+    }
+
+    /// Every party, ourselves included, in index order.
+    pub fn all(&self) -> &[Party] {
+        &self.parties
+    }
+
+    /// The party with a TLS fingerprint (not ourselves).
+    pub fn by_fingerprint(&self, fp: &Fingerprint) -> Option<&Party> {
+        self.parties
+            .iter()
+            .find(|p| p.id != self.me && &p.fingerprint == fp)
+    }
+
+    /// The party with an identity.
+    pub fn party(&self, id: &PartyId) -> Option<&Party> {
+        self.parties.iter().find(|p| &p.id == id)
+    }
+
+    /// The name of the party with an identity, or its index in `info`.
+    pub fn name_in(&self, info: &SessionInfo, index: u16) -> String {
+        info.parties
+            .get(usize::from(index))
+            .and_then(|id| self.party(id))
+            .map_or_else(|| format!("party #{index}"), |p| p.name.clone())
+    }
+
+    /// Our index in the sorted party list.
+    pub fn my_index(&self) -> u16 {
+        // `parties` always contains ourselves (inserted in `new`).
+        self.parties
+            .iter()
+            .position(|p| p.id == self.me)
+            .unwrap_or(0) as u16
+    }
+
+    /// Identities of all parties in index order.
+    pub fn ids(&self) -> Vec<PartyId> {
+        self.parties.iter().map(|p| p.id).collect()
+    }
+
+    /// Session info of a run of all parties (aux info, keygen), in keygen
+    /// index order.
+    pub fn ceremony_session(&self, id: [u8; 32], protocol: Protocol) -> SessionInfo {
+        SessionInfo {
+            id,
+            protocol,
+            me: self.my_index(),
+            parties: self.ids(),
+        }
+    }
+
+    /// Tells every peer this node has just started, so that each ends the
+    /// sessions it still holds with this node's previous process
+    /// ([`crate::session::Sessions::abort_all_of`]). One try per peer, all
+    /// at once, each bounded by `propose_ms`: a peer that is down has no
+    /// session to end, and one that cannot be reached ends them at their
+    /// timeouts.
+    pub async fn announce_start(&self) {
+        let wait = self.call;
+        let peers = self
+            .parties
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.client.clone()?)));
+        let calls = peers.map(|(name, mut c)| async move {
+            let req = proto::v1::AbortRequest {
+                session_id: vec![],
+                reason: format!("{} restarted", self.name),
+                all_sessions: true,
+            };
+            match tokio::time::timeout(wait, c.abort(req)).await {
+                Ok(Ok(_)) => tracing::debug!(peer = %name, "told peer of this start"),
+                Ok(Err(s)) => {
+                    tracing::debug!(peer = %name, status = %s, "could not tell peer of this start")
+                }
+                Err(_) => tracing::debug!(peer = %name, "peer did not answer the start notice"),
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// Tells the other parties of a session to drop it.
+    pub async fn send_abort(&self, info: &SessionInfo, reason: &str) {
+        for id in &info.parties {
+            if let Some(mut c) = self.party(id).and_then(|p| p.client.clone()) {
+                let req = proto::v1::AbortRequest {
+                    session_id: info.id.to_vec(),
+                    reason: reason.to_owned(),
+                    all_sessions: false,
+                };
+                let _ = tokio::time::timeout(self.call, c.abort(req)).await;
+            }
+        }
+    }
+}
