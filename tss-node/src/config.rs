@@ -128,8 +128,9 @@ impl Default for PresignConfig {
     }
 }
 
-/// TEST ONLY pause points for fault tests (`[test_hooks]`); never set them
-/// in production.
+/// TEST ONLY pause points for fault tests (`[test_hooks]`). Compiled into
+/// test builds only (debug assertions on): a release build refuses a config
+/// that sets them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TestHooks {
@@ -289,6 +290,12 @@ impl NodeConfig {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        if self.test_hooks.is_some() && !cfg!(debug_assertions) {
+            bail!(
+                "the config sets [test_hooks], which only test builds (debug assertions on) \
+                 honour: remove the section"
+            );
+        }
         let mut names = std::collections::HashSet::new();
         names.insert(self.name.as_str());
         for p in &self.peers {

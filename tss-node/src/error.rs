@@ -1,66 +1,125 @@
-//! The typed error of every RPC handler, mapped once to a gRPC status.
+//! The typed error of every RPC handler, by cause, mapped once (here) to a
+//! gRPC status. Domain code says *why* a request failed; only this file says
+//! which gRPC code a cause gets. The messages are meant for the caller and
+//! say what to change.
 
 use tonic::{Code, Status};
+use tss_core::store::StoreError;
 
-/// Why a request failed. Each variant maps to one gRPC code; the message is
-/// meant for the caller and says what to change.
+/// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
-    /// The request is malformed or out of range.
+    /// The request is malformed or out of range (`INVALID_ARGUMENT`).
     #[error("{0}")]
-    InvalidArgument(String),
-    /// The caller is not allowed to do this.
+    Invalid(String),
+    /// The caller may not do this: not a party, wrong role
+    /// (`PERMISSION_DENIED`).
     #[error("{0}")]
-    PermissionDenied(String),
-    /// The caller could not be identified.
+    Denied(String),
+    /// This node's policy refused the request by the named rule
+    /// (`PERMISSION_DENIED`).
+    #[error("{message}")]
+    Policy {
+        /// The rule that decided (as in the audit log).
+        rule: String,
+        /// The whole message, rule and reason included.
+        message: String,
+    },
+    /// The caller could not be identified (`UNAUTHENTICATED`).
     #[error("{0}")]
     Unauthenticated(String),
-    /// The named key or session does not exist.
+    /// The named key, session or record does not exist (`NOT_FOUND`).
     #[error("{0}")]
     NotFound(String),
-    /// It exists already (key id, replayed request id).
+    /// It exists already, differently: a key id, a request id used for
+    /// another request (`ALREADY_EXISTS`).
     #[error("{0}")]
-    AlreadyExists(String),
-    /// Not enough parties reachable to do it.
+    Conflict(String),
+    /// Not enough parties could be reached to do it (`UNAVAILABLE`).
     #[error("{0}")]
     Unavailable(String),
-    /// Too many sessions at once.
+    /// A party sent something invalid and the run was abandoned
+    /// (`UNAVAILABLE`: retrying with other parties may work).
+    #[error("{message}")]
+    Misbehaved {
+        /// The party that sent it.
+        culprit: String,
+        /// The whole message.
+        message: String,
+    },
+    /// Too many sessions at once; retry later (`RESOURCE_EXHAUSTED`).
     #[error("{0}")]
-    ResourceExhausted(String),
-    /// A phase timed out.
+    Busy(String),
+    /// A phase did not finish in time (`DEADLINE_EXCEEDED`).
     #[error("{0}")]
-    DeadlineExceeded(String),
-    /// The node's state does not allow it now.
+    Timeout(String),
+    /// The node's state does not allow it now: a key not ready, no primes
+    /// yet, a run in progress (`FAILED_PRECONDITION`).
     #[error("{0}")]
-    FailedPrecondition(String),
-    /// A bug or a storage failure; details are in the node's log.
+    NotReady(String),
+    /// The node's store failed (`INTERNAL`).
+    #[error("storage failure: {0}")]
+    Storage(StoreError),
+    /// A bug; details are in the node's log (`INTERNAL`).
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Self {
-        let code = match &e {
-            ApiError::InvalidArgument(_) => Code::InvalidArgument,
-            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+impl ApiError {
+    /// The gRPC code of this cause: the one mapping of the node.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::Invalid(_) => Code::InvalidArgument,
+            ApiError::Denied(_) | ApiError::Policy { .. } => Code::PermissionDenied,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::NotFound(_) => Code::NotFound,
-            ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
-            ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ApiError::Internal(_) => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+            ApiError::Conflict(_) => Code::AlreadyExists,
+            ApiError::Unavailable(_) | ApiError::Misbehaved { .. } => Code::Unavailable,
+            ApiError::Busy(_) => Code::ResourceExhausted,
+            ApiError::Timeout(_) => Code::DeadlineExceeded,
+            ApiError::NotReady(_) => Code::FailedPrecondition,
+            ApiError::Storage(_) | ApiError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The same cause with `prefix: ` before its message.
+    pub fn prefixed(self, prefix: &str) -> ApiError {
+        let m = |s: String| format!("{prefix}: {s}");
+        match self {
+            ApiError::Invalid(s) => ApiError::Invalid(m(s)),
+            ApiError::Denied(s) => ApiError::Denied(m(s)),
+            ApiError::Policy { rule, message } => ApiError::Policy {
+                rule,
+                message: m(message),
+            },
+            ApiError::Unauthenticated(s) => ApiError::Unauthenticated(m(s)),
+            ApiError::NotFound(s) => ApiError::NotFound(m(s)),
+            ApiError::Conflict(s) => ApiError::Conflict(m(s)),
+            ApiError::Unavailable(s) => ApiError::Unavailable(m(s)),
+            ApiError::Misbehaved { culprit, message } => ApiError::Misbehaved {
+                culprit,
+                message: m(message),
+            },
+            ApiError::Busy(s) => ApiError::Busy(m(s)),
+            ApiError::Timeout(s) => ApiError::Timeout(m(s)),
+            ApiError::NotReady(s) => ApiError::NotReady(m(s)),
+            e @ ApiError::Storage(_) => ApiError::Internal(m(e.to_string())),
+            ApiError::Internal(s) => ApiError::Internal(m(s)),
+        }
     }
 }
 
-impl From<tss_core::store::StoreError> for ApiError {
-    fn from(e: tss_core::store::StoreError) -> Self {
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
-        ApiError::Internal(format!("storage failure: {e}"))
+        ApiError::Storage(e)
     }
 }
 
@@ -73,4 +132,45 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(non_snake_case)]
+    use super::*;
+
+    #[test]
+    fn status__should_keep_the_code_and_message_of_each_cause() {
+        let cases = [
+            (ApiError::Invalid("i".into()), Code::InvalidArgument, "i"),
+            (
+                ApiError::Policy {
+                    rule: "limit".into(),
+                    message: "denied by limit".into(),
+                },
+                Code::PermissionDenied,
+                "denied by limit",
+            ),
+            (
+                ApiError::Misbehaved {
+                    culprit: "bob".into(),
+                    message: "bob sent junk".into(),
+                },
+                Code::Unavailable,
+                "bob sent junk",
+            ),
+            (ApiError::Busy("b".into()), Code::ResourceExhausted, "b"),
+            (
+                ApiError::NotReady("n".into()),
+                Code::FailedPrecondition,
+                "n",
+            ),
+            (ApiError::Conflict("c".into()), Code::AlreadyExists, "c"),
+        ];
+        for (e, code, message) in cases {
+            let s = Status::from(e.prefixed("at alice"));
+            assert_eq!(s.code(), code);
+            assert_eq!(s.message(), format!("at alice: {message}"));
+        }
+    }
 }

@@ -33,14 +33,14 @@ pub mod config;
 pub mod error;
 pub mod init;
 pub mod keys;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod policy;
-pub mod primes;
+pub(crate) mod primes;
 pub mod protocol;
 pub mod request;
 pub mod run;
-pub mod service;
-pub mod session;
+pub(crate) mod service;
+pub(crate) mod session;
 pub mod state;
 pub mod transport;
 

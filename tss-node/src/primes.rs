@@ -92,30 +92,24 @@ impl PrimePool {
     /// Takes a set out of the pool (durably removed, never handed out twice),
     /// or generates one now if the pool is empty. Blocking: call it from a
     /// blocking thread.
-    pub fn take(&self) -> Result<Primes, String> {
+    pub fn take(&self) -> Result<Primes, StoreError> {
         let taken = loop {
-            match self
-                .store
-                .first_key(RecordKind::Primes)
-                .map_err(|e| e.to_string())?
-            {
+            match self.store.first_key(RecordKind::Primes)? {
                 None => break None,
                 Some(k) => {
-                    if let Some(v) = self
-                        .store
-                        .take(RecordKind::Primes, &k)
-                        .map_err(|e| e.to_string())?
-                    {
-                        break Some(v);
+                    if let Some(v) = self.store.take(RecordKind::Primes, &k)? {
+                        break Some((k, v));
                     }
                 }
             }
         };
         self.kick();
         match taken {
-            Some(v) => {
-                primes::decode(v.expose()).map_err(|e| format!("stored primes are corrupt: {e}"))
-            }
+            Some((k, v)) => primes::decode(v.expose()).map_err(|e| StoreError::Corrupt {
+                kind: RecordKind::Primes.tag(),
+                key: hex::encode(&k),
+                reason: e.to_string(),
+            }),
             None => {
                 tracing::warn!("prime pool empty: generating a set now (this takes minutes)");
                 Ok(primes::generate(self.cfg.threads.max(2)))

@@ -7,7 +7,6 @@ use tss_core::identity::PartyId;
 use tss_core::store::RecordKind;
 
 use super::*;
-use crate::policy::{Asset, Chain};
 
 const KEY: &str = "key-1";
 const DIGEST: [u8; 32] = [0xd1; 32];
@@ -81,27 +80,6 @@ fn record_keys__should_keep_their_layout() {
     assert_eq!(text(&certificate(KEY)), "cert/key-1");
     assert_eq!(text(&transcript_file(KEY)), "file/key-1");
 
-    // spend
-    let eth = Chain::Ethereum(1);
-    assert_eq!(
-        text(&spend_prefix(KEY, eth, Asset::Native)),
-        "key-1\0ethereum:1\0native\0"
-    );
-    assert_eq!(
-        text(&spend_charge(KEY, eth, Asset::Native, &DIGEST)),
-        format!("key-1\0ethereum:1\0native\0{}", hex::encode(DIGEST))
-    );
-    let btc = Chain::Bitcoin(tss_core::chain::btc::Network::BitcoinTestnet);
-    assert_eq!(
-        text(&spend_claims(KEY, btc, &ID)),
-        format!("key-1\0{btc}\0claims\0{}", hex::encode(ID))
-    );
-    assert_eq!(
-        text(&spend_outpoint(KEY, btc, "ab:1")),
-        format!("key-1\0{btc}\0outpoint\0ab:1")
-    );
-    assert_eq!(btc.to_string(), BITCOIN_TESTNET);
-
     // audit: the sequence number, big-endian; primes: the set's id.
     assert_eq!(audit_entry(0x0102), [0, 0, 0, 0, 0, 0, 1, 2]);
     assert_eq!(audit_seq(&audit_entry(u64::MAX - 7)), Some(u64::MAX - 7));
@@ -111,4 +89,3 @@ fn record_keys__should_keep_their_layout() {
 
 const PARTY_SET_ID: &str = "af3af160280c08cf5f8582c1ad0b40287c8fdda32256a7fcce539c26e66f441d";
 const SIGN_REQUEST_ID: &str = "074ed33d2147ce8bd5fb28426625af67faf5963d708d0a8834512a16042c71e8";
-const BITCOIN_TESTNET: &str = "bitcoin-testnet";

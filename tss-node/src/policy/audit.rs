@@ -91,31 +91,78 @@ pub fn entry_hash(prev: &[u8], body: &[u8]) -> [u8; 32] {
 /// Checks that `entries` are consecutive, each hash is right and each links
 /// to the one before; `prev` is the hash before the first (all zero when the
 /// first is entry 0). Returns the last hash.
-pub fn verify_chain(entries: &[StoredEntry], prev: [u8; 32]) -> Result<[u8; 32], String> {
+pub fn verify_chain(entries: &[StoredEntry], prev: [u8; 32]) -> Result<[u8; 32], ChainError> {
     let mut prev = prev;
     let first = entries.first().map_or(0, |e| e.seq);
     for (expect_seq, e) in (first..).zip(entries) {
         if e.seq != expect_seq {
-            return Err(format!("entry {expect_seq} is missing (next is {})", e.seq));
+            return Err(ChainError::Missing {
+                seq: expect_seq,
+                next: e.seq,
+            });
         }
         if e.prev != prev {
-            return Err(format!(
-                "entry {} does not link to the entry before it",
-                e.seq
-            ));
+            return Err(ChainError::Unlinked { seq: e.seq });
         }
         let h = entry_hash(&e.prev, &e.body);
         if e.hash != h {
-            return Err(format!("entry {} does not match its hash", e.seq));
+            return Err(ChainError::Hash { seq: e.seq });
         }
-        let body: AuditBody = serde_json::from_slice(&e.body)
-            .map_err(|err| format!("entry {} is not an audit record: {err}", e.seq))?;
+        let body: AuditBody =
+            serde_json::from_slice(&e.body).map_err(|err| ChainError::NotRecord {
+                seq: e.seq,
+                reason: err.to_string(),
+            })?;
         if body.seq != e.seq {
-            return Err(format!("entry {} says it is entry {}", e.seq, body.seq));
+            return Err(ChainError::Renumbered {
+                seq: e.seq,
+                says: body.seq,
+            });
         }
         prev = h;
     }
     Ok(prev)
+}
+
+/// Where and how an audit chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// An entry is missing.
+    #[error("entry {seq} is missing (next is {next})")]
+    Missing {
+        /// The missing entry.
+        seq: u64,
+        /// The entry found in its place.
+        next: u64,
+    },
+    /// An entry does not link to the one before.
+    #[error("entry {seq} does not link to the entry before it")]
+    Unlinked {
+        /// The entry.
+        seq: u64,
+    },
+    /// An entry was edited.
+    #[error("entry {seq} does not match its hash")]
+    Hash {
+        /// The entry.
+        seq: u64,
+    },
+    /// An entry's body is not an audit record.
+    #[error("entry {seq} is not an audit record: {reason}")]
+    NotRecord {
+        /// The entry.
+        seq: u64,
+        /// The decoding error.
+        reason: String,
+    },
+    /// An entry's body carries another number.
+    #[error("entry {seq} says it is entry {says}")]
+    Renumbered {
+        /// The entry.
+        seq: u64,
+        /// The number in its body.
+        says: u64,
+    },
 }
 
 fn corrupt(seq: u64, reason: String) -> StoreError {
@@ -280,17 +327,20 @@ mod tests {
             b
         })
         .unwrap();
-        assert!(verify_chain(&edited, [0; 32])
-            .unwrap_err()
-            .contains("entry 1 does not match"));
+        assert_eq!(
+            verify_chain(&edited, [0; 32]),
+            Err(ChainError::Hash { seq: 1 })
+        );
         edited[1].hash = entry_hash(&edited[1].prev, &edited[1].body).to_vec();
-        assert!(verify_chain(&edited, [0; 32])
-            .unwrap_err()
-            .contains("entry 2 does not link"));
+        assert_eq!(
+            verify_chain(&edited, [0; 32]),
+            Err(ChainError::Unlinked { seq: 2 })
+        );
         let mut dropped = all.clone();
         dropped.remove(2);
-        assert!(verify_chain(&dropped, [0; 32])
-            .unwrap_err()
-            .contains("entry 2 is missing"));
+        assert_eq!(
+            verify_chain(&dropped, [0; 32]).unwrap_err().to_string(),
+            "entry 2 is missing (next is 3)"
+        );
     }
 }

@@ -53,6 +53,30 @@ mod btc;
 pub mod spend;
 pub use self::btc::{Claims, OwnInput};
 
+/// Why a policy file was refused. The policy in force stays.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy {path}: {reason}")]
+    Read {
+        /// The configured path.
+        path: String,
+        /// The file-system error.
+        reason: String,
+    },
+    /// The file does not parse or breaks a rule of the schema; says where.
+    #[error("{0}")]
+    Invalid(String),
+    /// [`PolicyError::Invalid`], with the file it is in.
+    #[error("invalid policy {path}: {reason}")]
+    InFile {
+        /// The configured path.
+        path: String,
+        /// What is wrong, and where in the file.
+        reason: String,
+    },
+}
+
 /// The file format version this build reads.
 pub const VERSION: u32 = 1;
 
@@ -342,7 +366,11 @@ pub fn parse_eth_address(s: &str) -> Result<Address, String> {
 impl Policy {
     /// Parses and checks a policy. `clients` are the names node.toml pins:
     /// the policy may only name those.
-    pub fn parse(text: &str, clients: &[&str]) -> Result<Policy, String> {
+    pub fn parse(text: &str, clients: &[&str]) -> Result<Policy, PolicyError> {
+        Policy::parse_text(text, clients).map_err(PolicyError::Invalid)
+    }
+
+    fn parse_text(text: &str, clients: &[&str]) -> Result<Policy, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
         if file.version != VERSION {
             return Err(format!(

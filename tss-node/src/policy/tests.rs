@@ -450,7 +450,7 @@ fn policy__should_refuse_bad_files_with_a_clear_error() {
         ),
     ];
     for (text, needle) in cases {
-        let e = Policy::parse(&text, CLIENTS).unwrap_err();
+        let e = Policy::parse(&text, CLIENTS).unwrap_err().to_string();
         assert!(e.contains(needle), "expected {needle:?} in: {e}");
     }
     assert_ne!(policy().sha256(), [0; 32]);
@@ -615,7 +615,7 @@ fn policy__should_refuse_a_second_entry_for_the_same_key() {
     let start = POLICY.find("[[keys]]").expect("a keys entry");
     let text = format!("{POLICY}\n{}", &POLICY[start..]);
     // Then the file is refused, naming the second entry
-    let e = Policy::parse(&text, CLIENTS).unwrap_err();
+    let e = Policy::parse(&text, CLIENTS).unwrap_err().to_string();
     assert!(e.contains("a second [[keys]] entry for \"wallet\""), "{e}");
 }
 
@@ -634,7 +634,7 @@ fn policy__should_refuse_an_entry_that_enables_two_bitcoin_family_networks() {
         (two, "keys[0] (wallet)", "bitcoin and litecoin"),
         (star, "keys[1] (*)", "bitcoin-testnet and litecoin-testnet"),
     ] {
-        let e = Policy::parse(&text, CLIENTS).unwrap_err();
+        let e = Policy::parse(&text, CLIENTS).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("{at}: chains enables {nets}")),
             "{e}"

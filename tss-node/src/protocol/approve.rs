@@ -57,12 +57,15 @@ pub async fn check_policy(
             Ok(reservation)
         } else {
             tracing::warn!(client, key_id, rule = %d.rule, reason = %d.reason, "policy denies");
-            Err(ApiError::PermissionDenied(format!(
-                "{} policy denies (rule {}): {}",
-                n.cfg().name,
-                d.rule,
-                d.reason
-            )))
+            Err(ApiError::Policy {
+                message: format!(
+                    "{} policy denies (rule {}): {}",
+                    n.cfg().name,
+                    d.rule,
+                    d.reason
+                ),
+                rule: d.rule,
+            })
         }
     })
     .await

@@ -73,7 +73,7 @@ pub(crate) async fn authenticate(
     let certificate = ask.payload.is_none()
         && ask
             .message
-            .starts_with(crate::protocol::ceremony::transcript::CERTIFICATE_DOMAIN);
+            .starts_with(crate::protocol::certificate::CERTIFICATE_DOMAIN);
     let mut request = [0u8; 32];
     let client = if certificate {
         if presign {
@@ -150,7 +150,7 @@ pub(crate) async fn authenticate(
                 tss_core::ecdsa::sign::HashAlgo::Sha256
             ))
         );
-        if let Err(why) = crate::protocol::ceremony::transcript::check_certificate_message(
+        if let Err(why) = crate::protocol::certificate::check_certificate_message(
             node,
             &ask.record.key_id,
             sha256,
@@ -188,7 +188,7 @@ pub(crate) async fn known(
         )
         .await
         {
-            Err(ApiError::AlreadyExists(m)) => {
+            Err(ApiError::Conflict(m)) => {
                 return Ok(Some(Refusal::Conflict(format!("{}: {m}", node.cfg().name))))
             }
             r => r?,
@@ -221,7 +221,7 @@ pub(crate) async fn bind(
     )
     .await
     {
-        Err(ApiError::AlreadyExists(m)) => {
+        Err(ApiError::Conflict(m)) => {
             Ok(Some(Refusal::Conflict(format!("{}: {m}", node.cfg().name))))
         }
         r => r.map(|()| None),
@@ -253,7 +253,7 @@ pub(crate) async fn judge(
     .await
     {
         Ok(reservation) => Ok(Ok(reservation)),
-        Err(ApiError::PermissionDenied(m)) => Ok(Err(Refusal::Denied(m))),
+        Err(e @ ApiError::Policy { .. }) => Ok(Err(Refusal::Denied(e.to_string()))),
         Err(e) => Err(e),
     }
 }

@@ -16,7 +16,9 @@
 
 pub mod approve;
 pub mod ceremony;
+pub mod certificate;
 pub mod cosign;
+pub mod job;
 pub mod presign;
 pub mod records;
 pub mod sign;
@@ -33,6 +35,7 @@ use crate::error::ApiError;
 use crate::protocol::ceremony::Progress;
 use crate::session::SessionFailure;
 use crate::state::Node;
+use crate::transport::peers::{call, CallFailure};
 
 /// Proposes a two-party session (sign, presign) to co-signer `name`. When it
 /// does not answer, or the call fails, tells it to drop the session (it may
@@ -83,42 +86,38 @@ pub(crate) async fn propose_pair_reply(
     name: &str,
 ) -> Result<(), Attempt> {
     let timeout = Duration::from_millis(node.cfg().timeouts.propose_ms);
-    match tokio::time::timeout(timeout, client.propose(proposal)).await {
-        Err(_) => {
+    let reply = match call(timeout, client.propose(proposal)).await {
+        Err(CallFailure::TimedOut(t)) => {
             node.peers().send_abort(info, "proposal timed out").await;
-            Err(Attempt::Failed(format!(
+            return Err(Attempt::Failed(format!(
                 "{name}: no answer within {} ms",
-                timeout.as_millis()
-            )))
+                t.as_millis()
+            )));
         }
-        Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => Err(Attempt::Busy(
-            format!("{name}: busy ({})", status.message()),
-        )),
-        Ok(Err(status)) => {
+        Err(CallFailure::Busy(s)) => {
+            return Err(Attempt::Busy(format!("{name}: busy ({})", s.message())))
+        }
+        Err(CallFailure::Failed(s)) => {
             node.metrics().peer_rpc_error(name);
             node.peers().send_abort(info, "proposal failed").await;
-            Err(Attempt::Failed(format!(
+            return Err(Attempt::Failed(format!(
                 "{name}: unreachable ({})",
-                status.message()
-            )))
+                s.message()
+            )));
         }
-        Ok(Ok(reply)) if reply.get_ref().denied => Err(Attempt::Denied(format!(
-            "{name}: {}",
-            reply.get_ref().reason
-        ))),
-        Ok(Ok(reply)) if reply.get_ref().conflict => Err(Attempt::Conflict(format!(
-            "{name}: {}",
-            reply.get_ref().reason
-        ))),
-        Ok(Ok(reply)) if reply.get_ref().already_signed => Err(Attempt::AlreadySigned(format!(
-            "{name}: {}",
-            reply.get_ref().reason
-        ))),
-        Ok(Ok(reply)) if !reply.get_ref().accepted => Err(Attempt::Failed(format!(
+        Ok(reply) => reply,
+    };
+    match reply {
+        reply if reply.denied => Err(Attempt::Denied(format!("{name}: {}", reply.reason))),
+        reply if reply.conflict => Err(Attempt::Conflict(format!("{name}: {}", reply.reason))),
+        reply if reply.already_signed => {
+            Err(Attempt::AlreadySigned(format!("{name}: {}", reply.reason)))
+        }
+        reply if !reply.accepted => Err(Attempt::Failed(format!(
             "{name}: declined ({})",
-            reply.get_ref().reason
+            reply.reason
         ))),
-        Ok(Ok(_)) => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -258,25 +257,12 @@ pub(crate) async fn with_heartbeat<T>(
 
 pub(crate) fn failure(stage: &str, f: SessionFailure) -> ApiError {
     match f {
-        SessionFailure::Timeout(_) => ApiError::DeadlineExceeded(format!("{stage} {f}")),
+        SessionFailure::Timeout(_) => ApiError::Timeout(format!("{stage} {f}")),
+        SessionFailure::Misbehaved { ref culprit, .. } => ApiError::Misbehaved {
+            culprit: culprit.clone(),
+            message: format!("{stage} failed: {f}"),
+        },
         _ => ApiError::Unavailable(format!("{stage} failed: {f}")),
-    }
-}
-
-/// `e` with `prefix` before its message, same status code.
-pub(crate) fn prefixed(e: ApiError, prefix: &str) -> ApiError {
-    let m = |s: String| format!("{prefix}: {s}");
-    match e {
-        ApiError::InvalidArgument(s) => ApiError::InvalidArgument(m(s)),
-        ApiError::PermissionDenied(s) => ApiError::PermissionDenied(m(s)),
-        ApiError::Unauthenticated(s) => ApiError::Unauthenticated(m(s)),
-        ApiError::NotFound(s) => ApiError::NotFound(m(s)),
-        ApiError::AlreadyExists(s) => ApiError::AlreadyExists(m(s)),
-        ApiError::Unavailable(s) => ApiError::Unavailable(m(s)),
-        ApiError::ResourceExhausted(s) => ApiError::ResourceExhausted(m(s)),
-        ApiError::DeadlineExceeded(s) => ApiError::DeadlineExceeded(m(s)),
-        ApiError::FailedPrecondition(s) => ApiError::FailedPrecondition(m(s)),
-        ApiError::Internal(s) => ApiError::Internal(m(s)),
     }
 }
 
@@ -295,7 +281,7 @@ pub(crate) fn key_peers(
         .filter(|(i, _)| *i != usize::from(record.my_index))
         .map(|(i, id)| {
             let p = node.peers().party(id).ok_or_else(|| {
-                ApiError::FailedPrecondition(format!(
+                ApiError::NotReady(format!(
                     "party #{i} of key {} is not in the config of {}",
                     record.key_id,
                     node.cfg().name
@@ -310,29 +296,25 @@ pub(crate) fn key_peers(
         .collect()
 }
 
-/// One line for a failed peer call.
-pub(crate) fn call_error<T>(
+/// A peer call's reply, or one line for the caller's failure list (a
+/// failed call counts as a peer RPC error).
+pub(crate) async fn call_peer<T>(
     node: &Node,
     name: &str,
     timeout: Duration,
-    r: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, String> {
-    match r {
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => {
+    call(timeout, fut).await.map_err(|f| {
+        if !matches!(f, CallFailure::TimedOut(_)) {
             node.metrics().peer_rpc_error(name);
-            Err(format!("{name}: {:?}: {}", s.code(), s.message()))
         }
-        Err(_) => Err(format!(
-            "{name}: no answer within {} ms",
-            timeout.as_millis()
-        )),
-    }
+        f.line(name)
+    })
 }
 
 pub(crate) fn sid(b: &[u8]) -> Result<[u8; 32], ApiError> {
     b.try_into()
-        .map_err(|_| ApiError::InvalidArgument("session id must be 32 bytes".into()))
+        .map_err(|_| ApiError::Invalid("session id must be 32 bytes".into()))
 }
 
 pub(crate) fn decline(reason: impl Into<String>) -> pb::ProposalReply {

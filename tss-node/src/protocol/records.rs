@@ -133,7 +133,7 @@ pub fn load_ready_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>,
 
 /// The error for a request on an unfinished key.
 pub fn unfinished(node: &Node, key_id: &str) -> ApiError {
-    ApiError::FailedPrecondition(format!(
+    ApiError::NotReady(format!(
         "key {key_id} is not ready at {}: its keygen did not finish (no key certificate); \
          run Keygen with the same id again to replace it",
         node.cfg().name
@@ -150,7 +150,7 @@ pub fn retire_unfinished(node: &Node, key_id: &str) -> Result<(), ApiError> {
     match key_state(node, key_id)? {
         KeyState::Absent => return Ok(()),
         KeyState::Ready(_) => {
-            return Err(ApiError::AlreadyExists(format!(
+            return Err(ApiError::Conflict(format!(
                 "key {key_id} is certified at {}: not replaced",
                 node.cfg().name
             )))

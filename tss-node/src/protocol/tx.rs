@@ -135,7 +135,7 @@ pub async fn sign_bitcoin(
 ) -> Result<pb::SignBitcoinPsbtResponse, ApiError> {
     let started = Instant::now();
     let psbt = btc::decode_psbt_base64(req.psbt_base64.trim())
-        .map_err(|e| ApiError::InvalidArgument(format!("psbt_base64: {e}")))?;
+        .map_err(|e| ApiError::Invalid(format!("psbt_base64: {e}")))?;
     crate::request::check_sign_input(&node, &req.key_id, &psbt, &req.request_id)?;
     let asked = crate::request::auth::signing_request(
         &req.key_id,
@@ -170,7 +170,7 @@ pub async fn sign_bitcoin(
         .filter(|&i| summary.inputs[i].ours)
         .collect();
     let Some(&first) = ours.first() else {
-        return Err(ApiError::InvalidArgument(
+        return Err(ApiError::Invalid(
             "no input of the PSBT spends this key's P2WPKH output".into(),
         ));
     };
@@ -242,11 +242,12 @@ pub async fn sign_bitcoin(
 }
 
 pub(crate) fn prefix_input(e: ApiError, i: usize) -> ApiError {
-    let p = |m: String| format!("input {i}: {m}");
     match e {
-        ApiError::PermissionDenied(m) => ApiError::PermissionDenied(p(m)),
-        ApiError::Unavailable(m) => ApiError::Unavailable(p(m)),
-        ApiError::InvalidArgument(m) => ApiError::InvalidArgument(p(m)),
+        ApiError::Denied(_)
+        | ApiError::Policy { .. }
+        | ApiError::Unavailable(_)
+        | ApiError::Misbehaved { .. }
+        | ApiError::Invalid(_) => e.prefixed(&format!("input {i}")),
         other => other,
     }
 }

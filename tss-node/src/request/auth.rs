@@ -59,7 +59,7 @@ pub enum AuthError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Invalid(_) => ApiError::InvalidArgument(e.to_string()),
+            AuthError::Invalid(_) => ApiError::Invalid(e.to_string()),
             _ => ApiError::Unauthenticated(e.to_string()),
         }
     }

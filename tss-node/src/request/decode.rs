@@ -66,7 +66,7 @@ impl Decoded {
 }
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {
-    ApiError::InvalidArgument(e.to_string())
+    ApiError::Invalid(e.to_string())
 }
 
 /// Decodes an unsigned Ethereum transaction and checks it is for `chain_id`;

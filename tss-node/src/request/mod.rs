@@ -32,10 +32,10 @@ pub fn hash_algo(h: i32) -> Result<Hashing, ApiError> {
         Ok(pb::HashAlgorithm::Eip191) => Ok(Hashing::Node(HashAlgo::Eip191)),
         Ok(pb::HashAlgorithm::BitcoinMessage) => Ok(Hashing::Node(HashAlgo::BitcoinMessage)),
         Ok(pb::HashAlgorithm::None) => Ok(Hashing::Raw),
-        Ok(pb::HashAlgorithm::Unspecified) => Err(ApiError::InvalidArgument(
+        Ok(pb::HashAlgorithm::Unspecified) => Err(ApiError::Invalid(
             "hash is not set: choose EIP191 or BITCOIN_MESSAGE (signed messages), or SHA256, KECCAK256, DOUBLE_SHA256 or NONE (bare hash, raw digest)".into(),
         )),
-        Err(_) => Err(ApiError::InvalidArgument(format!(
+        Err(_) => Err(ApiError::Invalid(format!(
             "unknown hash algorithm {h}: choose SHA256 (1), KECCAK256 (2), DOUBLE_SHA256 (3), NONE (4), EIP191 (5) or BITCOIN_MESSAGE (6)"
         ))),
     }
@@ -50,7 +50,7 @@ pub fn to_sign(hashing: Hashing, message: &[u8]) -> Result<(ToSign, [u8; 32]), A
         }
         Hashing::Raw => {
             let digest: [u8; 32] = message.try_into().map_err(|_| {
-                ApiError::InvalidArgument(format!(
+                ApiError::Invalid(format!(
                     "hash NONE signs a raw digest: the message must be exactly 32 bytes, not {}",
                     message.len()
                 ))
@@ -67,23 +67,21 @@ pub fn check_sign_input(
     message: &[u8],
     request_id: &[u8],
 ) -> Result<(), ApiError> {
-    keygen::record::check_key_id(key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    keygen::record::check_key_id(key_id).map_err(|e| ApiError::Invalid(e.to_string()))?;
     if message.is_empty() {
-        return Err(ApiError::InvalidArgument(
+        return Err(ApiError::Invalid(
             "message is empty: send the bytes to sign".into(),
         ));
     }
     if message.len() > node.cfg().limits.max_message_bytes {
-        return Err(ApiError::InvalidArgument(format!(
+        return Err(ApiError::Invalid(format!(
             "message is {} bytes; this node signs messages of at most {} bytes",
             message.len(),
             node.cfg().limits.max_message_bytes
         )));
     }
     if request_id.is_empty() || request_id.len() > 128 {
-        return Err(ApiError::InvalidArgument(
-            "request_id must be 1-128 bytes".into(),
-        ));
+        return Err(ApiError::Invalid("request_id must be 1-128 bytes".into()));
     }
     Ok(())
 }

@@ -100,7 +100,7 @@ pub fn check_binding(
 ) -> Result<(), ApiError> {
     match load_binding(node, &crate::keys::request_binding(key_id, request_id))? {
         Some(b) => match conflict(&b, key_id, client, request) {
-            Some(why) => Err(ApiError::AlreadyExists(why)),
+            Some(why) => Err(ApiError::Conflict(why)),
             None => Ok(()),
         },
         None => Ok(()),
@@ -321,7 +321,7 @@ pub async fn claim_fresh_request(
         .claims()
         .claim_request(session::sign_request_id(key_id, request_id, digest))
         .ok_or_else(|| {
-            ApiError::AlreadyExists(format!(
+            ApiError::Conflict(format!(
                 "the same request (key, request id, message) is being signed at {} right now",
                 node.cfg().name
             ))
@@ -331,7 +331,7 @@ pub async fn claim_fresh_request(
         crate::keys::signed(key_id, request_id, digest),
     );
     if blocking(move || Ok(n.store().contains(RecordKind::SeenExecution, &k)?)).await? {
-        return Err(ApiError::AlreadyExists(
+        return Err(ApiError::Conflict(
             "this request id was already used to sign this message with this key: use a new request id"
                 .into(),
         ));
@@ -355,7 +355,7 @@ pub async fn mark_seen(node: &Arc<Node>, eid: [u8; 32]) -> Result<(), ApiError> 
     if fresh {
         Ok(())
     } else {
-        Err(ApiError::AlreadyExists(
+        Err(ApiError::Conflict(
             "this request id was already used to sign this message with this key: use a new request id".into(),
         ))
     }

@@ -31,9 +31,10 @@ impl PeerService {
     fn caller<T>(&self, req: &Request<T>) -> Result<&Party, ApiError> {
         let fp = transport::peer_fingerprint(req)
             .ok_or_else(|| ApiError::Unauthenticated("no client certificate".into()))?;
-        self.node.peers().by_fingerprint(&fp).ok_or_else(|| {
-            ApiError::PermissionDenied("caller is not a pinned party of this node".into())
-        })
+        self.node
+            .peers()
+            .by_fingerprint(&fp)
+            .ok_or_else(|| ApiError::Denied("caller is not a pinned party of this node".into()))
     }
 
     async fn propose_inner(
@@ -44,7 +45,7 @@ impl PeerService {
         let node = &self.node;
         let id = sid(&p.session_id)?;
         match p.kind {
-            None => Err(ApiError::InvalidArgument("proposal has no kind".into())),
+            None => Err(ApiError::Invalid("proposal has no kind".into())),
             Some(pb::proposal::Kind::Aux(a)) => aux::accept(node, from, id, a).await,
             Some(pb::proposal::Kind::Keygen(k)) => keygen::accept(node, from, id, k).await,
             Some(pb::proposal::Kind::Sign(s)) => sign::accept::accept(node, from, id, s).await,
@@ -89,7 +90,7 @@ impl pb::peer_server::Peer for PeerService {
                 if let Some(id) = Envelope::claimed_session(bytes) {
                     self.node.sessions().abort(&id, from.id, refused(from, &e));
                 }
-                return Err(ApiError::InvalidArgument(e.to_string()).into());
+                return Err(ApiError::Invalid(e.to_string()).into());
             }
         };
         let id = env.session_id;
@@ -99,7 +100,7 @@ impl pb::peer_server::Peer for PeerService {
                 ApiError::NotFound(_) => {
                     tracing::debug!(from = %from.name, error = %e, "envelope for no session")
                 }
-                ApiError::InvalidArgument(_) => {
+                ApiError::Invalid(_) => {
                     tracing::warn!(from = %from.name, error = %e, "refused an envelope; its session is aborted");
                     self.node.sessions().abort(&id, from.id, refused(from, &e));
                 }

@@ -27,16 +27,17 @@ impl SignerService {
     fn client<T>(&self, req: &Request<T>) -> Result<ClientEntry, ApiError> {
         let fp = crate::transport::peer_fingerprint(req)
             .ok_or_else(|| ApiError::Unauthenticated("no client certificate".into()))?;
-        self.node.client(&fp).cloned().ok_or_else(|| {
-            ApiError::PermissionDenied("this certificate is not a client of this node".into())
-        })
+        self.node
+            .client(&fp)
+            .cloned()
+            .ok_or_else(|| ApiError::Denied("this certificate is not a client of this node".into()))
     }
 
     fn require(&self, c: &ClientEntry, role: Role, what: &str) -> Result<(), ApiError> {
         if c.role == role {
             Ok(())
         } else {
-            Err(ApiError::PermissionDenied(format!(
+            Err(ApiError::Denied(format!(
                 "client {} has role {:?}; {what} needs role {:?}",
                 c.name, c.role, role
             )))
@@ -107,15 +108,14 @@ impl pb::signer_server::Signer for SignerService {
         self.require(&c, Role::Admin, "Keygen")?;
         let req = req.into_inner();
         let key_id = req.key_id.clone();
-        keygen::record::check_key_id(&key_id)
-            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        keygen::record::check_key_id(&key_id).map_err(|e| ApiError::Invalid(e.to_string()))?;
         let ticket = self.node.admission().admit().await?;
         tracing::info!(client = %c.name, key_id, "keygen requested");
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let (ptx, mut prx) = tokio::sync::mpsc::channel::<pb::KeygenProgress>(64);
         let node = self.node.clone();
         let forward = tx.clone();
-        tokio::spawn(async move {
+        let forwarder = tokio::spawn(async move {
             while let Some(p) = prx.recv().await {
                 let ev = pb::KeygenEvent {
                     event: Some(pb::keygen_event::Event::Progress(p)),
@@ -126,6 +126,9 @@ impl pb::signer_server::Signer for SignerService {
             }
         });
         tokio::spawn(async move {
+            // `keygen` owns the only progress sender: when it returns, the
+            // forwarder has every progress event queued and ends after
+            // sending them, so the last event always comes last.
             let r = crate::protocol::ceremony::keygen::keygen(node, &c, req, ptx).await;
             drop(ticket);
             let ev = match r {
@@ -134,8 +137,7 @@ impl pb::signer_server::Signer for SignerService {
                 }),
                 Err(e) => Err(Status::from(e)),
             };
-            // Let queued progress go out first.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = forwarder.await;
             let _ = tx.send(ev).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -150,11 +152,11 @@ impl pb::signer_server::Signer for SignerService {
         if req
             .get_ref()
             .message
-            .starts_with(crate::protocol::ceremony::transcript::CERTIFICATE_DOMAIN)
+            .starts_with(crate::protocol::certificate::CERTIFICATE_DOMAIN)
         {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(ApiError::Invalid(format!(
                 "messages starting with {:?} are reserved for key certificates",
-                String::from_utf8_lossy(crate::protocol::ceremony::transcript::CERTIFICATE_DOMAIN)
+                String::from_utf8_lossy(crate::protocol::certificate::CERTIFICATE_DOMAIN)
             ))
             .into());
         }
@@ -173,8 +175,7 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::KeyInfo>, Status> {
         self.client(&req)?;
         let key_id = req.into_inner().key_id;
-        keygen::record::check_key_id(&key_id)
-            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        keygen::record::check_key_id(&key_id).map_err(|e| ApiError::Invalid(e.to_string()))?;
         let n = self.node.clone();
         let k = key_id.clone();
         let info = blocking(

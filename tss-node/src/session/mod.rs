@@ -24,8 +24,6 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::transport::peers::Peers;
 
-pub use runner::EngineParty;
-
 /// Envelopes a session buffers before its engine reads them. Every party
 /// sends at most a handful of messages per round, so this is generous.
 const INBOX_DEPTH: usize = 32;
@@ -185,21 +183,21 @@ impl Sessions {
                 .map_err(|_| ApiError::Internal("quota poisoned".into()))?;
             let n = held.entry(p).or_insert(0);
             if *n >= (max / 4).max(2) {
-                return Err(ApiError::ResourceExhausted(format!(
+                return Err(ApiError::Busy(format!(
                     "{} already runs {n} sessions for that party; retry later",
                     self.name
                 )));
             }
         }
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
-            ApiError::ResourceExhausted(format!(
+            ApiError::Busy(format!(
                 "node {} already runs {max} sessions; retry later",
                 self.name
             ))
         })?;
         let info = Arc::new(info);
         if s.contains_key(&info.id) {
-            return Err(ApiError::AlreadyExists(
+            return Err(ApiError::Conflict(
                 "a session with this id is already running".into(),
             ));
         }
@@ -260,7 +258,7 @@ impl Sessions {
             ApiError::NotFound("no such session (finished, aborted or never proposed)".into())
         })?;
         if !slot.info.parties.contains(&from) {
-            return Err(ApiError::PermissionDenied(
+            return Err(ApiError::Denied(
                 "sender is not a party of this session".into(),
             ));
         }
@@ -269,13 +267,13 @@ impl Sessions {
         let sender_ok = slot.info.parties.get(usize::from(envelope.sender)) == Some(&from);
         let recipient_ok = envelope.recipient.is_none_or(|r| r == slot.info.me);
         if envelope.protocol != slot.info.protocol || !sender_ok || !recipient_ok {
-            return Err(ApiError::InvalidArgument(
+            return Err(ApiError::Invalid(
                 "envelope does not fit this session (protocol, sender or recipient)".into(),
             ));
         }
         slot.inbound
             .try_send(Received { envelope, from })
-            .map_err(|_| ApiError::ResourceExhausted("session inbox full".into()))
+            .map_err(|_| ApiError::Busy("session inbox full".into()))
     }
 
     /// Signals a registered session that all parties accepted.
@@ -288,9 +286,7 @@ impl Sessions {
             .get_mut(id)
             .ok_or_else(|| ApiError::NotFound("no such session".into()))?;
         if !slot.info.parties.contains(&from) {
-            return Err(ApiError::PermissionDenied(
-                "not a party of this session".into(),
-            ));
+            return Err(ApiError::Denied("not a party of this session".into()));
         }
         if let Some(tx) = slot.start.take() {
             let _ = tx.send(());

@@ -82,7 +82,7 @@ impl Admission {
 
     fn refuse(&self, why: String) -> ApiError {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        ApiError::ResourceExhausted(why)
+        ApiError::Busy(why)
     }
 
     /// Requests running now.
@@ -131,7 +131,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let err = g.admit().await.err().expect("queue full");
-        assert!(matches!(err, ApiError::ResourceExhausted(_)), "{err}");
+        assert!(matches!(err, ApiError::Busy(_)), "{err}");
         assert!(err.to_string().contains("2 requests running and 1 queued"));
         assert_eq!(g.refused(), 1);
         drop(a);

@@ -9,6 +9,7 @@ pub mod claims;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tss_core::identity::IdentityKey;
 use tss_core::store::Store;
@@ -19,11 +20,11 @@ use crate::config::{ClientEntry, NodeConfig};
 use crate::metrics::Metrics;
 use crate::policy::audit::AuditLog;
 use crate::policy::spend::Ledger;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyError};
 use crate::primes::PrimePool;
 use crate::session::idle::PoolRuntime;
 use crate::session::Sessions;
-use crate::transport::peers::Peers;
+use crate::transport::peers::{PeerSpec, Peers};
 use crate::transport::{self, Fingerprint};
 
 /// The pinned clients and their certificates (DER), by fingerprint.
@@ -69,16 +70,19 @@ pub struct Node {
 }
 
 /// Reads the policy file named by the config (none: nothing is signed).
-fn load_policy(cfg: &NodeConfig) -> anyhow::Result<Policy> {
-    use anyhow::Context;
+fn load_policy(cfg: &NodeConfig) -> Result<Policy, PolicyError> {
     let Some(path) = &cfg.policy else {
         return Ok(Policy::deny_all());
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let names: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
-    Policy::parse(&text, &names)
-        .map_err(|e| anyhow::anyhow!("invalid policy {}: {e}", path.display()))
+    Policy::parse(&text, &names).map_err(|e| PolicyError::InFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 impl Node {
@@ -90,7 +94,22 @@ impl Node {
         my_tls: &transport::TlsIdentity,
     ) -> anyhow::Result<Arc<Self>> {
         let identity = Arc::new(identity);
-        let (peers, mut allowed) = Peers::new(&cfg, identity.party_id(), my_tls)?;
+        let specs: Vec<PeerSpec> = cfg
+            .peers
+            .iter()
+            .map(|p| PeerSpec {
+                name: p.name.clone(),
+                identity: p.identity.clone(),
+                cert_pem: p.cert.clone(),
+                address: p.address,
+            })
+            .collect();
+        let (peers, mut allowed) = Peers::new(
+            (&cfg.name, identity.party_id(), cfg.listen),
+            &specs,
+            Duration::from_millis(cfg.timeouts.propose_ms),
+            my_tls,
+        )?;
         let peers = Arc::new(peers);
         let mut by_fingerprint = HashMap::new();
         for c in &cfg.clients {
@@ -232,8 +251,8 @@ impl Node {
 
     /// Re-reads the policy file (SIGHUP). A file that does not load is
     /// refused and the policy in force stays.
-    pub fn reload_policy(&self) -> Result<(), String> {
-        let result = load_policy(&self.cfg).map_err(|e| format!("{e:#}"));
+    pub fn reload_policy(&self) -> Result<(), PolicyError> {
+        let result = load_policy(&self.cfg);
         let mut err = self.policy.error.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(p) => {
@@ -246,7 +265,7 @@ impl Node {
                 Ok(())
             }
             Err(e) => {
-                *err = Some(e.clone());
+                *err = Some(e.to_string());
                 Err(e)
             }
         }

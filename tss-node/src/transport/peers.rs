@@ -13,10 +13,21 @@ use tss_core::session::SessionInfo;
 use super::{
     cert_der_from_pem, client_config, connect_lazy, fingerprint, Fingerprint, TlsIdentity,
 };
-use crate::config::NodeConfig;
 
 /// Largest gRPC message the Peer service accepts or sends.
 pub const MAX_PEER_MESSAGE: usize = Protocol::MAX_ENVELOPE + 4096;
+
+/// A peer as the node's config names it.
+pub struct PeerSpec {
+    /// Name.
+    pub name: String,
+    /// Identity key, hex.
+    pub identity: String,
+    /// TLS certificate, PEM.
+    pub cert_pem: String,
+    /// Listener address.
+    pub address: SocketAddr,
+}
 
 /// A party of the cluster (ourselves included).
 pub struct Party {
@@ -42,25 +53,27 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// The parties of `cfg`, with channels that connect on first use.
-    /// Returns them with the peers' certificates (DER), which the TLS
-    /// server pins.
+    /// The parties of a cluster as this node's config names them: itself
+    /// (`me`, listening on `listen`) and its peers, with channels that
+    /// connect on first use; `call` bounds one proposal-sized call. Returns
+    /// them with the peers' certificates (DER), which the TLS server pins.
     pub fn new(
-        cfg: &NodeConfig,
-        me: PartyId,
+        me: (&str, PartyId, SocketAddr),
+        peers: &[PeerSpec],
+        call: Duration,
         my_tls: &TlsIdentity,
     ) -> anyhow::Result<(Self, Vec<Vec<u8>>)> {
-        let call = Duration::from_millis(cfg.timeouts.propose_ms);
+        let (my_name, me, listen) = me;
         let mut parties = vec![Party {
-            name: cfg.name.clone(),
+            name: my_name.to_owned(),
             id: me,
             fingerprint: my_tls.fingerprint(),
-            address: cfg.listen,
+            address: listen,
             client: None,
         }];
         let mut certs = Vec::new();
-        for p in &cfg.peers {
-            let der = cert_der_from_pem(&p.cert)?;
+        for p in peers {
+            let der = cert_der_from_pem(&p.cert_pem)?;
             certs.push(der.clone());
             let id = PartyId::from_hex(&p.identity)?;
             if id == me {
@@ -81,7 +94,7 @@ impl Peers {
         parties.sort_by_key(|p| p.id);
         let peers = Peers {
             me,
-            name: cfg.name.clone(),
+            name: my_name.to_owned(),
             parties,
             call,
         };
@@ -184,5 +197,42 @@ impl Peers {
                 let _ = tokio::time::timeout(self.call, c.abort(req)).await;
             }
         }
+    }
+}
+
+/// Why a call to a peer brought no reply. This is the one place that reads
+/// the gRPC code of a peer's answer; protocol code branches on these causes.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// No answer within the call's timeout.
+    TimedOut(Duration),
+    /// The peer runs its maximum of sessions (it said `RESOURCE_EXHAUSTED`).
+    Busy(tonic::Status),
+    /// The call failed otherwise: down, refused, or an error from the peer.
+    Failed(tonic::Status),
+}
+
+impl CallFailure {
+    /// One line for a caller's failure list, naming the peer.
+    pub fn line(&self, peer: &str) -> String {
+        match self {
+            CallFailure::TimedOut(t) => format!("{peer}: no answer within {} ms", t.as_millis()),
+            CallFailure::Busy(s) | CallFailure::Failed(s) => {
+                format!("{peer}: {:?}: {}", s.code(), s.message())
+            }
+        }
+    }
+}
+
+/// Runs one call to a peer with a timeout and classifies its failure.
+pub async fn call<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, CallFailure> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(CallFailure::TimedOut(timeout)),
+        Ok(Err(s)) if s.code() == tonic::Code::ResourceExhausted => Err(CallFailure::Busy(s)),
+        Ok(Err(s)) => Err(CallFailure::Failed(s)),
+        Ok(Ok(r)) => Ok(r.into_inner()),
     }
 }

@@ -333,7 +333,7 @@ fn trader__should_not_reach_allowances_through_other_token_functions() {
             "{ signature = \"deposit()\" }",
             &format!("{{ signature = \"{sig}\" }}"),
         );
-        let e = Policy::parse(&text, CLIENTS).unwrap_err();
+        let e = Policy::parse(&text, CLIENTS).unwrap_err().to_string();
         assert!(e.contains("grants an allowance"), "{sig}: {e}");
     }
     // The ERC-20 functions the node decodes itself cannot be listed either
@@ -342,7 +342,7 @@ fn trader__should_not_reach_allowances_through_other_token_functions() {
             "{ signature = \"deposit()\" }",
             &format!("{{ signature = \"{sig}\" }}"),
         );
-        let e = Policy::parse(&text, CLIENTS).unwrap_err();
+        let e = Policy::parse(&text, CLIENTS).unwrap_err().to_string();
         assert!(e.contains("ERC-20 function"), "{sig}: {e}");
     }
 }
@@ -422,7 +422,7 @@ fn policy__should_refuse_bad_function_lists() {
         ),
     ];
     for (text, needle) in cases {
-        let e = Policy::parse(&text, CLIENTS).unwrap_err();
+        let e = Policy::parse(&text, CLIENTS).unwrap_err().to_string();
         assert!(e.contains(needle), "expected {needle:?} in: {e}");
         assert!(e.contains("keys[0]") || needle == "unknown field", "{e}");
     }

@@ -339,3 +339,37 @@ fn ledger__should_read_charges_recorded_before_claims_were() {
     assert_eq!(f.used(), U256::from(130_000));
     assert_eq!(f.sign(&honest()).rule, CLAIMS_RULE);
 }
+
+/// The spend ledger's record keys (with the chain and asset names they
+/// embed): a change is a store format change (docs/FORMATS.md), never a
+/// silent edit of the expected bytes.
+#[test]
+fn spend_record_keys__should_keep_their_layout() {
+    use crate::keys;
+    use crate::policy::{Asset, Chain};
+    let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    let eth = Chain::Ethereum(1);
+    assert_eq!(
+        text(&keys::spend_prefix("key-1", eth, Asset::Native)),
+        "key-1\0ethereum:1\0native\0"
+    );
+    assert_eq!(
+        text(&keys::spend_charge(
+            "key-1",
+            eth,
+            Asset::Native,
+            &[0xd1; 32]
+        )),
+        format!("key-1\0ethereum:1\0native\0{}", hex::encode([0xd1; 32]))
+    );
+    let btc = Chain::Bitcoin(tss_core::chain::btc::Network::BitcoinTestnet);
+    assert_eq!(
+        text(&keys::spend_claims("key-1", btc, &[0x1d; 32])),
+        format!("key-1\0{btc}\0claims\0{}", hex::encode([0x1d; 32]))
+    );
+    assert_eq!(
+        text(&keys::spend_outpoint("key-1", btc, "ab:1")),
+        format!("key-1\0{btc}\0outpoint\0ab:1")
+    );
+    assert_eq!(btc.to_string(), "bitcoin-testnet");
+}

@@ -15,7 +15,7 @@ use tss_core::store::RecordKind;
 
 use crate::error::{blocking, ApiError};
 use crate::protocol::accepted;
-use crate::protocol::ceremony::keygen::KeygenAsk;
+use crate::protocol::ceremony::KeygenAsk;
 use crate::protocol::ceremony::{no_primes, Progress};
 use crate::protocol::{decline, failure, progress, propose_all, sid, start_all, with_heartbeat};
 use crate::session::{Registered, SessionFailure};
@@ -38,7 +38,7 @@ pub(crate) async fn run_aux(
     let eid = session::aux_execution_id(&set, &nonce);
     let info = node.peers().ceremony_session(eid, Protocol::AuxInfo);
     let _in_progress = node.claims().aux_in_progress(eid).ok_or_else(|| {
-        ApiError::FailedPrecondition(format!(
+        ApiError::NotReady(format!(
             "an aux-info run is already in progress at {}; retry when it ends",
             node.cfg().name
         ))
@@ -112,7 +112,7 @@ pub(crate) async fn aux_inner(
     let primes = tokio::task::spawn_blocking(move || pool.take())
         .await
         .map_err(|e| SessionFailure::Engine(e.to_string()))?
-        .map_err(SessionFailure::Engine)?;
+        .map_err(|e| SessionFailure::Engine(e.to_string()))?;
     let eid = info.id;
     let recorder = Recorder::default();
     let aux = reg
@@ -148,22 +148,19 @@ pub(crate) async fn wait_for_aux(
     aux_id: [u8; 32],
 ) -> Option<::keygen::record::AuxRecord> {
     loop {
+        // Looked at before the record: a run that ends in between is seen
+        // by the next look.
+        let running = node.claims().aux_running(&aux_id);
         let n = node.clone();
         if let Ok(Some(a)) = blocking(move || crate::protocol::records::load_aux(&n)).await {
             if a.aux_id == aux_id {
                 return Some(a);
             }
         }
-        if !node.claims().aux_running(&aux_id) {
-            // One last look: the run may have finished just now.
-            let n = node.clone();
-            return blocking(move || crate::protocol::records::load_aux(&n))
-                .await
-                .ok()
-                .flatten()
-                .filter(|a| a.aux_id == aux_id);
+        if !running {
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        node.claims().aux_ended(&aux_id).await;
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::{blocking, ApiError};
 use crate::protocol::approve::Release;
 use crate::protocol::ceremony::Progress;
 use crate::protocol::sign::{sign_full, SignJob, Wire};
-use crate::protocol::{call_error, key_peers, progress, Attempt, PeerRpc};
+use crate::protocol::{call_peer, key_peers, progress, Attempt, PeerRpc};
 use crate::request::retry::claim_fresh_request;
 use crate::request::{to_sign, Hashing};
 use crate::state::Node;
@@ -129,11 +129,12 @@ pub(crate) async fn collect_transcript(
             key_id: record.key_id.clone(),
         };
         async move {
-            let r = tokio::time::timeout(wait, c.transcript_part(req)).await;
-            call_error(node, name, wait, r).and_then(|l| {
-                ::keygen::transcript::decode_entry_list(&l.entries)
-                    .map_err(|e| format!("{name}: its transcript part does not decode: {e}"))
-            })
+            call_peer(node, name, wait, c.transcript_part(req))
+                .await
+                .and_then(|l| {
+                    ::keygen::transcript::decode_entry_list(&l.entries)
+                        .map_err(|e| format!("{name}: its transcript part does not decode: {e}"))
+                })
         }
     }))
     .await;
@@ -201,8 +202,7 @@ pub(crate) async fn certify_everywhere(
                     req.missing_entries.len()
                 ));
             }
-            let r = tokio::time::timeout(timeout, c.certify_key(req)).await;
-            call_error(node, name, timeout, r)
+            call_peer(node, name, timeout, c.certify_key(req)).await
         }
     }))
     .await;
@@ -262,8 +262,9 @@ pub(crate) async fn distribute_transcript(
         let mut c = c.clone();
         let req = req.clone();
         async move {
-            let r = tokio::time::timeout(timeout, c.store_transcript(req)).await;
-            call_error(node, name, timeout, r).map(|_| name.clone())
+            call_peer(node, name, timeout, c.store_transcript(req))
+                .await
+                .map(|_| name.clone())
         }
     }))
     .await;

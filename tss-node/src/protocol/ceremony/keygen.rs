@@ -19,22 +19,12 @@ use crate::error::{blocking, ApiError};
 use crate::protocol::accepted;
 use crate::protocol::ceremony::aux::{run_aux, wait_for_aux};
 use crate::protocol::ceremony::certify::certify_key;
-use crate::protocol::ceremony::{progress_ready, Progress};
+use crate::protocol::ceremony::{progress_ready, KeygenAsk, Progress};
 use crate::protocol::records::is_ready_now as is_ready;
-use crate::protocol::{
-    decline, failure, prefixed, progress, propose_all, sid, start_all, with_heartbeat,
-};
+use crate::protocol::{decline, failure, progress, propose_all, sid, start_all, with_heartbeat};
 use crate::session::{Registered, SessionFailure};
 use crate::state::Node;
 use crate::transport::peers::Party;
-
-/// An admin client's Keygen request as this node verified it: forwarded
-/// with every proposal of the ceremony, and checked by every party.
-pub(crate) struct KeygenAsk {
-    pub(crate) key_id: String,
-    pub(crate) request_id: Vec<u8>,
-    pub(crate) authorization: Option<pb::ClientAuthorization>,
-}
 
 /// Keygen as coordinator, for `caller` (the TLS client, an admin).
 pub async fn keygen(
@@ -45,12 +35,9 @@ pub async fn keygen(
 ) -> Result<KeyRecord, ApiError> {
     let started = Instant::now();
     let key_id = req.key_id;
-    ::keygen::record::check_key_id(&key_id)
-        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    ::keygen::record::check_key_id(&key_id).map_err(|e| ApiError::Invalid(e.to_string()))?;
     if req.request_id.is_empty() || req.request_id.len() > 128 {
-        return Err(ApiError::InvalidArgument(
-            "request_id must be 1-128 bytes".into(),
-        ));
+        return Err(ApiError::Invalid("request_id must be 1-128 bytes".into()));
     }
     let asked = crate::request::auth::keygen_request(&key_id, &req.request_id);
     crate::request::auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
@@ -67,7 +54,7 @@ pub async fn keygen(
     })
     .await?;
     if has_file {
-        return Err(ApiError::AlreadyExists(format!(
+        return Err(ApiError::Conflict(format!(
             "key {key_id} already exists: choose another id"
         )));
     }
@@ -98,12 +85,9 @@ pub async fn keygen(
             }
             // Certified here (before, or by this attempt): never replaced.
             Err(e) if is_ready(&node, &key_id).await? => {
-                return Err(prefixed(
-                    e,
-                    &format!(
-                        "key {key_id} is certified here but its transcript could not be finished"
-                    ),
-                ))
+                return Err(e.prefixed(&format!(
+                    "key {key_id} is certified here but its transcript could not be finished"
+                )))
             }
             Err(e) => {
                 tracing::warn!(key_id, error = %e, "an unfinished key could not be finished; replacing it");
@@ -121,7 +105,7 @@ pub async fn keygen(
     }
     if node.peers().all().len() < usize::from(node.cfg().threshold) || node.peers().all().len() < 2
     {
-        return Err(ApiError::FailedPrecondition(
+        return Err(ApiError::NotReady(
             "this node has no peers configured".into(),
         ));
     }
@@ -237,13 +221,10 @@ pub async fn keygen(
                 .await
                 .map_err(|e| {
                     tracing::error!(key_id, error = %e, "key certification failed");
-                    prefixed(
-                        e,
-                        &format!(
-                            "key {key_id} was generated and its shares are sealed at every party, \
+                    e.prefixed(&format!(
+                        "key {key_id} was generated and its shares are sealed at every party, \
                                  but its transcript could not be certified"
-                        ),
-                    )
+                    ))
                 })?;
                 progress_ready(&p, started, &rec).await;
                 Ok(rec)
@@ -328,7 +309,7 @@ pub(crate) async fn keygen_inner(
             crate::keys::key(&rec.key_id),
             share_bytes.expose(),
         )? {
-            return Err(ApiError::AlreadyExists(format!(
+            return Err(ApiError::Conflict(format!(
                 "a share of key {} already exists; not overwritten",
                 rec.key_id
             )));

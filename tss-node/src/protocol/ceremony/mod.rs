@@ -20,12 +20,20 @@ use crate::protocol::progress;
 use crate::state::Node;
 use crate::transport::peers::Party;
 
+/// An admin client's Keygen request as this node verified it: forwarded
+/// with every proposal of the ceremony, and checked by every party.
+pub(crate) struct KeygenAsk {
+    pub(crate) key_id: String,
+    pub(crate) request_id: Vec<u8>,
+    pub(crate) authorization: Option<pb::ClientAuthorization>,
+}
+
 /// Progress reports of a long request.
 pub type Progress = tokio::sync::mpsc::Sender<pb::KeygenProgress>;
 
 /// The error when this node has no safe primes ready.
 pub fn no_primes(node: &Node) -> ApiError {
-    ApiError::FailedPrecondition(format!(
+    ApiError::NotReady(format!(
         "no safe primes ready at {} (the pool is {}): aux-info generation needs one set per party; \
          retry when `tssctl health` shows primes_ready >= 1",
         node.cfg().name,

@@ -53,17 +53,11 @@ use tss_core::ecdsa::{self, KeyShare};
 use tss_core::store::RecordKind;
 
 use crate::error::{blocking, ApiError};
+pub use crate::protocol::certificate::{
+    check_certificate_message, load_certificate, CERTIFICATE_DOMAIN, CERTIFICATE_REQUEST_ID,
+};
 use crate::state::Node;
 use crate::transport::peers::Party;
-
-/// Domain prefix of the message the key signs over its certificate: the key
-/// signs SHA-256(domain || certificate body)
-/// ([`::keygen::transcript::certificate_digest`]). Sign requests whose message
-/// starts with it are reserved for key certificates.
-pub const CERTIFICATE_DOMAIN: &[u8] = ::keygen::transcript::CERT_DOMAIN;
-
-/// Request id of the key's signature over its certificate.
-pub const CERTIFICATE_REQUEST_ID: &[u8] = b"key-certificate";
 
 /// Largest difference between the coordinator's certificate time and this
 /// node's clock.
@@ -76,26 +70,6 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Record key of this party's view of aux-info run `aux_id`.
-pub fn aux_key(aux_id: &[u8; 32]) -> Vec<u8> {
-    format!("aux/{}", hex::encode(aux_id)).into_bytes()
-}
-
-/// Record key of this party's view of a key's keygen run.
-pub fn view_key(key_id: &str) -> Vec<u8> {
-    format!("view/{key_id}").into_bytes()
-}
-
-/// Record key of the certificate body this party signed for a key.
-pub fn cert_key(key_id: &str) -> Vec<u8> {
-    format!("cert/{key_id}").into_bytes()
-}
-
-/// Record key of a key's finished transcript file.
-pub fn file_key(key_id: &str) -> Vec<u8> {
-    format!("file/{key_id}").into_bytes()
-}
-
 fn key_ids(record: &KeyRecord) -> Result<KeyIds, ApiError> {
     ceremony::key_ids(record).map_err(ApiError::Internal)
 }
@@ -105,7 +79,7 @@ pub(crate) fn load_entries(node: &Node, key: &[u8], what: &str) -> Result<Vec<En
         .store()
         .get(RecordKind::Transcript, key)?
         .ok_or_else(|| {
-            ApiError::FailedPrecondition(format!(
+            ApiError::NotReady(format!(
                 "{} holds no record of {what} (made before transcripts were recorded?)",
                 node.cfg().name
             ))
@@ -123,12 +97,12 @@ pub fn load_views(node: &Node, record: &KeyRecord) -> Result<Sessions, ApiError>
     Ok(Sessions {
         aux: load_entries(
             node,
-            &aux_key(&ids.aux_id),
+            &crate::keys::aux_view(&ids.aux_id),
             &format!("aux-info run {}", record.aux_id),
         )?,
         keygen: load_entries(
             node,
-            &view_key(&record.key_id),
+            &crate::keys::keygen_view(&record.key_id),
             &format!("the keygen run of key {}", record.key_id),
         )?,
     })
@@ -146,7 +120,7 @@ pub fn certificate(
 ) -> Result<KeyCertificate, ApiError> {
     let ids = key_ids(record)?;
     if ids.parties != node.peers().ids() {
-        return Err(ApiError::FailedPrecondition(format!(
+        return Err(ApiError::NotReady(format!(
             "the parties of key {} differ from the parties configured at {}",
             record.key_id,
             node.cfg().name
@@ -204,14 +178,18 @@ pub fn store_certified(
 ) -> Result<(), ApiError> {
     let ids = key_ids(record)?;
     let t = RecordKind::Transcript;
-    node.store()
-        .put(t, &aux_key(&ids.aux_id), &kt::encode_entries(&sessions.aux))?;
     node.store().put(
         t,
-        &view_key(&record.key_id),
+        &crate::keys::aux_view(&ids.aux_id),
+        &kt::encode_entries(&sessions.aux),
+    )?;
+    node.store().put(
+        t,
+        &crate::keys::keygen_view(&record.key_id),
         &kt::encode_entries(&sessions.keygen),
     )?;
-    node.store().put(t, &cert_key(&record.key_id), body)?;
+    node.store()
+        .put(t, &crate::keys::certificate(&record.key_id), body)?;
     node.store().flush()?;
     Ok(())
 }
@@ -219,16 +197,20 @@ pub fn store_certified(
 /// Stores a key's finished file (blocking). A file stored before stays; a
 /// different one is refused.
 pub fn store_file(node: &Node, key_id: &str, file: &[u8]) -> Result<(), ApiError> {
-    if !node
-        .store()
-        .insert_new(RecordKind::Transcript, &file_key(key_id), file)?
-    {
+    if !node.store().insert_new(
+        RecordKind::Transcript,
+        &crate::keys::transcript_file(key_id),
+        file,
+    )? {
         let same = node
             .store()
-            .get(RecordKind::Transcript, &file_key(key_id))?
+            .get(
+                RecordKind::Transcript,
+                &crate::keys::transcript_file(key_id),
+            )?
             .is_some_and(|old| old.expose() == file);
         if !same {
-            return Err(ApiError::AlreadyExists(format!(
+            return Err(ApiError::Conflict(format!(
                 "{} already holds another transcript of key {key_id}",
                 node.cfg().name
             )));
@@ -238,47 +220,8 @@ pub fn store_file(node: &Node, key_id: &str, file: &[u8]) -> Result<(), ApiError
     Ok(())
 }
 
-/// The certificate body this node signed for a key, if any (blocking).
-pub fn load_certificate(node: &Node, key_id: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    Ok(node
-        .store()
-        .get(RecordKind::Transcript, &cert_key(key_id))?
-        .map(|b| b.expose().to_vec()))
-}
-
-/// Whether a co-signer may sign `message`, which starts with
-/// [`CERTIFICATE_DOMAIN`]: only SHA-256 over the domain and the certificate
-/// this node signed itself. `Err` is the reason to decline.
-pub async fn check_certificate_message(
-    node: &Arc<Node>,
-    key_id: &str,
-    sha256: bool,
-    message: &[u8],
-) -> Result<Result<(), String>, ApiError> {
-    if !sha256 {
-        return Ok(Err(
-            "messages starting with the key-certificate domain are reserved for key certificates (SHA-256)"
-                .into(),
-        ));
-    }
-    let (n, k) = (node.clone(), key_id.to_owned());
-    let Some(body) = blocking(move || load_certificate(&n, &k)).await? else {
-        return Ok(Err(format!(
-            "{} has not certified key {key_id}: messages starting with the key-certificate domain are reserved for key certificates",
-            node.cfg().name
-        )));
-    };
-    if message.strip_prefix(CERTIFICATE_DOMAIN) != Some(body.as_slice()) {
-        return Ok(Err(format!(
-            "the message is not the certificate {} signed for key {key_id} (messages starting with the key-certificate domain are reserved for key certificates)",
-            node.cfg().name
-        )));
-    }
-    Ok(Ok(()))
-}
-
 pub(crate) fn check_key_id(key_id: &str) -> Result<(), ApiError> {
-    ::keygen::record::check_key_id(key_id).map_err(|e| ApiError::InvalidArgument(e.to_string()))
+    ::keygen::record::check_key_id(key_id).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
 /// A key's record, which must name `from` as a party (blocking).
@@ -287,7 +230,7 @@ pub(crate) fn record_for(node: &Node, from: &Party, key_id: &str) -> Result<KeyR
         .ok_or_else(|| ApiError::NotFound(format!("no key {key_id} at {}", node.cfg().name)))?;
     let ids = key_ids(&record)?;
     if !ids.parties.contains(&from.id) {
-        return Err(ApiError::PermissionDenied(format!(
+        return Err(ApiError::Denied(format!(
             "{} is not a party of key {key_id}",
             from.name
         )));
@@ -329,13 +272,16 @@ pub(crate) async fn wait_for_key(
                 )))
             }
             None if start.elapsed() >= timeout => {
-                return Err(ApiError::DeadlineExceeded(format!(
+                return Err(ApiError::Timeout(format!(
                     "the keygen of {key_id} at {} did not finish within {} ms",
                     node.cfg().name,
                     timeout.as_millis()
                 )))
             }
-            None => tokio::time::sleep(Duration::from_millis(100)).await,
+            None => {
+                let deadline = tokio::time::Instant::from_std(start + timeout);
+                node.claims().keygen_ended(key_id, deadline).await;
+            }
         }
     }
 }
@@ -374,21 +320,16 @@ pub(crate) async fn reserve_soon(
     node: &Arc<Node>,
     key_id: &str,
 ) -> Result<crate::state::claims::KeyReservation, ApiError> {
-    let start = Instant::now();
-    loop {
-        match node.claims().reserve_key(key_id) {
-            Ok(r) => return Ok(r),
-            Err(_) if start.elapsed() < Duration::from_secs(5) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(_) => {
-                return Err(ApiError::Unavailable(format!(
-                    "a keygen of key {key_id} is running at {}; retry when it ends",
-                    node.cfg().name
-                )))
-            }
-        }
-    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    node.claims()
+        .reserve_key_by(key_id, deadline)
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(format!(
+                "a keygen of key {key_id} is running at {}; retry when it ends",
+                node.cfg().name
+            ))
+        })
 }
 
 /// `CertifyKey`: completes this node's views with the entries it did not
@@ -401,7 +342,7 @@ pub async fn certify(
     check_key_id(&req.key_id)?;
     let now = now_unix();
     if req.created_unix.abs_diff(now) > MAX_CLOCK_SKEW_SECS {
-        return Err(ApiError::InvalidArgument(format!(
+        return Err(ApiError::Invalid(format!(
             "certificate time {} is {} s away from the clock of {} (at most {MAX_CLOCK_SKEW_SECS} s)",
             req.created_unix,
             req.created_unix.abs_diff(now),
@@ -409,7 +350,7 @@ pub async fn certify(
         )));
     }
     let extra = kt::decode_entry_list(&req.missing_entries)
-        .map_err(|e| ApiError::InvalidArgument(format!("missing_entries: {e}")))?;
+        .map_err(|e| ApiError::Invalid(format!("missing_entries: {e}")))?;
     // The key id is held while certifying: a new keygen of the same id (which
     // would put this key aside) cannot be accepted here meanwhile, and none
     // is running while this key is certified.
@@ -422,17 +363,18 @@ pub async fn certify(
             .party(&f)
             .ok_or_else(|| ApiError::Internal("caller vanished".into()))?;
         let record = record_for(&n, from, &req.key_id)?;
-        if n.store()
-            .contains(RecordKind::Transcript, &file_key(&record.key_id))?
-        {
-            return Err(ApiError::AlreadyExists(format!(
+        if n.store().contains(
+            RecordKind::Transcript,
+            &crate::keys::transcript_file(&record.key_id),
+        )? {
+            return Err(ApiError::Conflict(format!(
                 "key {} is already certified at {}",
                 record.key_id,
                 n.cfg().name
             )));
         }
         let sessions = complete(&record, load_views(&n, &record)?, extra).map_err(|e| {
-            ApiError::InvalidArgument(format!(
+            ApiError::Invalid(format!(
                 "the transcript of key {} does not check at {}: {e}",
                 record.key_id,
                 n.cfg().name
@@ -461,12 +403,13 @@ pub async fn store(
     req: pb::StoreTranscriptRequest,
 ) -> Result<(), ApiError> {
     check_key_id(&req.key_id)?;
-    let key_signature: [u8; 64] =
-        req.key_signature.as_slice().try_into().map_err(|_| {
-            ApiError::InvalidArgument("key_signature must be 64 bytes (r || s)".into())
-        })?;
+    let key_signature: [u8; 64] = req
+        .key_signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| ApiError::Invalid("key_signature must be 64 bytes (r || s)".into()))?;
     if req.signatures.iter().any(|s| s.len() != 64) {
-        return Err(ApiError::InvalidArgument(
+        return Err(ApiError::Invalid(
             "every certificate signature must be 64 bytes".into(),
         ));
     }
@@ -479,14 +422,14 @@ pub async fn store(
             .ok_or_else(|| ApiError::Internal("caller vanished".into()))?;
         let record = record_for(&n, from, &req.key_id)?;
         let own = load_certificate(&n, &record.key_id)?.ok_or_else(|| {
-            ApiError::FailedPrecondition(format!(
+            ApiError::NotReady(format!(
                 "{} has not certified key {}",
                 n.cfg().name,
                 record.key_id
             ))
         })?;
         if own != req.certificate_body {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(ApiError::Invalid(format!(
                 "the certificate differs from the one {} signed: {}",
                 n.cfg().name,
                 difference(&own, &req.certificate_body)
@@ -495,7 +438,7 @@ pub async fn store(
         // This node checked both runs and built this certificate itself
         // (CertifyKey): what is new here are the signatures.
         check_signatures(&record, &own, &req.signatures, &key_signature)
-            .map_err(|e| ApiError::InvalidArgument(format!("at {}: {e}", n.cfg().name)))?;
+            .map_err(|e| ApiError::Invalid(format!("at {}: {e}", n.cfg().name)))?;
         let sessions = load_views(&n, &record)?;
         let file = assemble(&sessions, &own, &req.signatures, key_signature);
         store_file(&n, &record.key_id, &file)?;
@@ -511,7 +454,7 @@ pub async fn export(node: &Arc<Node>, key_id: String) -> Result<Vec<u8>, ApiErro
     check_key_id(&key_id)?;
     let n = node.clone();
     blocking(move || {
-        if let Some(f) = n.store().get(RecordKind::Transcript, &file_key(&key_id))? {
+        if let Some(f) = n.store().get(RecordKind::Transcript, &crate::keys::transcript_file(&key_id))? {
             return Ok(f.expose().to_vec());
         }
         Err(ApiError::NotFound(

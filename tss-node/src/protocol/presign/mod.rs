@@ -155,7 +155,7 @@ pub(crate) fn presign_session(
     signers: &[u16],
     eid: [u8; 32],
 ) -> Result<SessionInfo, ApiError> {
-    let mut info = crate::protocol::sign::sign_session(record, signers, record.my_index, eid)?;
+    let mut info = crate::protocol::job::sign_session(record, signers, record.my_index, eid)?;
     info.protocol = Protocol::Presign;
     Ok(info)
 }
@@ -386,7 +386,7 @@ pub(crate) async fn accept(
             node.cfg().name
         )));
     }
-    let mut info = crate::protocol::sign::sign_session(&record, &signers, record.my_index, id)?;
+    let mut info = crate::protocol::job::sign_session(&record, &signers, record.my_index, id)?;
     info.protocol = Protocol::Presign;
     let reg = node.sessions().register(info, false, Some(from.id))?;
     let (n, k) = (node.clone(), record.key_id.clone());

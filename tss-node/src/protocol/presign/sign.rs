@@ -10,7 +10,7 @@ use proto::v1 as pb;
 use crate::error::ApiError;
 use crate::protocol::cosign;
 use crate::protocol::cosign::Ask;
-use crate::protocol::sign::SignJob;
+use crate::protocol::job::SignJob;
 use crate::protocol::Refusal;
 use crate::state::Node;
 use crate::transport::peers::Party;
@@ -224,6 +224,8 @@ pub(crate) async fn co_sign(
         ));
     };
     // Durably consumed: only now may the partial signature be issued.
+    // Test builds only: a release build refuses a config with test hooks.
+    #[cfg(debug_assertions)]
     if let Some(h) = &node.cfg().test_hooks {
         if h.pause_before_partial_ms > 0 {
             tracing::warn!(

@@ -12,7 +12,7 @@ use crate::error::{blocking, ApiError};
 use crate::protocol::cosign;
 use crate::protocol::cosign::Ask;
 use crate::protocol::sign::Wire;
-use crate::protocol::{call_error, key_peers, Refusal};
+use crate::protocol::{call_peer, key_peers, Refusal};
 use crate::request::retry::signature_response;
 use crate::state::Node;
 use crate::transport::peers::Party;
@@ -43,8 +43,7 @@ pub(crate) async fn find_elsewhere(
             payload: wire.payload.clone(),
             authorization: wire.authorization.clone(),
         };
-        let r = tokio::time::timeout(timeout, rpc.find_signature(req)).await;
-        let reply = match call_error(node, &name, timeout, r) {
+        let reply = match call_peer(node, &name, timeout, rpc.find_signature(req)).await {
             Ok(reply) => reply,
             Err(e) => {
                 why.push(e);
@@ -52,7 +51,7 @@ pub(crate) async fn find_elsewhere(
             }
         };
         if reply.conflict {
-            return Err(ApiError::AlreadyExists(format!("{name}: {}", reply.reason)));
+            return Err(ApiError::Conflict(format!("{name}: {}", reply.reason)));
         }
         let Ok(rs) = <[u8; 64]>::try_from(reply.signature.as_slice()) else {
             why.push(match (reply.signed, reply.reason.is_empty()) {
@@ -88,7 +87,7 @@ pub(crate) async fn find_elsewhere(
             started,
         ));
     }
-    Err(ApiError::FailedPrecondition(format!(
+    Err(ApiError::NotReady(format!(
         "this request was signed before (or is being signed now), but no reachable party holds its signature now ({}); retry later",
         why.join("; ")
     )))

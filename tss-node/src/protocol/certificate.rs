@@ -1,0 +1,60 @@
+//! The key's signature over its certificate is a sign request like any
+//! other, with a reserved message: which requests are certificates, and
+//! when a co-signer signs one (only the certificate it signed itself).
+//! Shared by the ceremony that asks for it ([`super::ceremony`]) and the
+//! co-signer's checks ([`super::cosign`]).
+
+use std::sync::Arc;
+
+use tss_core::store::RecordKind;
+
+use crate::error::{blocking, ApiError};
+use crate::state::Node;
+
+/// Domain prefix of the message the key signs over its certificate: the key
+/// signs SHA-256(domain || certificate body)
+/// ([`::keygen::transcript::certificate_digest`]). Sign requests whose message
+/// starts with it are reserved for key certificates.
+pub const CERTIFICATE_DOMAIN: &[u8] = ::keygen::transcript::CERT_DOMAIN;
+
+/// Request id of the key's signature over its certificate.
+pub const CERTIFICATE_REQUEST_ID: &[u8] = b"key-certificate";
+
+/// The certificate body this node signed for a key, if any (blocking).
+pub fn load_certificate(node: &Node, key_id: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    Ok(node
+        .store()
+        .get(RecordKind::Transcript, &crate::keys::certificate(key_id))?
+        .map(|b| b.expose().to_vec()))
+}
+
+/// Whether a co-signer may sign `message`, which starts with
+/// [`CERTIFICATE_DOMAIN`]: only SHA-256 over the domain and the certificate
+/// this node signed itself. `Err` is the reason to decline.
+pub async fn check_certificate_message(
+    node: &Arc<Node>,
+    key_id: &str,
+    sha256: bool,
+    message: &[u8],
+) -> Result<Result<(), String>, ApiError> {
+    if !sha256 {
+        return Ok(Err(
+            "messages starting with the key-certificate domain are reserved for key certificates (SHA-256)"
+                .into(),
+        ));
+    }
+    let (n, k) = (node.clone(), key_id.to_owned());
+    let Some(body) = blocking(move || load_certificate(&n, &k)).await? else {
+        return Ok(Err(format!(
+            "{} has not certified key {key_id}: messages starting with the key-certificate domain are reserved for key certificates",
+            node.cfg().name
+        )));
+    };
+    if message.strip_prefix(CERTIFICATE_DOMAIN) != Some(body.as_slice()) {
+        return Ok(Err(format!(
+            "the message is not the certificate {} signed for key {key_id} (messages starting with the key-certificate domain are reserved for key certificates)",
+            node.cfg().name
+        )));
+    }
+    Ok(Ok(()))
+}
