@@ -210,7 +210,7 @@ pub fn eip1559_transfer(
 ) -> anyhow::Result<Vec<u8>> {
     use alloy_consensus::{SignableTransaction, TxEip1559};
     use alloy_primitives::{Bytes, TxKind, U256};
-    let address = |s: &str| crate::policy::parse_eth_address(s).map_err(anyhow::Error::msg);
+    let address = |s: &str| crate::policy::parse_eth_address(s).map_err(anyhow::Error::new);
     let recipient = address(to)?;
     let amount = U256::from_str_radix(amount, 10)
         .map_err(|_| anyhow::anyhow!("amount {amount:?} must be an integer in base units"))?;

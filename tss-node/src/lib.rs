@@ -2,8 +2,16 @@
 //! benchmark and the tests share. The modules follow the architecture
 //! (README, "Layout"); dependencies point one way:
 //!
-//! `service -> protocol -> request -> state -> {session, policy, primes,
-//! transport, keys} -> {config, metrics, error}`
+//! `service -> protocol -> request -> state -> {session, policy, primes}
+//! -> {keys, transport, config, metrics, error}`
+//!
+//! (`config` uses `transport` only to read the pinned certificates). Nothing
+//! below `protocol` imports it; `.ci/cycles.py` fails CI on any module
+//! cycle. Public for the binaries, the benchmark, the fuzz targets and the
+//! tests: `client`, `cluster`, `config`, `init`, `run`, `error`, `policy`,
+//! `request`, `transport`, `keys`, and `state` and `protocol` (the hostile
+//! and lying tests drive a real node's internals); `service`, `session`,
+//! `metrics` and `primes` are crate-private.
 //!
 //! - [`service`]: the Signer and Peer gRPC services: authenticate, convert,
 //!   call [`protocol`];

@@ -349,7 +349,11 @@ fn parse_amount(s: &str, what: &str) -> Result<U256, String> {
 }
 
 /// Parses an Ethereum address; mixed case must be a valid EIP-55 checksum.
-pub fn parse_eth_address(s: &str) -> Result<Address, String> {
+pub fn parse_eth_address(s: &str) -> Result<Address, PolicyError> {
+    parse_address(s).map_err(PolicyError::Invalid)
+}
+
+fn parse_address(s: &str) -> Result<Address, String> {
     let body = s.strip_prefix("0x").unwrap_or(s);
     let mixed = body.chars().any(|c| c.is_ascii_uppercase())
         && body.chars().any(|c| c.is_ascii_lowercase());
@@ -425,9 +429,9 @@ impl Policy {
                 let at = format!("{at}.whitelist[{j}]");
                 let chain: Chain = e.chain.parse().map_err(|m| format!("{at}: {m}"))?;
                 let target = match chain {
-                    Chain::Ethereum(_) => Target::Eth(
-                        parse_eth_address(&e.address).map_err(|m| format!("{at}: {m}"))?,
-                    ),
+                    Chain::Ethereum(_) => {
+                        Target::Eth(parse_address(&e.address).map_err(|m| format!("{at}: {m}"))?)
+                    }
                     Chain::Bitcoin(net) => Target::Script(
                         tss_core::chain::btc::script_for_address(&e.address, net)
                             .map_err(|m| format!("{at}: {m}"))?,
@@ -455,7 +459,7 @@ impl Policy {
                 let asset = match (chain, l.asset.as_str()) {
                     (_, "native") => Asset::Native,
                     (Chain::Ethereum(_), token) => {
-                        Asset::Token(parse_eth_address(token).map_err(|m| format!("{at}: {m}"))?)
+                        Asset::Token(parse_address(token).map_err(|m| format!("{at}: {m}"))?)
                     }
                     (Chain::Bitcoin(_), other) => {
                         return Err(format!(
