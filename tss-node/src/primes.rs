@@ -12,6 +12,17 @@ use tss_core::store::{RecordKind, Store, StoreError};
 
 use crate::config::PrimesConfig;
 
+/// Why no prime set could be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored set does not decode.
+    #[error("stored primes are corrupt: {0}")]
+    Corrupt(String),
+}
+
 /// The pool.
 pub struct PrimePool {
     store: Store,
@@ -92,24 +103,20 @@ impl PrimePool {
     /// Takes a set out of the pool (durably removed, never handed out twice),
     /// or generates one now if the pool is empty. Blocking: call it from a
     /// blocking thread.
-    pub fn take(&self) -> Result<Primes, StoreError> {
+    pub fn take(&self) -> Result<Primes, TakeError> {
         let taken = loop {
             match self.store.first_key(RecordKind::Primes)? {
                 None => break None,
                 Some(k) => {
                     if let Some(v) = self.store.take(RecordKind::Primes, &k)? {
-                        break Some((k, v));
+                        break Some(v);
                     }
                 }
             }
         };
         self.kick();
         match taken {
-            Some((k, v)) => primes::decode(v.expose()).map_err(|e| StoreError::Corrupt {
-                kind: RecordKind::Primes.tag(),
-                key: hex::encode(&k),
-                reason: e.to_string(),
-            }),
+            Some(v) => primes::decode(v.expose()).map_err(|e| TakeError::Corrupt(e.to_string())),
             None => {
                 tracing::warn!("prime pool empty: generating a set now (this takes minutes)");
                 Ok(primes::generate(self.cfg.threads.max(2)))
