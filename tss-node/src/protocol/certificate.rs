@@ -28,33 +28,55 @@ pub fn load_certificate(node: &Node, key_id: &str) -> Result<Option<Vec<u8>>, Ap
         .map(|b| b.expose().to_vec()))
 }
 
+/// Why a co-signer declines a message that starts with
+/// [`CERTIFICATE_DOMAIN`].
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateDecline {
+    /// Certificates are signed over SHA-256 only.
+    #[error("messages starting with the key-certificate domain are reserved for key certificates (SHA-256)")]
+    NotSha256,
+    /// This node has signed no certificate for the key.
+    #[error("{node} has not certified key {key_id}: messages starting with the key-certificate domain are reserved for key certificates")]
+    NotCertified {
+        /// This node.
+        node: String,
+        /// The key.
+        key_id: String,
+    },
+    /// The message is not the certificate this node signed.
+    #[error("the message is not the certificate {node} signed for key {key_id} (messages starting with the key-certificate domain are reserved for key certificates)")]
+    NotOurs {
+        /// This node.
+        node: String,
+        /// The key.
+        key_id: String,
+    },
+}
+
 /// Whether a co-signer may sign `message`, which starts with
 /// [`CERTIFICATE_DOMAIN`]: only SHA-256 over the domain and the certificate
-/// this node signed itself. `Err` is the reason to decline.
+/// this node signed itself. The inner `Err` is the reason to decline.
 pub async fn check_certificate_message(
     node: &Arc<Node>,
     key_id: &str,
     sha256: bool,
     message: &[u8],
-) -> Result<Result<(), String>, ApiError> {
+) -> Result<Result<(), CertificateDecline>, ApiError> {
     if !sha256 {
-        return Ok(Err(
-            "messages starting with the key-certificate domain are reserved for key certificates (SHA-256)"
-                .into(),
-        ));
+        return Ok(Err(CertificateDecline::NotSha256));
     }
     let (n, k) = (node.clone(), key_id.to_owned());
     let Some(body) = blocking(move || load_certificate(&n, &k)).await? else {
-        return Ok(Err(format!(
-            "{} has not certified key {key_id}: messages starting with the key-certificate domain are reserved for key certificates",
-            node.cfg().name
-        )));
+        return Ok(Err(CertificateDecline::NotCertified {
+            node: node.cfg().name.clone(),
+            key_id: key_id.to_owned(),
+        }));
     };
     if message.strip_prefix(CERTIFICATE_DOMAIN) != Some(body.as_slice()) {
-        return Ok(Err(format!(
-            "the message is not the certificate {} signed for key {key_id} (messages starting with the key-certificate domain are reserved for key certificates)",
-            node.cfg().name
-        )));
+        return Ok(Err(CertificateDecline::NotOurs {
+            node: node.cfg().name.clone(),
+            key_id: key_id.to_owned(),
+        }));
     }
     Ok(Ok(()))
 }

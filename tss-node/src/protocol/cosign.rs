@@ -158,7 +158,7 @@ pub(crate) async fn authenticate(
         )
         .await?
         {
-            return Ok(Err(Refusal::Declined(why)));
+            return Ok(Err(Refusal::Declined(why.to_string())));
         }
     }
     Ok(Ok(Authenticated {

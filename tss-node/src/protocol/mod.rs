@@ -35,31 +35,10 @@ use crate::error::ApiError;
 use crate::protocol::ceremony::Progress;
 use crate::session::SessionFailure;
 use crate::state::Node;
-use crate::transport::peers::{call, CallFailure};
-
-/// Proposes a two-party session (sign, presign) to co-signer `name`. When it
-/// does not answer, or the call fails, tells it to drop the session (it may
-/// have accepted late). Errors are one line for the caller's failure list.
-pub async fn propose_pair(
-    node: &Node,
-    client: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
-    info: &SessionInfo,
-    proposal: pb::Proposal,
-    name: &str,
-) -> Result<(), String> {
-    propose_pair_reply(node, client, info, proposal, name)
-        .await
-        .map_err(|r| match r {
-            Attempt::Failed(m)
-            | Attempt::Denied(m)
-            | Attempt::Busy(m)
-            | Attempt::AlreadySigned(m)
-            | Attempt::Conflict(m) => m,
-            Attempt::Fatal(e) => e.to_string(),
-        })
-}
+use crate::transport::peers::{call, CallFailure, PeerCallError};
 
 /// One co-signer attempt that did not produce a signature.
+#[derive(Debug)]
 pub enum Attempt {
     /// It could not sign (down, declined, failed): try the next.
     Failed(String),
@@ -77,7 +56,24 @@ pub enum Attempt {
     Fatal(ApiError),
 }
 
-/// [`propose_pair`], telling a policy refusal apart.
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Failed(m)
+            | Attempt::Denied(m)
+            | Attempt::Busy(m)
+            | Attempt::AlreadySigned(m)
+            | Attempt::Conflict(m) => f.write_str(m),
+            Attempt::Fatal(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Proposes a two-party session (sign, presign) to co-signer `name`. When it
+/// does not answer, or the call fails, tells it to drop the session (it may
+/// have accepted late). The error tells a policy refusal, a busy peer, a
+/// replayed request and a failure apart; its text is one line for the
+/// caller's failure list.
 pub(crate) async fn propose_pair_reply(
     node: &Node,
     client: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
@@ -296,19 +292,22 @@ pub(crate) fn key_peers(
         .collect()
 }
 
-/// A peer call's reply, or one line for the caller's failure list (a
-/// failed call counts as a peer RPC error).
+/// A peer call's reply, or how it failed, naming the peer (a failed call
+/// counts as a peer RPC error).
 pub(crate) async fn call_peer<T>(
     node: &Node,
     name: &str,
     timeout: Duration,
     fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T, String> {
-    call(timeout, fut).await.map_err(|f| {
-        if !matches!(f, CallFailure::TimedOut(_)) {
+) -> Result<T, PeerCallError> {
+    call(timeout, fut).await.map_err(|failure| {
+        if !matches!(failure, CallFailure::TimedOut(_)) {
             node.metrics().peer_rpc_error(name);
         }
-        f.line(name)
+        PeerCallError {
+            peer: name.to_owned(),
+            failure,
+        }
     })
 }
 

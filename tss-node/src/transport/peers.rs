@@ -224,6 +224,24 @@ impl CallFailure {
     }
 }
 
+/// A failed call to a named peer; displays as one line naming it (see
+/// [`CallFailure::line`]).
+#[derive(Debug)]
+pub struct PeerCallError {
+    /// The peer's name.
+    pub peer: String,
+    /// How the call failed.
+    pub failure: CallFailure,
+}
+
+impl std::fmt::Display for PeerCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.failure.line(&self.peer))
+    }
+}
+
+impl std::error::Error for PeerCallError {}
+
 /// Runs one call to a peer with a timeout and classifies its failure.
 pub async fn call<T>(
     timeout: Duration,

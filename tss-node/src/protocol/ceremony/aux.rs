@@ -186,7 +186,7 @@ pub(crate) async fn accept(
         &crate::request::auth::keygen_request(&a.key_id, &a.request_id),
         a.authorization.as_ref(),
     ) {
-        return Ok(decline(why));
+        return Ok(decline(why.to_string()));
     }
     if node.primes().ready() == 0 {
         return Ok(decline(

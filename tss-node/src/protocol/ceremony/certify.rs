@@ -131,6 +131,7 @@ pub(crate) async fn collect_transcript(
         async move {
             call_peer(node, name, wait, c.transcript_part(req))
                 .await
+                .map_err(|e| e.to_string())
                 .and_then(|l| {
                     ::keygen::transcript::decode_entry_list(&l.entries)
                         .map_err(|e| format!("{name}: its transcript part does not decode: {e}"))
@@ -202,7 +203,9 @@ pub(crate) async fn certify_everywhere(
                     req.missing_entries.len()
                 ));
             }
-            call_peer(node, name, timeout, c.certify_key(req)).await
+            call_peer(node, name, timeout, c.certify_key(req))
+                .await
+                .map_err(|e| e.to_string())
         }
     }))
     .await;
@@ -265,6 +268,7 @@ pub(crate) async fn distribute_transcript(
             call_peer(node, name, timeout, c.store_transcript(req))
                 .await
                 .map(|_| name.clone())
+                .map_err(|e| e.to_string())
         }
     }))
     .await;

@@ -366,7 +366,7 @@ pub(crate) async fn accept(
         &crate::request::auth::keygen_request(&k.key_id, &k.request_id),
         k.authorization.as_ref(),
     ) {
-        return Ok(decline(why));
+        return Ok(decline(why.to_string()));
     }
     let reservation = match node.claims().reserve_key(&k.key_id) {
         Ok(r) => r,

@@ -50,6 +50,34 @@ pub(crate) async fn progress_ready(p: &Progress, started: Instant, rec: &KeyReco
     progress(p, started, "done", detail).await;
 }
 
+/// Why a party declines a keygen or aux-info proposal (the text goes back
+/// to the coordinator as the reply's reason).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProposalDecline {
+    /// The proposal names another party set.
+    #[error("party set differs from this node's configured parties")]
+    PartySet,
+    /// The session id is not the one the proposal implies.
+    #[error("session id does not match the proposal")]
+    SessionId,
+    /// The admin's signature over the Keygen request does not check.
+    #[error("{node} refuses: {reason}")]
+    Unauthorised {
+        /// This node.
+        node: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The request was signed by a client that is not an admin here.
+    #[error("{client} is not an admin client of {node}")]
+    NotAdmin {
+        /// The signing client.
+        client: String,
+        /// This node.
+        node: String,
+    },
+}
+
 /// Checks shared by keygen and aux-info proposals: the party set is this
 /// node's own, the session id is the one the proposal implies, and the
 /// run serves a Keygen request signed by a client that this node pins
@@ -62,23 +90,25 @@ pub(crate) fn check_proposal(
     id: [u8; 32],
     asked: &tss_core::authorization::ClientRequest<'_>,
     authorization: Option<&pb::ClientAuthorization>,
-) -> Result<(), String> {
+) -> Result<(), ProposalDecline> {
     if party_set != session::party_set_id(&node.peers().ids()) {
-        return Err("party set differs from this node's configured parties".into());
+        return Err(ProposalDecline::PartySet);
     }
     if expected_id != id {
-        return Err("session id does not match the proposal".into());
+        return Err(ProposalDecline::SessionId);
     }
     let client = crate::request::auth::verify(node, asked, authorization).map_err(|e| {
         tracing::warn!(coordinator = %from.name, error = %e, "refused a ceremony without a valid admin authorization");
-        format!("{} refuses: {e}", node.cfg().name)
+        ProposalDecline::Unauthorised {
+            node: node.cfg().name.clone(),
+            reason: e.to_string(),
+        }
     })?;
     if client.role != crate::config::Role::Admin {
-        return Err(format!(
-            "{} is not an admin client of {}",
-            client.name,
-            node.cfg().name
-        ));
+        return Err(ProposalDecline::NotAdmin {
+            client: client.name.clone(),
+            node: node.cfg().name.clone(),
+        });
     }
     Ok(())
 }

@@ -230,7 +230,9 @@ pub(crate) async fn lead_one(
             nonce: nonce.to_vec(),
         })),
     };
-    crate::protocol::propose_pair(&node, &mut client, &reg.info, proposal, &name).await?;
+    crate::protocol::propose_pair_reply(&node, &mut client, &reg.info, proposal, &name)
+        .await
+        .map_err(|a| a.to_string())?;
     let (n, k) = (node.clone(), record.key_id.clone());
     let share = Arc::new(
         blocking(move || crate::protocol::records::load_share(&n, &k))

@@ -46,7 +46,7 @@ pub(crate) async fn find_elsewhere(
         let reply = match call_peer(node, &name, timeout, rpc.find_signature(req)).await {
             Ok(reply) => reply,
             Err(e) => {
-                why.push(e);
+                why.push(e.to_string());
                 continue;
             }
         };
