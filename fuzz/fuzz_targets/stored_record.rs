@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = tss_node::policy::spend::decode_record(b);
         }
         7 => {
-            let _ = serde_json::from_slice::<tss_node::protocol::presign::UsedRecord>(b);
+            let _ = serde_json::from_slice::<tss_node::testing::UsedRecord>(b);
         }
         _ => {
             let _ = IdentityKey::from_secret(&SecretBytes::new(b.to_vec()));

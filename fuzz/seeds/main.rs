@@ -330,7 +330,7 @@ fn stored_records(r: &Runs) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         .unwrap();
         v
     };
-    let used = serde_json::to_vec(&tss_node::protocol::presign::UsedRecord {
+    let used = serde_json::to_vec(&tss_node::testing::UsedRecord {
         id: "ab".repeat(32),
         key_id: "k".into(),
         signers: vec![0, 1],

@@ -39,7 +39,7 @@ use tss_core::ecdsa::KeyShare;
 use tss_core::envelope::{Envelope, Protocol};
 use tss_core::identity::IdentityKey;
 use tss_core::session::{self, Received, SessionInfo};
-use tss_node::state::Node;
+use tss_node::testing::Node;
 use tss_node::transport::peers::MAX_PEER_MESSAGE;
 
 use crate::harness::{assert_valid, sign_request, step, Cluster};
@@ -825,8 +825,7 @@ impl Peer for Server {
         let attack = Attack::from_message(&s.message);
         let signers: Vec<u16> = s.signers.iter().map(|&x| x as u16).collect();
         let record = &self.0.record;
-        let info =
-            tss_node::protocol::sign::sign_session(record, &signers, record.my_index, session)?;
+        let info = tss_node::testing::sign_session(record, &signers, record.my_index, session)?;
         let (data, _) =
             tss_node::request::to_sign(tss_node::request::hash_algo(s.hash)?, &s.message)?;
         self.0.event(Event::Proposed {
@@ -950,11 +949,10 @@ async fn become_charlie(
     let (node, tls) = tss_node::run::open_node(cfg, pass)
         .await
         .expect("open charlie's store with its passphrase");
-    let record = tss_node::protocol::records::load_key_record(&node, key_id)
+    let record = tss_node::testing::load_key_record(&node, key_id)
         .expect("charlie's store")
         .expect("charlie holds the key");
-    let share =
-        Arc::new(tss_node::protocol::records::load_share(&node, key_id).expect("charlie's share"));
+    let share = Arc::new(tss_node::testing::load_share(&node, key_id).expect("charlie's share"));
     let hostile = Arc::new(Hostile {
         node: node.clone(),
         record,

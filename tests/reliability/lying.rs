@@ -165,9 +165,8 @@ async fn propose(
         .into_inner();
     match run {
         Some(attack) if reply.accepted => {
-            let info =
-                tss_node::protocol::sign::sign_session(record, &signers, record.my_index, eid)
-                    .expect("session");
+            let info = tss_node::testing::sign_session(record, &signers, record.my_index, eid)
+                .expect("session");
             tokio::spawn(hostile.clone().run_session(
                 info,
                 in_rx,

@@ -348,9 +348,9 @@ impl Secrets {
                 })
         };
 
-        let id = get(RecordKind::NodeSecret, tss_node::keys::IDENTITY_KEY);
+        let id = get(RecordKind::NodeSecret, tss_node::testing::IDENTITY_KEY);
         self.add(i, "identity secret key", id.expose().to_vec(), 8);
-        let tls = get(RecordKind::NodeSecret, tss_node::keys::TLS_KEY);
+        let tls = get(RecordKind::NodeSecret, tss_node::testing::TLS_KEY);
         self.add(i, "TLS private key", p256_scalar(tls.expose()), 8);
 
         for k in store.keys(RecordKind::AuxInfo).expect("aux keys") {
@@ -382,7 +382,7 @@ impl Secrets {
             assert_eq!(s.v, ecdsa::presign::PRESIGNATURE_FORMAT_VERSION);
             self.scalar(i, "presignature k~_i", &s.presig.tilde_k);
             self.scalar(i, "presignature chi~_i", &s.presig.tilde_chi);
-            // key_id 0x00 s0 s1 id (tss_node::keys::presignature)
+            // key_id 0x00 s0 s1 id (tss_node::testing::presignature)
             self.presignature_ids
                 .insert(hex::encode(&k[k.len() - 32..]));
         }
@@ -393,8 +393,7 @@ impl Secrets {
             self.integer(i, &format!("preloaded prime #{n}"), p);
         }
         if last {
-            for u in tss_node::protocol::presign::used_records(&store).expect("used presignatures")
-            {
+            for u in tss_node::testing::used_records(&store).expect("used presignatures") {
                 self.consumed.insert(u.id);
             }
         }

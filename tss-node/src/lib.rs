@@ -9,9 +9,9 @@
 //! below `protocol` imports it; `.ci/cycles.py` fails CI on any module
 //! cycle. Public for the binaries, the benchmark, the fuzz targets and the
 //! tests: `client`, `cluster`, `config`, `init`, `run`, `error`, `policy`,
-//! `request`, `transport`, `keys`, and `state` and `protocol` (the hostile
-//! and lying tests drive a real node's internals); `service`, `session`,
-//! `metrics` and `primes` are crate-private.
+//! `request`, `transport`, and the TEST-ONLY `testing` (the few internals the
+//! hostile and lying tests drive); `state`, `protocol`, `keys`, `service`,
+//! `session`, `metrics` and `primes` are crate-private.
 //!
 //! - [`service`]: the Signer and Peer gRPC services: authenticate, convert,
 //!   call [`protocol`];
@@ -40,17 +40,23 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod init;
-pub mod keys;
+pub(crate) mod keys;
 pub(crate) mod metrics;
 pub mod policy;
 pub(crate) mod primes;
-pub mod protocol;
+pub(crate) mod protocol;
 pub mod request;
 pub mod run;
 pub(crate) mod service;
 pub(crate) mod session;
-pub mod state;
+pub(crate) mod state;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
+
+/// A node's presignature records, read from its store (`tss-node
+/// presignatures`: ready ids and the used-presignature records, no secrets).
+pub use protocol::presign::{used_records, UsedRecord};
 
 /// Installs the log subscriber (stderr, `RUST_LOG`, else `default_level`).
 pub fn init_logging(default_level: &str) {

@@ -123,7 +123,7 @@ fn presignatures(config: PathBuf) -> anyhow::Result<()> {
         .keys(RecordKind::Presignature)?
         .iter()
         .filter_map(|k| {
-            // key_id 0x00 s0 s1 id (see tss_node::keys::presignature)
+            // key_id 0x00 s0 s1 id (see tss_node::testing::presignature)
             let sep = k.iter().position(|&b| b == 0)?;
             let rest = k.get(sep + 1..)?;
             let (pair, id) = (rest.get(..4)?, rest.get(4..)?);
@@ -134,7 +134,7 @@ fn presignatures(config: PathBuf) -> anyhow::Result<()> {
             }))
         })
         .collect();
-    let used = tss_node::protocol::presign::used_records(&store)?;
+    let used = tss_node::used_records(&store)?;
     println!(
         "{}",
         serde_json::json!({ "party": cfg.name, "ready": ready, "used": used })

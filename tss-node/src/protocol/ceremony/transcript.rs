@@ -53,9 +53,7 @@ use tss_core::ecdsa::{self, KeyShare};
 use tss_core::store::RecordKind;
 
 use crate::error::{blocking, ApiError};
-pub use crate::protocol::certificate::{
-    check_certificate_message, load_certificate, CERTIFICATE_DOMAIN, CERTIFICATE_REQUEST_ID,
-};
+pub use crate::protocol::certificate::{load_certificate, CERTIFICATE_REQUEST_ID};
 use crate::state::Node;
 use crate::transport::peers::Party;
 
