@@ -155,12 +155,7 @@ pub(crate) async fn propose_all(
 ) -> Result<(), Refused> {
     let timeout = Duration::from_millis(node.cfg().timeouts.propose_ms);
     let mut calls = Vec::new();
-    for p in node
-        .peers()
-        .all()
-        .iter()
-        .filter(|p| p.id != node.peers().me())
-    {
+    for p in node.peers().others() {
         let Some(mut c) = p.client.clone() else {
             continue;
         };
@@ -205,12 +200,7 @@ pub(crate) async fn propose_all(
 
 pub(crate) async fn start_all(node: &Arc<Node>, info: &SessionInfo) -> Result<(), ApiError> {
     let timeout = Duration::from_millis(node.cfg().timeouts.propose_ms);
-    for p in node
-        .peers()
-        .all()
-        .iter()
-        .filter(|p| p.id != node.peers().me())
-    {
+    for p in node.peers().others() {
         let Some(mut c) = p.client.clone() else {
             continue;
         };

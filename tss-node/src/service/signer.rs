@@ -232,12 +232,7 @@ impl pb::signer_server::Signer for SignerService {
         self.client(&req)?;
         let node = &self.node;
         let mut pings = Vec::new();
-        for p in node
-            .peers()
-            .all()
-            .iter()
-            .filter(|p| p.id != node.peers().me())
-        {
+        for p in node.peers().others() {
             let Some(mut c) = p.client.clone() else {
                 continue;
             };

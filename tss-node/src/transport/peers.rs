@@ -106,6 +106,11 @@ impl Peers {
         self.me
     }
 
+    /// Every party but ourselves, in index order.
+    pub fn others(&self) -> impl Iterator<Item = &Party> {
+        self.parties.iter().filter(move |p| p.id != self.me)
+    }
+
     /// Every party, ourselves included, in index order.
     pub fn all(&self) -> &[Party] {
         &self.parties
