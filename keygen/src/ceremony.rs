@@ -63,6 +63,54 @@ impl Sessions {
     }
 }
 
+/// Why a key's runs or certificate signatures do not check; the words say
+/// what, and name the party where one is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CeremonyError {
+    /// The key's own record is unusable.
+    #[error("the record of key {key_id} is unusable: {what}")]
+    Record {
+        /// The key.
+        key_id: String,
+        /// What is wrong with its record.
+        what: String,
+    },
+    /// A peer's entry belongs to neither run of the key.
+    #[error(
+        "an entry from party {party} ({protocol:?} #{seq}) belongs to neither run of key {key_id}"
+    )]
+    ForeignEntry {
+        /// Index of the sender.
+        party: u16,
+        /// Protocol the entry claims.
+        protocol: Protocol,
+        /// Its sequence number.
+        seq: u32,
+        /// The key.
+        key_id: String,
+    },
+    /// A run is not complete and authentic.
+    #[error(transparent)]
+    Run(#[from] kt::TranscriptError),
+    /// Not one certificate signature per party.
+    #[error("{got} certificate signatures for {parties} parties")]
+    SignatureCount {
+        /// Signatures given.
+        got: usize,
+        /// The key's parties.
+        parties: usize,
+    },
+    /// A party's certificate signature does not verify under its identity.
+    #[error("the certificate signature of {name} does not verify under its identity")]
+    PartySignature {
+        /// The party's name.
+        name: String,
+    },
+    /// The key's own signature over its certificate is refused.
+    #[error("{0}")]
+    KeySignature(&'static str),
+}
+
 /// A key's execution ids and parties as its record holds them.
 #[derive(Clone, Debug)]
 pub struct KeyIds {
@@ -76,8 +124,11 @@ pub struct KeyIds {
 
 /// Reads a key's execution ids and parties from its record; the error says
 /// what is unusable.
-pub fn key_ids(record: &KeyRecord) -> Result<KeyIds, String> {
-    let bad = |what: &str| format!("the record of key {} is unusable: {what}", record.key_id);
+pub fn key_ids(record: &KeyRecord) -> Result<KeyIds, CeremonyError> {
+    let bad = |what: &str| CeremonyError::Record {
+        key_id: record.key_id.clone(),
+        what: what.to_owned(),
+    };
     let id = |h: &str, what: &str| {
         hex::decode(h)
             .ok()
@@ -94,7 +145,11 @@ pub fn key_ids(record: &KeyRecord) -> Result<KeyIds, String> {
 /// Completes `mine` with entries from peers and checks that both runs are
 /// complete authentic runs of the key's sessions among its parties. Errors
 /// say what is wrong, for the caller to attribute.
-pub fn complete(record: &KeyRecord, mine: Sessions, extra: Vec<Entry>) -> Result<Sessions, String> {
+pub fn complete(
+    record: &KeyRecord,
+    mine: Sessions,
+    extra: Vec<Entry>,
+) -> Result<Sessions, CeremonyError> {
     let ids = key_ids(record)?;
     let (mut aux, mut keygen) = (mine.aux, mine.keygen);
     for e in extra {
@@ -102,22 +157,19 @@ pub fn complete(record: &KeyRecord, mine: Sessions, extra: Vec<Entry>) -> Result
             (Protocol::AuxInfo, sid) if sid == ids.aux_id => aux.push(e),
             (Protocol::Keygen, sid) if sid == ids.keygen_id => keygen.push(e),
             _ => {
-                return Err(format!(
-                    "an entry from party {} ({:?} #{}) belongs to neither run of key {}",
-                    e.sender(),
-                    e.protocol(),
-                    e.seq(),
-                    record.key_id
-                ))
+                return Err(CeremonyError::ForeignEntry {
+                    party: e.sender(),
+                    protocol: e.protocol(),
+                    seq: e.seq(),
+                    key_id: record.key_id.clone(),
+                })
             }
         }
     }
-    let aux = kt::merge(aux).map_err(|e| e.to_string())?;
-    let keygen = kt::merge(keygen).map_err(|e| e.to_string())?;
-    kt::check_session(&aux, &ids.aux_id, Protocol::AuxInfo, &ids.parties)
-        .map_err(|e| e.to_string())?;
-    kt::check_session(&keygen, &ids.keygen_id, Protocol::Keygen, &ids.parties)
-        .map_err(|e| e.to_string())?;
+    let aux = kt::merge(aux)?;
+    let keygen = kt::merge(keygen)?;
+    kt::check_session(&aux, &ids.aux_id, Protocol::AuxInfo, &ids.parties)?;
+    kt::check_session(&keygen, &ids.keygen_id, Protocol::Keygen, &ids.parties)?;
     Ok(Sessions { aux, keygen })
 }
 
@@ -165,15 +217,18 @@ pub fn check_signatures(
     body: &[u8],
     signatures: &[Vec<u8>],
     key_signature: &[u8; 64],
-) -> Result<(), String> {
+) -> Result<(), CeremonyError> {
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
-    let ids = record.party_ids().map_err(|e| e.to_string())?;
+    let bad = |what: String| CeremonyError::Record {
+        key_id: record.key_id.clone(),
+        what,
+    };
+    let ids = record.party_ids().map_err(|e| bad(e.to_string()))?;
     if signatures.len() != ids.len() {
-        return Err(format!(
-            "{} certificate signatures for {} parties",
-            signatures.len(),
-            ids.len()
-        ));
+        return Err(CeremonyError::SignatureCount {
+            got: signatures.len(),
+            parties: ids.len(),
+        });
     }
     for (i, (s, id)) in signatures.iter().zip(&ids).enumerate() {
         let signed = SignedCertificate {
@@ -183,21 +238,26 @@ pub fn check_signatures(
         };
         if signed.verify(id).is_err() {
             let name = record.parties.get(i).map_or("?", |p| p.name.as_str());
-            return Err(format!(
-                "the certificate signature of {name} does not verify under its identity"
-            ));
+            return Err(CeremonyError::PartySignature {
+                name: name.to_owned(),
+            });
         }
     }
-    let pk = record.public_key_bytes().map_err(|e| e.to_string())?;
-    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk)
-        .map_err(|_| "the key's public key is not a secp256k1 point".to_owned())?;
+    let pk = record.public_key_bytes().map_err(|e| bad(e.to_string()))?;
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk).map_err(|_| {
+        CeremonyError::KeySignature("the key's public key is not a secp256k1 point")
+    })?;
     let sig = k256::ecdsa::Signature::from_slice(key_signature)
-        .map_err(|_| "the key signature is not (r, s)".to_owned())?;
+        .map_err(|_| CeremonyError::KeySignature("the key signature is not (r, s)"))?;
     if sig.normalize_s().is_some() {
-        return Err("the key signature is not in low-S form".into());
+        return Err(CeremonyError::KeySignature(
+            "the key signature is not in low-S form",
+        ));
     }
     vk.verify_prehash(&kt::certificate_digest(body), &sig)
-        .map_err(|_| "the key's signature over the certificate does not verify".to_owned())
+        .map_err(|_| {
+            CeremonyError::KeySignature("the key's signature over the certificate does not verify")
+        })
 }
 
 /// Assembles a key's transcript file.
@@ -361,7 +421,7 @@ mod tests {
         }
         // And a view alone is not a complete run
         let err = complete(&f.record, views(&f, 1), vec![]).unwrap_err();
-        assert!(err.contains("missing"), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 
     #[test]
@@ -391,7 +451,7 @@ mod tests {
             vec![],
         )));
         let err = complete(&f.record, views(&f, 1), extra).unwrap_err();
-        assert!(err.contains("neither run"), "{err}");
+        assert!(matches!(err, CeremonyError::ForeignEntry { .. }), "{err}");
         // A keygen share in full (it must never be stored)
         let mut extra = missing(&f);
         let share = f
@@ -402,7 +462,7 @@ mod tests {
         // (the hashed form is there too: merging prefers the full one)
         extra.push(Entry::Full(share.clone()));
         let err = complete(&f.record, views(&f, 1), extra).unwrap_err();
-        assert!(err.contains("wrong form"), "{err}");
+        assert!(err.to_string().contains("wrong form"), "{err}");
         // An envelope signed by the wrong party
         let mut extra = missing(&f);
         extra.retain(|e| !(e.protocol() == Protocol::AuxInfo && e.sender() == 0));
@@ -416,7 +476,7 @@ mod tests {
             vec![1],
         )));
         let err = complete(&f.record, views(&f, 1), extra).unwrap_err();
-        assert!(err.contains("signature"), "{err}");
+        assert!(err.to_string().contains("signature"), "{err}");
         // Two different envelopes in one place
         let mut extra = missing(&f);
         extra.push(Entry::Full(Envelope::seal(
@@ -429,7 +489,7 @@ mod tests {
             vec![1, 2, 3],
         )));
         let err = complete(&f.record, views(&f, 1), extra).unwrap_err();
-        assert!(err.contains("two different"), "{err}");
+        assert!(err.to_string().contains("two different"), "{err}");
     }
 
     #[test]
@@ -453,16 +513,19 @@ mod tests {
         let mut bad = signed.clone();
         bad.swap(1, 2);
         let err = check_signatures(&f.record, &body, &bad, &key_sig).unwrap_err();
-        assert!(err.contains("p1"), "{err}");
+        assert!(err.to_string().contains("p1"), "{err}");
         let err = check_signatures(&f.record, &body, &signed[..2], &key_sig).unwrap_err();
-        assert!(err.contains("2 certificate signatures"), "{err}");
+        assert!(
+            err.to_string().contains("2 certificate signatures"),
+            "{err}"
+        );
         let err = check_signatures(&f.record, b"other body", &signed, &key_sig).unwrap_err();
-        assert!(err.contains("p0"), "{err}");
+        assert!(err.to_string().contains("p0"), "{err}");
         let mut high = sig;
         high = k256::ecdsa::Signature::from_scalars(high.r(), -*high.s()).unwrap();
         let high: [u8; 64] = high.to_bytes().into();
         let err = check_signatures(&f.record, &body, &signed, &high).unwrap_err();
-        assert!(err.contains("low-S"), "{err}");
+        assert!(err.to_string().contains("low-S"), "{err}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ type Sid<'a> = cggmp24::ExecutionId<'a>;
 mod parties;
 pub(crate) mod unambiguous;
 
-pub use parties::{parse_parties, AuditorParty};
+pub use parties::{parse_parties, AuditorParty, PartiesError};
 
 /// Outcome of one check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,7 +312,7 @@ fn check_parties(cert: &KeyCertificate, auditor: &[AuditorParty]) -> Result<Stri
                 p.name, a.name
             ));
         }
-        let fp = a.fingerprint()?;
+        let fp = a.fingerprint().map_err(|e| e.to_string())?;
         if fp.as_slice() != p.tls_fingerprint.as_slice() {
             return Err(format!(
                 "{}: TLS certificate fingerprint differs from the auditor's",

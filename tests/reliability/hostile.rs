@@ -949,10 +949,11 @@ async fn become_charlie(
     let (node, tls) = tss_node::run::open_node(cfg, pass)
         .await
         .expect("open charlie's store with its passphrase");
-    let record = tss_node::testing::load_key_record(&node, key_id)
+    let record = tss_node::testing::load_key_record(node.store(), key_id)
         .expect("charlie's store")
         .expect("charlie holds the key");
-    let share = Arc::new(tss_node::testing::load_share(&node, key_id).expect("charlie's share"));
+    let share =
+        Arc::new(tss_node::testing::load_share(node.store(), key_id).expect("charlie's share"));
     let hostile = Arc::new(Hostile {
         node: node.clone(),
         record,

@@ -15,15 +15,31 @@
 /// radix (as a map entry, or as the first of a two-element array, the other
 /// shape serde accepts for that struct); only then are they decoded into `T`.
 /// Found by the `peer_payload` fuzz target.
-pub fn decode_cbor<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+pub fn decode_cbor<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, CborError> {
     // Every item, not only the first: ciborium reads an enum written as a
     // variant name followed by its content as two items.
     let mut rest = b;
     while !rest.is_empty() {
-        let value: ciborium::Value = ciborium::from_reader(&mut rest).map_err(|e| e.to_string())?;
+        let value: ciborium::Value =
+            ciborium::from_reader(&mut rest).map_err(|e| CborError::Malformed(e.to_string()))?;
         check_radixes(&value)?;
     }
-    ciborium::from_reader(b).map_err(|e| e.to_string())
+    ciborium::from_reader(b).map_err(|e| CborError::Malformed(e.to_string()))
+}
+
+/// Why [`decode_cbor`] refused its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CborError {
+    /// Not CBOR, or not the shape of the expected type (ciborium's words).
+    #[error("{0}")]
+    Malformed(String),
+    /// A big integer written with a radix the engines' decoder would
+    /// panic on.
+    #[error("big integer with a radix outside 2..=36")]
+    Radix,
+    /// A big integer over [`MAX_INTEGER_BITS`].
+    #[error("big integer longer than {MAX_INTEGER_BITS} bits")]
+    TooLong,
 }
 
 /// Longest big integer accepted in any engine message or stored record.
@@ -37,7 +53,7 @@ pub const MAX_INTEGER_BITS: u32 = 8192;
 /// Refuses any big integer with a radix outside 2..=36 or more than
 /// [`MAX_INTEGER_BITS`] bits (see [`decode_cbor`]). Recursion depth is
 /// bounded by ciborium's nesting limit on the value.
-fn check_radixes(v: &ciborium::Value) -> Result<(), String> {
+fn check_radixes(v: &ciborium::Value) -> Result<(), CborError> {
     use ciborium::Value;
     fn untag(mut v: &Value) -> &Value {
         while let Value::Tag(_, inner) = v {
@@ -50,10 +66,10 @@ fn check_radixes(v: &ciborium::Value) -> Result<(), String> {
         _ => None, // not an integer: serde refuses it without panicking
     };
     // A number written as `{radix, value}` or `[radix, value]`.
-    let check = |radix: Option<i128>, digits: Option<&str>| -> Result<(), String> {
+    let check = |radix: Option<i128>, digits: Option<&str>| -> Result<(), CborError> {
         let Some(radix) = radix else { return Ok(()) };
         if !(2..=36).contains(&radix) {
-            return Err("big integer with a radix outside 2..=36".into());
+            return Err(CborError::Radix);
         }
         if let Some(d) = digits {
             // Bits per digit: log2(radix), at least 1 (radix 2..=36).
@@ -63,7 +79,7 @@ fn check_radixes(v: &ciborium::Value) -> Result<(), String> {
                 .trim_start_matches('0')
                 .len();
             if (digits as f64 - 1.0) * bits_per_digit >= f64::from(MAX_INTEGER_BITS) {
-                return Err(format!("big integer longer than {MAX_INTEGER_BITS} bits"));
+                return Err(CborError::TooLong);
             }
         }
         Ok(())

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     };
     let auditor = match String::from_utf8(parties_text)
         .map_err(|e| e.to_string())
-        .and_then(|t| keygen::verify::parse_parties(&t))
+        .and_then(|t| keygen::verify::parse_parties(&t).map_err(|e| e.to_string()))
     {
         Ok(p) => p,
         Err(e) => {

@@ -20,7 +20,7 @@ pub mod sign;
 use cggmp24::key_share::AnyKeyShare;
 use cggmp24::security_level::SecurityLevel128;
 
-pub use crate::cbor::{decode_cbor, MAX_INTEGER_BITS};
+pub use crate::cbor::{decode_cbor, CborError, MAX_INTEGER_BITS};
 use crate::secret::SecretBytes;
 use crate::session::DeliveryError;
 

@@ -179,8 +179,13 @@ where
 }
 
 /// Called once, right before this signer's partial signature leaves; an
-/// error withholds it and ends the session (with the error's text).
-pub type BeforeRelease = Box<dyn FnOnce() -> Result<(), String> + Send>;
+/// error (the caller's own type) withholds it and ends the session, with
+/// the error's text.
+pub type BeforeRelease = Box<dyn FnOnce() -> Result<(), WithheldError> + Send>;
+
+/// Why a [`BeforeRelease`] hook withheld the partial signature: the
+/// caller's own error, boxed.
+pub type WithheldError = Box<dyn std::error::Error + Send + Sync>;
 
 /// [`run`], calling `before_release` right before this signer's partial
 /// signature (the last round's message) is handed to the delivery. The hook
@@ -215,7 +220,7 @@ pub(crate) enum GateError<E: std::error::Error + 'static> {
     Transport(#[source] E),
     /// The hook failed: the partial signature was not sent.
     #[error("partial signature withheld: {0}")]
-    Withheld(String),
+    Withheld(#[source] WithheldError),
 }
 
 /// An outgoing sink that runs a hook before the first round-4 message.

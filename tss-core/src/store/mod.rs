@@ -64,6 +64,7 @@ mod seal;
 #[doc(hidden)]
 pub mod fuzzing {
     use super::seal::{self, KdfParams, KdfRecord, StorageKey};
+    pub use super::seal::{KdfRecordError, OpenError, SealError};
     use crate::secret::SecretBytes;
 
     /// Tag of the store's own tree (KDF and check records); the others are
@@ -76,8 +77,8 @@ pub mod fuzzing {
         tag: &str,
         record_key: &[u8],
         sealed: &[u8],
-    ) -> Result<SecretBytes, String> {
-        seal::open(&StorageKey::from_bytes(key), tag, record_key, sealed).map_err(|e| e.to_string())
+    ) -> Result<SecretBytes, OpenError> {
+        seal::open(&StorageKey::from_bytes(key), tag, record_key, sealed)
     }
 
     /// Seals `value` with a chosen nonce (seed generation only).
@@ -87,14 +88,13 @@ pub mod fuzzing {
         record_key: &[u8],
         value: &[u8],
         nonce: &[u8; 24],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, SealError> {
         seal::seal_with_nonce(&StorageKey::from_bytes(key), tag, record_key, value, nonce)
-            .map_err(|e| e.to_string())
     }
 
     /// Parses the unsealed KDF record: `(m_kib, t, p, salt)`.
-    pub fn decode_kdf_record(bytes: &[u8]) -> Result<(u32, u32, u32, [u8; 16]), String> {
-        let r = KdfRecord::decode(bytes).map_err(|e| e.to_string())?;
+    pub fn decode_kdf_record(bytes: &[u8]) -> Result<(u32, u32, u32, [u8; 16]), KdfRecordError> {
+        let r = KdfRecord::decode(bytes)?;
         Ok((r.params.m_kib, r.params.t, r.params.p, r.salt))
     }
 

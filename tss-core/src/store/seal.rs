@@ -114,7 +114,7 @@ pub(crate) struct KdfRecord {
 
 /// Why a KDF record cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KdfRecordError {
+pub enum KdfRecordError {
     /// Written by a newer (or unknown) build.
     #[error("KDF record version {0} is not supported (this build reads version {KDF_VERSION})")]
     UnknownVersion(u8),
@@ -198,7 +198,7 @@ pub(crate) fn derive_key(
 
 /// Why a value could not be sealed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SealError {
+pub enum SealError {
     /// The OS random generator failed.
     #[error("no randomness for a nonce: {0}")]
     Random(rand_core::Error),
@@ -209,7 +209,7 @@ pub(crate) enum SealError {
 
 /// Why a sealed value could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum OpenError {
+pub enum OpenError {
     /// Shorter than header plus tag.
     #[error("sealed value truncated ({0} bytes)")]
     Truncated(usize),

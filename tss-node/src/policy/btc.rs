@@ -18,7 +18,9 @@ use std::collections::BTreeSet;
 use tss_core::chain::btc::{Network, PsbtSummary};
 use tss_core::chain::eth::U256;
 
-use super::{Asset, Chain, Charge, Decision, EntryKind, KeyRules, PolicyRole, Target, Usage};
+use super::{
+    Asset, Chain, Charge, Decision, EntryKind, KeyRules, PolicyError, PolicyRole, Target, Usage,
+};
 
 /// One input of the key, as a PSBT states it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +108,7 @@ impl Claims {
 /// network a PSBT is judged under would be the client's choice. Each entry
 /// is judged alone: the entry a key uses is its own, or else `*`, never
 /// both (see `Policy::key_rules`).
-pub(super) fn one_network(at: &str, chains: &[Chain]) -> Result<(), String> {
+pub(super) fn one_network(at: &str, chains: &[Chain]) -> Result<(), PolicyError> {
     let mut nets: Vec<Network> = chains
         .iter()
         .filter_map(|c| match c {
@@ -120,13 +122,13 @@ pub(super) fn one_network(at: &str, chains: &[Chain]) -> Result<(), String> {
         return Ok(());
     }
     let names: Vec<&str> = nets.iter().map(|n| n.name()).collect();
-    Err(format!(
+    Err(PolicyError::Invalid(format!(
         "{at}: chains enables {}: a key has the same P2WPKH script on every Bitcoin-family network, \
          so a PSBT could be judged under another network's whitelist and limits than the one it is \
          spent on. Enable one Bitcoin-family network per [[keys]] entry and use a separate key for \
          each network (a key with its own entry does not use the \"*\" entry)",
         names.join(" and ")
-    ))
+    )))
 }
 
 impl KeyRules {

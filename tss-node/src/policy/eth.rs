@@ -23,7 +23,8 @@ use tss_core::chain::eth::abi::{Function, ParamType, Value, WordType};
 use tss_core::chain::eth::{Address, Call, UnsignedTx, U256};
 
 use super::{
-    allow, Asset, Chain, Charge, Decision, EntryKind, KeyRules, PolicyRole, Target, Usage,
+    allow, Asset, Chain, Charge, Decision, EntryKind, KeyRules, PolicyError, PolicyRole, Target,
+    Usage,
 };
 
 /// A function a trader may call on a whitelisted contract, as written.
@@ -63,8 +64,18 @@ fn selector_of(sig: &str) -> Option<[u8; 4]> {
     Function::parse(sig).ok().map(|f| f.selector())
 }
 
-/// Checks the `functions` of one whitelist entry.
+/// Checks the `functions` of one whitelist entry; the error says where
+/// (`at`) and what is wrong.
 pub(super) fn parse_functions(
+    at: &str,
+    chain: Chain,
+    kind: EntryKind,
+    files: Vec<FunctionFile>,
+) -> Result<Vec<Allowed>, PolicyError> {
+    functions_text(at, chain, kind, files).map_err(PolicyError::Invalid)
+}
+
+fn functions_text(
     at: &str,
     chain: Chain,
     kind: EntryKind,

@@ -420,7 +420,7 @@ impl Policy {
             for c in &k.chains {
                 chains.push(c.parse::<Chain>().map_err(|e| format!("{at}: {e}"))?);
             }
-            btc::one_network(&at, &chains)?;
+            btc::one_network(&at, &chains).map_err(|e| e.to_string())?;
             for c in &k.raw_digest {
                 known(c, &format!("{at}.raw_digest"))?;
             }
@@ -442,7 +442,8 @@ impl Policy {
                         "{at}: chain {chain} is not in this key's chains (add it, or drop the entry)"
                     ));
                 }
-                let functions = eth::parse_functions(&at, chain, e.kind, e.functions)?;
+                let functions = eth::parse_functions(&at, chain, e.kind, e.functions)
+                    .map_err(|e| e.to_string())?;
                 whitelist.push(Entry {
                     chain,
                     target,

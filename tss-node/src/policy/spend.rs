@@ -86,12 +86,25 @@ struct Pinned {
 /// Decodes a spend record's value: `(amount, unix seconds)`. Public for
 /// the fuzz targets in `fuzz/`.
 #[doc(hidden)]
-pub fn decode_record(bytes: &[u8]) -> Result<(U256, u64), String> {
-    let s: Spent = ciborium::from_reader(bytes).map_err(|e| format!("not a spend record: {e}"))?;
+pub fn decode_record(bytes: &[u8]) -> Result<(U256, u64), SpendRecordError> {
+    let s: Spent =
+        ciborium::from_reader(bytes).map_err(|e| SpendRecordError::Malformed(e.to_string()))?;
     // 32 bytes as written; anything longer does not fit a U256.
     let amount = U256::try_from_be_slice(&s.amount)
-        .ok_or_else(|| format!("amount is {} bytes, more than 32", s.amount.len()))?;
+        .ok_or(SpendRecordError::AmountTooLong(s.amount.len()))?;
     Ok((amount, s.unix))
+}
+
+/// Why a stored spend record does not decode.
+#[doc(hidden)]
+#[derive(Debug, thiserror::Error)]
+pub enum SpendRecordError {
+    /// Not the CBOR of a spend record.
+    #[error("not a spend record: {0}")]
+    Malformed(String),
+    /// An amount that does not fit 256 bits.
+    #[error("amount is {0} bytes, more than 32")]
+    AmountTooLong(usize),
 }
 
 fn cbor(v: &impl Serialize) -> Result<Vec<u8>, StoreError> {
@@ -143,11 +156,11 @@ fn outpoint_key(key: &str, chain: Chain, outpoint: &str) -> Vec<u8> {
     keys::spend_outpoint(key, chain, outpoint)
 }
 
-fn corrupt(k: &[u8], reason: String) -> StoreError {
+fn corrupt(k: &[u8], reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         kind: RecordKind::Spend.tag(),
         key: hex::encode(k),
-        reason,
+        reason: reason.to_string(),
     }
 }
 

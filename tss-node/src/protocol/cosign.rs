@@ -270,7 +270,8 @@ pub(crate) async fn key_and_signers(
         return Ok(Err("invalid key id".into()));
     }
     let (n, k) = (node.clone(), key_id.to_owned());
-    let Some(record) = blocking(move || crate::protocol::records::load_key_record(&n, &k)).await?
+    let Some(record) =
+        blocking(move || crate::protocol::records::load_key_record(n.store(), &k)).await?
     else {
         return Ok(Err(format!("no key {key_id} at {}", node.cfg().name)));
     };

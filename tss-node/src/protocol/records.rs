@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use keygen::record::{AuxRecord, KeyRecord};
 use tss_core::ecdsa::{self, KeyShare};
-use tss_core::store::RecordKind;
+use tss_core::store::{RecordKind, Store};
 
 use crate::error::{blocking, ApiError};
 use crate::state::Node;
@@ -42,11 +42,8 @@ pub fn load_aux_for_keygen(node: &Node) -> Result<Option<AuxRecord>, ApiError> {
 }
 
 /// A key's public record.
-pub fn load_key_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>, ApiError> {
-    match node
-        .store()
-        .get(RecordKind::KeyInfo, crate::keys::key(key_id))?
-    {
+pub fn load_key_record(store: &Store, key_id: &str) -> Result<Option<KeyRecord>, ApiError> {
+    match store.get(RecordKind::KeyInfo, crate::keys::key(key_id))? {
         None => Ok(None),
         Some(b) => KeyRecord::decode(b.expose())
             .map(Some)
@@ -55,10 +52,10 @@ pub fn load_key_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>, A
 }
 
 /// Every key record this node holds.
-pub fn list_key_records(node: &Node) -> Result<Vec<KeyRecord>, ApiError> {
+pub fn list_key_records(store: &Store) -> Result<Vec<KeyRecord>, ApiError> {
     let mut out = Vec::new();
-    for k in node.store().keys(RecordKind::KeyInfo)? {
-        if let Some(b) = node.store().get(RecordKind::KeyInfo, &k)? {
+    for k in store.keys(RecordKind::KeyInfo)? {
+        if let Some(b) = store.get(RecordKind::KeyInfo, &k)? {
             match KeyRecord::decode(b.expose()) {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::error!(error = %e, "a key record is unusable; skipped"),
@@ -86,22 +83,17 @@ pub enum KeyState {
 /// A crash anywhere before leaves the key unfinished. A key made before
 /// keygen runs were recorded (a record without a view: keygen now stores
 /// the view before the record) is ready as it always was.
-pub fn key_state(node: &Node, key_id: &str) -> Result<KeyState, ApiError> {
-    let certified = is_certified(node, key_id)?;
-    let viewed = node
-        .store()
-        .contains(RecordKind::Transcript, &crate::keys::keygen_view(key_id))?;
-    if let Some(r) = load_key_record(node, key_id)? {
+pub fn key_state(store: &Store, key_id: &str) -> Result<KeyState, ApiError> {
+    let certified = is_certified(store, key_id)?;
+    let viewed = store.contains(RecordKind::Transcript, &crate::keys::keygen_view(key_id))?;
+    if let Some(r) = load_key_record(store, key_id)? {
         if certified || !viewed {
             return Ok(KeyState::Ready(r));
         }
         return Ok(KeyState::Unfinished);
     }
-    let any = certified
-        || viewed
-        || node
-            .store()
-            .contains(RecordKind::KeyShare, crate::keys::key(key_id))?;
+    let any =
+        certified || viewed || store.contains(RecordKind::KeyShare, crate::keys::key(key_id))?;
     Ok(if any {
         KeyState::Unfinished
     } else {
@@ -110,21 +102,19 @@ pub fn key_state(node: &Node, key_id: &str) -> Result<KeyState, ApiError> {
 }
 
 /// Whether this node signed key `key_id`'s certificate (see [`key_state`]).
-pub fn is_certified(node: &Node, key_id: &str) -> Result<bool, ApiError> {
-    Ok(node
-        .store()
-        .contains(RecordKind::Transcript, &crate::keys::certificate(key_id))?)
+pub fn is_certified(store: &Store, key_id: &str) -> Result<bool, ApiError> {
+    Ok(store.contains(RecordKind::Transcript, &crate::keys::certificate(key_id))?)
 }
 
 /// Whether key `key_id` is ready here (see [`key_state`]).
-pub fn is_ready(node: &Node, key_id: &str) -> Result<bool, ApiError> {
-    Ok(matches!(key_state(node, key_id)?, KeyState::Ready(_)))
+pub fn is_ready(store: &Store, key_id: &str) -> Result<bool, ApiError> {
+    Ok(matches!(key_state(store, key_id)?, KeyState::Ready(_)))
 }
 
 /// A key's record, for client requests and presigning: only once it is
 /// ready. `None` if the key is not here at all.
 pub fn load_ready_record(node: &Node, key_id: &str) -> Result<Option<KeyRecord>, ApiError> {
-    match key_state(node, key_id)? {
+    match key_state(node.store(), key_id)? {
         KeyState::Ready(r) => Ok(Some(r)),
         KeyState::Absent => Ok(None),
         KeyState::Unfinished => Err(unfinished(node, key_id)),
@@ -147,7 +137,7 @@ pub fn unfinished(node: &Node, key_id: &str) -> ApiError {
 /// the record first so that the old key is never visible half-removed.
 /// Refuses a ready key.
 pub fn retire_unfinished(node: &Node, key_id: &str) -> Result<(), ApiError> {
-    match key_state(node, key_id)? {
+    match key_state(node.store(), key_id)? {
         KeyState::Absent => return Ok(()),
         KeyState::Ready(_) => {
             return Err(ApiError::Conflict(format!(
@@ -187,9 +177,8 @@ pub fn retire_unfinished(node: &Node, key_id: &str) -> Result<(), ApiError> {
 }
 
 /// A key's share.
-pub fn load_share(node: &Node, key_id: &str) -> Result<KeyShare, ApiError> {
-    let b = node
-        .store()
+pub fn load_share(store: &Store, key_id: &str) -> Result<KeyShare, ApiError> {
+    let b = store
         .get(RecordKind::KeyShare, crate::keys::key(key_id))?
         .ok_or_else(|| ApiError::NotFound(format!("no share of key {key_id} at this node")))?;
     ecdsa::decode_share(b.expose())
@@ -199,7 +188,7 @@ pub fn load_share(node: &Node, key_id: &str) -> Result<KeyShare, ApiError> {
 /// [`is_ready`], off the reactor.
 pub async fn is_ready_now(node: &Arc<Node>, key_id: &str) -> Result<bool, ApiError> {
     let (n, k) = (node.clone(), key_id.to_owned());
-    blocking(move || is_ready(&n, &k)).await
+    blocking(move || is_ready(n.store(), &k)).await
 }
 
 /// Loads a key this node holds, or NOT_FOUND.

@@ -24,7 +24,7 @@ use keygen::record::KeyRecord;
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tss_core::session::{self};
-use tss_core::store::RecordKind;
+use tss_core::store::{RecordKind, Store};
 
 use crate::error::{blocking, ApiError};
 use crate::state::claims::RequestClaim;
@@ -80,8 +80,8 @@ pub(crate) fn conflict(
     })
 }
 
-pub(crate) fn load_binding(node: &Node, key: &[u8]) -> Result<Option<Binding>, ApiError> {
-    match node.store().get(RecordKind::SeenExecution, key)? {
+pub(crate) fn load_binding(store: &Store, key: &[u8]) -> Result<Option<Binding>, ApiError> {
+    match store.get(RecordKind::SeenExecution, key)? {
         None => Ok(None),
         Some(v) => ciborium::from_reader(v.expose())
             .map(Some)
@@ -98,7 +98,10 @@ pub fn check_binding(
     client: &str,
     request: &[u8; 32],
 ) -> Result<(), ApiError> {
-    match load_binding(node, &crate::keys::request_binding(key_id, request_id))? {
+    match load_binding(
+        node.store(),
+        &crate::keys::request_binding(key_id, request_id),
+    )? {
         Some(b) => match conflict(&b, key_id, client, request) {
             Some(why) => Err(ApiError::Conflict(why)),
             None => Ok(()),
@@ -134,7 +137,7 @@ pub fn bind(
 
 /// Keeps the signature of a session (`r || s`, low S) for retries.
 pub fn store_signature(
-    node: &Node,
+    store: &Store,
     key_id: &str,
     session_request_id: &[u8],
     digest: &[u8; 32],
@@ -146,12 +149,12 @@ pub fn store_signature(
         rs: rs.to_vec(),
         signers,
     };
-    node.store().put(
+    store.put(
         RecordKind::SeenExecution,
         &crate::keys::kept_signature(key_id, session_request_id, digest),
         &encode(&s)?,
     )?;
-    node.store().flush()?;
+    store.flush()?;
     Ok(())
 }
 
@@ -160,12 +163,12 @@ pub type Kept = ([u8; 64], Vec<String>);
 
 /// The kept signature of a session.
 pub fn stored_signature(
-    node: &Node,
+    store: &Store,
     key_id: &str,
     session_request_id: &[u8],
     digest: &[u8; 32],
 ) -> Result<Option<Kept>, ApiError> {
-    let Some(v) = node.store().get(
+    let Some(v) = store.get(
         RecordKind::SeenExecution,
         &crate::keys::kept_signature(key_id, session_request_id, digest),
     )?
@@ -261,7 +264,7 @@ pub async fn stored_response(
         *digest,
     );
     let Some((rs, signers)) =
-        blocking(move || crate::request::retry::stored_signature(&n, &k, &r, &d)).await?
+        blocking(move || crate::request::retry::stored_signature(n.store(), &k, &r, &d)).await?
     else {
         return Ok(None);
     };

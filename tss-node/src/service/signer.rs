@@ -199,7 +199,7 @@ impl pb::signer_server::Signer for SignerService {
             let (mut keys, mut unfinished) = (Vec::new(), Vec::new());
             for k in n.store().keys(tss_core::store::RecordKind::KeyInfo)? {
                 let id = String::from_utf8_lossy(&k).into_owned();
-                match crate::protocol::records::key_state(&n, &id)? {
+                match crate::protocol::records::key_state(n.store(), &id)? {
                     crate::protocol::records::KeyState::Ready(r) => {
                         keys.push(key_info_with_pool(&n, &r)?)
                     }

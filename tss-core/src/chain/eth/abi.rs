@@ -218,13 +218,23 @@ fn small(w: &[u8; 32]) -> Option<usize> {
     usize::try_from(u64::from_be_bytes(b)).ok()
 }
 
+/// A function signature [`Function::parse`] refuses: what is not canonical
+/// or not supported, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SignatureError(String);
+
 impl Function {
     /// Parses a canonical signature `name(type,type,...)`, without spaces
     /// or parameter names.
     ///
     /// # Errors
-    /// A message naming what is not canonical or not supported.
-    pub fn parse(signature: &str) -> Result<Function, String> {
+    /// [`SignatureError`], naming what is not canonical or not supported.
+    pub fn parse(signature: &str) -> Result<Function, SignatureError> {
+        Function::parse_text(signature).map_err(SignatureError)
+    }
+
+    fn parse_text(signature: &str) -> Result<Function, String> {
         let Some((name, rest)) = signature.split_once('(') else {
             return Err(format!(
                 "{signature:?} is not a function signature: write name(type,...), e.g. \"swapExactTokensForTokens(uint256,uint256,address[],address,uint256)\""

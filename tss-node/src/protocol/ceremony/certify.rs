@@ -53,7 +53,8 @@ pub(crate) async fn certify_key(
     )
     .await;
     let (n, k) = (node.clone(), record.key_id.clone());
-    let share = Arc::new(blocking(move || crate::protocol::records::load_share(&n, &k)).await?);
+    let share =
+        Arc::new(blocking(move || crate::protocol::records::load_share(n.store(), &k)).await?);
     let (body, signatures) = certify_everywhere(node, record, &peers, &sessions, &share).await?;
     progress(
         p,
@@ -81,7 +82,9 @@ pub(crate) async fn certify_key(
         signatures.clone(),
     );
     let size = blocking(move || {
-        let at = |e: String| ApiError::Internal(format!("at {}: {e}", n.cfg().name));
+        let at = |e: ::keygen::ceremony::CeremonyError| {
+            ApiError::Internal(format!("at {}: {e}", n.cfg().name))
+        };
         crate::protocol::ceremony::transcript::check_signatures(&rec, &b, &sigs, &key_signature)
             .map_err(at)?;
         let file =
@@ -247,8 +250,10 @@ pub(crate) async fn certify_everywhere(
         )));
     }
     let (n, rec, s, b) = (node.clone(), record.clone(), sessions.clone(), body.clone());
-    blocking(move || crate::protocol::ceremony::transcript::store_certified(&n, &rec, &s, &b))
-        .await?;
+    blocking(move || {
+        crate::protocol::ceremony::transcript::store_certified(n.store(), &rec, &s, &b)
+    })
+    .await?;
     Ok((body, signatures))
 }
 

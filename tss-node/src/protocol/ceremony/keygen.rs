@@ -63,7 +63,9 @@ pub async fn keygen(
     // part; if not, and nobody certified it, it is replaced below.
     let n = node.clone();
     let k = key_id.clone();
-    if let Some(rec) = blocking(move || crate::protocol::records::load_key_record(&n, &k)).await? {
+    if let Some(rec) =
+        blocking(move || crate::protocol::records::load_key_record(n.store(), &k)).await?
+    {
         progress(
             &p,
             started,
@@ -375,7 +377,7 @@ pub(crate) async fn accept(
     let (n, key_id) = (node.clone(), k.key_id.clone());
     let (state, aux) = blocking(move || {
         Ok((
-            crate::protocol::records::key_state(&n, &key_id)?,
+            crate::protocol::records::key_state(n.store(), &key_id)?,
             crate::protocol::records::load_aux_for_keygen(&n)?,
         ))
     })

@@ -50,7 +50,7 @@ use ::keygen::transcript::{
 };
 use proto::v1 as pb;
 use tss_core::ecdsa::{self, KeyShare};
-use tss_core::store::RecordKind;
+use tss_core::store::{RecordKind, Store};
 
 use crate::error::{blocking, ApiError};
 pub use crate::protocol::certificate::{load_certificate, CERTIFICATE_REQUEST_ID};
@@ -69,7 +69,7 @@ pub fn now_unix() -> u64 {
 }
 
 fn key_ids(record: &KeyRecord) -> Result<KeyIds, ApiError> {
-    ceremony::key_ids(record).map_err(ApiError::Internal)
+    ceremony::key_ids(record).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 pub(crate) fn load_entries(node: &Node, key: &[u8], what: &str) -> Result<Vec<Entry>, ApiError> {
@@ -169,26 +169,25 @@ pub fn certificate(
 
 /// Stores the completed runs and the certificate this node signed (blocking).
 pub fn store_certified(
-    node: &Node,
+    store: &Store,
     record: &KeyRecord,
     sessions: &Sessions,
     body: &[u8],
 ) -> Result<(), ApiError> {
     let ids = key_ids(record)?;
     let t = RecordKind::Transcript;
-    node.store().put(
+    store.put(
         t,
         &crate::keys::aux_view(&ids.aux_id),
         &kt::encode_entries(&sessions.aux),
     )?;
-    node.store().put(
+    store.put(
         t,
         &crate::keys::keygen_view(&record.key_id),
         &kt::encode_entries(&sessions.keygen),
     )?;
-    node.store()
-        .put(t, &crate::keys::certificate(&record.key_id), body)?;
-    node.store().flush()?;
+    store.put(t, &crate::keys::certificate(&record.key_id), body)?;
+    store.flush()?;
     Ok(())
 }
 
@@ -224,7 +223,7 @@ pub(crate) fn check_key_id(key_id: &str) -> Result<(), ApiError> {
 
 /// A key's record, which must name `from` as a party (blocking).
 pub(crate) fn record_for(node: &Node, from: &Party, key_id: &str) -> Result<KeyRecord, ApiError> {
-    let record = crate::protocol::records::load_key_record(node, key_id)?
+    let record = crate::protocol::records::load_key_record(node.store(), key_id)?
         .ok_or_else(|| ApiError::NotFound(format!("no key {key_id} at {}", node.cfg().name)))?;
     let ids = key_ids(&record)?;
     if !ids.parties.contains(&from.id) {
@@ -378,10 +377,10 @@ pub async fn certify(
                 n.cfg().name
             ))
         })?;
-        let share = crate::protocol::records::load_share(&n, &record.key_id)?;
+        let share = crate::protocol::records::load_share(n.store(), &record.key_id)?;
         let cert = certificate(&n, &record, &share, sessions.root(), req.created_unix)?;
         let signed = SignedCertificate::sign(n.identity(), record.my_index, &cert);
-        store_certified(&n, &record, &sessions, &signed.body)?;
+        store_certified(n.store(), &record, &sessions, &signed.body)?;
         Ok(pb::CertifyReply {
             certificate_body: signed.body.into_vec(),
             signature: signed.signature.into_vec(),
@@ -456,7 +455,7 @@ pub async fn export(node: &Arc<Node>, key_id: String) -> Result<Vec<u8>, ApiErro
             return Ok(f.expose().to_vec());
         }
         Err(ApiError::NotFound(
-            if crate::protocol::records::load_key_record(&n, &key_id)?.is_some() {
+            if crate::protocol::records::load_key_record(n.store(), &key_id)?.is_some() {
                 format!(
                     "key {key_id} has no finished transcript at {}: its certification did not complete here",
                     n.cfg().name

@@ -199,11 +199,7 @@ pub async fn run_and_store(
 }
 
 /// Leads one presign session for a key and pair.
-pub(crate) async fn lead_one(
-    node: Arc<Node>,
-    record: KeyRecord,
-    signers: Vec<u16>,
-) -> Result<(), String> {
+async fn lead_one(node: Arc<Node>, record: KeyRecord, signers: Vec<u16>) -> Result<(), String> {
     let ids = record.party_ids().map_err(|e| e.to_string())?;
     let other = signers
         .iter()
@@ -235,7 +231,7 @@ pub(crate) async fn lead_one(
         .map_err(|a| a.to_string())?;
     let (n, k) = (node.clone(), record.key_id.clone());
     let share = Arc::new(
-        blocking(move || crate::protocol::records::load_share(&n, &k))
+        blocking(move || crate::protocol::records::load_share(n.store(), &k))
             .await
             .map_err(|e| e.to_string())?,
     );
@@ -283,8 +279,8 @@ pub async fn refill_loop(node: Arc<Node>) {
         // off the reactor).
         let levels = blocking(move || {
             let mut out = Vec::new();
-            for record in crate::protocol::records::list_key_records(&n)? {
-                if !crate::protocol::records::is_ready(&n, &record.key_id)? {
+            for record in crate::protocol::records::list_key_records(n.store())? {
+                if !crate::protocol::records::is_ready(n.store(), &record.key_id)? {
                     continue; // not usable yet (keygen unfinished)
                 }
                 for signers in pairs_with_me(&record) {
@@ -392,7 +388,8 @@ pub(crate) async fn accept(
     info.protocol = Protocol::Presign;
     let reg = node.sessions().register(info, false, Some(from.id))?;
     let (n, k) = (node.clone(), record.key_id.clone());
-    let share = Arc::new(blocking(move || crate::protocol::records::load_share(&n, &k)).await?);
+    let share =
+        Arc::new(blocking(move || crate::protocol::records::load_share(n.store(), &k)).await?);
     let n = node.clone();
     rt.handle().spawn(async move {
         let _running = n.metrics().session_running("presign");

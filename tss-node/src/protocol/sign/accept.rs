@@ -81,7 +81,7 @@ pub(crate) async fn accept(
     }
     let (n, key_id) = (node.clone(), record.key_id.clone());
     let share =
-        Arc::new(blocking(move || crate::protocol::records::load_share(&n, &key_id)).await?);
+        Arc::new(blocking(move || crate::protocol::records::load_share(n.store(), &key_id)).await?);
     let n = node.clone();
     let coordinator_name = from.name.clone();
     // The amounts and the request are recorded durably before our
@@ -128,7 +128,7 @@ pub(crate) async fn accept(
                         .try_into()
                         .map_err(|_| ApiError::Internal("r || s".into()))?;
                     crate::request::retry::store_signature(
-                        &n,
+                        n.store(),
                         &key_id,
                         &request_id,
                         &digest,

@@ -231,7 +231,8 @@ pub async fn sign_decoded(
                 None => {
                     let (n, key_id) = (node.clone(), record.key_id.clone());
                     let s = Arc::new(
-                        blocking(move || crate::protocol::records::load_share(&n, &key_id)).await?,
+                        blocking(move || crate::protocol::records::load_share(n.store(), &key_id))
+                            .await?,
                     );
                     share = Some(s.clone());
                     s
@@ -307,7 +308,7 @@ pub async fn sign_decoded(
                         "cannot record the amount against the policy limits ({e}); the signature is withheld"
                     ))
                 })?;
-                crate::request::retry::store_signature(&n, &k, &r, &digest, &rs, signers)
+                crate::request::retry::store_signature(n.store(), &k, &r, &digest, &rs, signers)
             })
             .await?;
             Ok(resp)

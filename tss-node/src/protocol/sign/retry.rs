@@ -74,8 +74,10 @@ pub(crate) async fn find_elsewhere(
             reply.signers.clone(),
         );
         let d = *digest;
-        blocking(move || crate::request::retry::store_signature(&n, &k, &r, &d, &rs, signers))
-            .await?;
+        blocking(move || {
+            crate::request::retry::store_signature(n.store(), &k, &r, &d, &rs, signers)
+        })
+        .await?;
         tracing::info!(key_id = %record.key_id, peer = %name, "a retried request: returning the signature a peer kept");
         return Ok(signature_response(
             &fin,
@@ -106,7 +108,8 @@ pub(crate) async fn find_signature(
         return Ok(refused("invalid key id".into()));
     }
     let (n, k) = (node.clone(), r.key_id.clone());
-    let Some(record) = blocking(move || crate::protocol::records::load_key_record(&n, &k)).await?
+    let Some(record) =
+        blocking(move || crate::protocol::records::load_key_record(n.store(), &k)).await?
     else {
         return Ok(refused(format!(
             "no key {} at {}",
@@ -139,7 +142,7 @@ pub(crate) async fn find_signature(
         a.decoded.digest,
     );
     if let Some((rs, signers)) =
-        blocking(move || crate::request::retry::stored_signature(&n, &k, &rid, &d)).await?
+        blocking(move || crate::request::retry::stored_signature(n.store(), &k, &rid, &d)).await?
     {
         tracing::info!(caller = %from.name, key_id = %record.key_id, "handed out a kept signature for a retried request");
         return Ok(pb::FindSignatureReply {

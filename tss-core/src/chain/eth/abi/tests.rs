@@ -110,7 +110,10 @@ fn parse__should_refuse_non_canonical_or_unsupported_signatures() {
     ];
     for (sig, needle) in cases {
         let e = Function::parse(sig).unwrap_err();
-        assert!(e.contains(needle), "{sig}: expected {needle:?} in {e}");
+        assert!(
+            e.to_string().contains(needle),
+            "{sig}: expected {needle:?} in {e}"
+        );
     }
 }
 
