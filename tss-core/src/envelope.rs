@@ -41,6 +41,10 @@ pub enum Protocol {
     Sign,
     /// CGGMP24 presigning (the 3 interactive rounds of signing, ahead of time).
     Presign,
+    /// FROST DKG (Ed25519 or Taproot key): commitments, their echo, shares.
+    FrostKeygen,
+    /// FROST signing, both rounds (nonce commitments, signature shares).
+    FrostSign,
 }
 
 impl Protocol {
@@ -51,6 +55,8 @@ impl Protocol {
             Protocol::Keygen => 2,
             Protocol::Sign => 3,
             Protocol::Presign => 4,
+            Protocol::FrostKeygen => 5,
+            Protocol::FrostSign => 6,
         }
     }
 
@@ -61,18 +67,22 @@ impl Protocol {
             2 => Protocol::Keygen,
             3 => Protocol::Sign,
             4 => Protocol::Presign,
+            5 => Protocol::FrostKeygen,
+            6 => Protocol::FrostSign,
             _ => return None,
         })
     }
 
     /// Largest payload a single message of this protocol may carry: the
-    /// largest measured message (aux info 212 KB, keygen 411 B, signing 28 KB;
-    /// see `docs/FORMATS.md`) with a margin of about 4x or more.
+    /// largest measured message (aux info 212 KB, keygen 411 B, signing 28 KB,
+    /// FROST under 200 B; see `docs/FORMATS.md`) with a margin of about 4x or
+    /// more.
     pub fn max_payload(self) -> usize {
         match self {
             Protocol::AuxInfo => 1 << 20,
             Protocol::Keygen => 16 << 10,
             Protocol::Sign | Protocol::Presign => 128 << 10,
+            Protocol::FrostKeygen | Protocol::FrostSign => 4 << 10,
         }
     }
 

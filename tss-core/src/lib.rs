@@ -8,6 +8,8 @@
 //! - [`session`]: execution ids and the bridge from verified envelopes to a
 //!   `round-based` delivery.
 //! - [`ecdsa`]: the CGGMP24 engines (aux info, keygen, signing).
+//! - [`frost`]: the FROST engines (Ed25519 and BIP340 Taproot: keygen,
+//!   signing from single-use nonces).
 //! - [`primes`]: safe primes for Paillier keys.
 //! - [`store`]: the sealed key-value store.
 //! - [`chain`]: signature encodings, Ethereum transactions, Bitcoin/Litecoin PSBTs.
@@ -41,6 +43,7 @@ pub mod chain;
 pub mod ecdsa;
 pub mod envelope;
 pub mod error;
+pub mod frost;
 pub mod identity;
 pub mod primes;
 pub mod secret;

@@ -1,0 +1,239 @@
+//! One party's FROST key share as it is sealed in the store: the scheme,
+//! the party's index, its key package (secret) and the key's public package.
+
+use std::fmt;
+
+use frost_core::keys::{KeyPackage, PublicKeyPackage, VerifyingShare};
+use frost_core::Ciphersuite;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{decode_canonical, identifier, with_suite, Scheme};
+use crate::ecdsa::EngineError;
+use crate::secret::SecretBytes;
+
+/// Format version of stored FROST shares. Every older version must keep
+/// loading.
+pub const FROST_SHARE_VERSION: u8 = 1;
+
+/// A party's share of a FROST key. Secret: sealed at rest, zeroized on drop,
+/// never printed.
+#[derive(Clone)]
+pub struct FrostShare {
+    pub(super) scheme: Scheme,
+    pub(super) index: u16,
+    /// The crate's `KeyPackage` encoding (signing share inside).
+    pub(super) key_package: Zeroizing<Vec<u8>>,
+    /// The crate's `PublicKeyPackage` encoding.
+    pub(super) public_package: Vec<u8>,
+    /// Taproot: the untweaked group key P (33-byte SEC1) the output key is
+    /// BIP86-tweaked from; empty for Ed25519.
+    pub(super) internal_key: Vec<u8>,
+}
+
+impl fmt::Debug for FrostShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrostShare")
+            .field("scheme", &self.scheme)
+            .field("index", &self.index)
+            .field("public_key", &hex::encode(self.public_key()))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    v: u8,
+    scheme: Scheme,
+    index: u16,
+    #[serde(with = "serde_bytes")]
+    key_package: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    public_package: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    internal_key: Vec<u8>,
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_package);
+    }
+}
+
+impl FrostShare {
+    /// Builds a share from a DKG's output (checked as [`FrostShare::decode`]
+    /// checks a stored one).
+    pub(crate) fn from_parts<C: Ciphersuite>(
+        scheme: Scheme,
+        index: u16,
+        key_package: &KeyPackage<C>,
+        public_package: &PublicKeyPackage<C>,
+        internal_key: Vec<u8>,
+    ) -> Result<Self, EngineError> {
+        let bug = |e: frost_core::Error<C>| EngineError::InvalidInput(format!("{e}"));
+        let share = FrostShare {
+            scheme,
+            index,
+            key_package: Zeroizing::new(key_package.serialize().map_err(bug)?),
+            public_package: public_package.serialize().map_err(bug)?,
+            internal_key,
+        };
+        share.check()?;
+        Ok(share)
+    }
+
+    /// The key's scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// This party's index (keygen order, from 0).
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// Signers needed (t of t-of-n).
+    pub fn threshold(&self) -> u16 {
+        with_suite!(self.scheme, C => self.public_package::<C>()
+            .ok()
+            .and_then(|p| p.min_signers())
+            .unwrap_or(0))
+    }
+
+    /// Number of parties (n of t-of-n).
+    pub fn parties(&self) -> u16 {
+        with_suite!(self.scheme, C => self.public_package::<C>()
+            .map(|p| u16::try_from(p.verifying_shares().len()).unwrap_or(u16::MAX))
+            .unwrap_or(0))
+    }
+
+    /// The public key a verifier checks signatures under: the 32-byte
+    /// Ed25519 key, or the 32-byte x-only Taproot output key.
+    pub fn public_key(&self) -> Vec<u8> {
+        let full = self.group_key();
+        match self.scheme {
+            Scheme::Ed25519 => full,
+            Scheme::Taproot => full.get(1..).map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+
+    /// The group key in the suite's own encoding (32 bytes for Ed25519,
+    /// 33-byte SEC1 for Taproot's output key).
+    pub fn group_key(&self) -> Vec<u8> {
+        with_suite!(self.scheme, C => self.public_package::<C>()
+            .ok()
+            .and_then(|p| p.verifying_key().serialize().ok())
+            .unwrap_or_default())
+    }
+
+    /// Taproot: the x-only internal key P (BIP86: the output key is P
+    /// tweaked with an empty script tree). `None` for Ed25519.
+    pub fn internal_key(&self) -> Option<[u8; 32]> {
+        match self.scheme {
+            Scheme::Ed25519 => None,
+            Scheme::Taproot => self.internal_key.get(1..).and_then(|b| b.try_into().ok()),
+        }
+    }
+
+    /// Every party's verifying share (g^{s_i}), in index order, in the
+    /// suite's encoding.
+    pub fn verifying_shares(&self) -> Vec<Vec<u8>> {
+        with_suite!(self.scheme, C => self.public_package::<C>()
+            .map(|p| {
+                p.verifying_shares()
+                    .values()
+                    .map(|v| v.serialize().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Serializes the share (secret: seal it).
+    pub fn encode(&self) -> SecretBytes {
+        let stored = Stored {
+            v: FROST_SHARE_VERSION,
+            scheme: self.scheme,
+            index: self.index,
+            key_package: self.key_package.to_vec(),
+            public_package: self.public_package.clone(),
+            internal_key: self.internal_key.clone(),
+        };
+        let mut out = Vec::new();
+        // Serializing into a Vec cannot fail for this type.
+        ciborium::into_writer(&stored, &mut out).expect("CBOR into Vec");
+        SecretBytes::new(out)
+    }
+
+    /// Deserializes a stored share and checks that its parts fit together:
+    /// the key package is that of `index`, its signing share matches its
+    /// verifying share, and both agree with the public package.
+    pub fn decode(b: &[u8]) -> Result<Self, EngineError> {
+        let bad = |what: String| EngineError::InvalidInput(format!("stored FROST share: {what}"));
+        let s: Stored =
+            ciborium::from_reader(b).map_err(|e| bad(format!("does not decode: {e}")))?;
+        if s.v != FROST_SHARE_VERSION {
+            return Err(bad(format!("unknown format version {}", s.v)));
+        }
+        let share = FrostShare {
+            scheme: s.scheme,
+            index: s.index,
+            key_package: Zeroizing::new(s.key_package.clone()),
+            public_package: s.public_package.clone(),
+            internal_key: s.internal_key.clone(),
+        };
+        share.check().map_err(|e| bad(e.to_string()))?;
+        Ok(share)
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        with_suite!(self.scheme, C => self.check_as::<C>())
+    }
+
+    fn check_as<C: Ciphersuite>(&self) -> Result<(), EngineError> {
+        let bad = |what: &str| EngineError::InvalidInput(what.to_owned());
+        let kp = self.key_package::<C>()?;
+        let pkp = self.public_package::<C>()?;
+        if *kp.identifier() != identifier::<C>(self.index)? {
+            return Err(bad("the key package is another party's"));
+        }
+        if VerifyingShare::from(*kp.signing_share()) != *kp.verifying_share() {
+            return Err(bad("the signing share does not match its verifying share"));
+        }
+        if pkp.verifying_shares().get(kp.identifier()) != Some(kp.verifying_share())
+            || pkp.verifying_key() != kp.verifying_key()
+            || pkp.min_signers() != Some(*kp.min_signers())
+        {
+            return Err(bad("the key package and the public package disagree"));
+        }
+        let internal_ok = match self.scheme {
+            Scheme::Ed25519 => self.internal_key.is_empty(),
+            Scheme::Taproot => self.internal_key.len() == 33,
+        };
+        if !internal_ok {
+            return Err(bad("the internal key has the wrong length"));
+        }
+        Ok(())
+    }
+
+    /// The key package, decoded (checked to be canonical).
+    pub(crate) fn key_package<C: Ciphersuite>(&self) -> Result<KeyPackage<C>, EngineError> {
+        decode_canonical(
+            &self.key_package,
+            KeyPackage::<C>::deserialize,
+            KeyPackage::<C>::serialize,
+        )
+        .ok_or_else(|| EngineError::InvalidInput("the key package does not decode".into()))
+    }
+
+    /// The public package, decoded (checked to be canonical).
+    pub(crate) fn public_package<C: Ciphersuite>(
+        &self,
+    ) -> Result<PublicKeyPackage<C>, EngineError> {
+        decode_canonical(
+            &self.public_package,
+            PublicKeyPackage::<C>::deserialize,
+            PublicKeyPackage::<C>::serialize,
+        )
+        .ok_or_else(|| EngineError::InvalidInput("the public package does not decode".into()))
+    }
+}

@@ -1,0 +1,362 @@
+//! FROST signing by `t` signers in two rounds: each signer commits to two
+//! single-use nonces ([`commit`]), then, over the message and everyone's
+//! commitments, releases a signature share ([`sign_share`]); the shares
+//! add up to the signature ([`aggregate`], which checks every share and
+//! names a wrong one's sender).
+//!
+//! The first round needs no message, so a pair of signers can run it ahead
+//! of time and keep the nonces sealed (a pool): a request then takes one
+//! round. [`run`] is both rounds over a `round-based` delivery, for when no
+//! pooled nonce is left.
+//!
+//! A nonce signs at most one message, ever: [`Nonces`] is consumed by
+//! [`sign_share`], and a caller that stores nonces deletes them durably
+//! before calling it (a crash then loses the nonce, never reuses it).
+//!
+//! `signers` are keygen indices in increasing order; a culprit is reported
+//! as a position in `signers` (the session index, as the engines use).
+
+use std::collections::BTreeMap;
+
+use frost_core::round1::{SigningCommitments, SigningNonces};
+use frost_core::round2::SignatureShare;
+use frost_core::{Ciphersuite, Identifier, SigningPackage};
+use futures::SinkExt;
+use round_based::rounds_router::simple_store::RoundInput;
+use round_based::rounds_router::RoundsRouter;
+use round_based::{Delivery, Mpc, MpcParty, Outgoing, ProtocolMessage};
+use serde::{Deserialize, Serialize};
+
+use super::{decode_canonical, engine_error, identifier, with_suite, FrostShare};
+use crate::ecdsa::sign::BeforeRelease;
+use crate::ecdsa::EngineError;
+use crate::secret::SecretBytes;
+
+/// A FROST signing message.
+#[derive(Clone, Debug, Serialize, Deserialize, ProtocolMessage)]
+pub enum Msg {
+    /// Round 1 (broadcast): the sender's nonce commitments.
+    Commit(CommitMsg),
+    /// Round 2 (broadcast): the sender's signature share.
+    Share(ShareMsg),
+}
+
+/// Round 1: the crate's `SigningCommitments` encoding.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommitMsg {
+    /// The commitments.
+    #[serde(with = "serde_bytes")]
+    pub commitments: Vec<u8>,
+}
+
+/// Round 2: the crate's `SignatureShare` encoding (32 bytes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShareMsg {
+    /// The share.
+    #[serde(with = "serde_bytes")]
+    pub share: Vec<u8>,
+}
+
+/// A signer's single-use nonce pair (secret: the crate's `SigningNonces`
+/// encoding). Consumed by [`sign_share`].
+pub struct Nonces(SecretBytes);
+
+impl std::fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nonces(<secret>)")
+    }
+}
+
+impl Nonces {
+    /// The bytes to seal in a pool.
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose()
+    }
+
+    /// Nonces read back from a pool (checked when used).
+    pub fn from_stored(bytes: SecretBytes) -> Self {
+        Nonces(bytes)
+    }
+}
+
+/// Round 1: fresh nonces for `share` and their public commitments (the
+/// bytes the other signers need).
+pub fn commit(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineError> {
+    with_suite!(share.scheme(), C => commit_as::<C>(share))
+}
+
+fn commit_as<C: Ciphersuite>(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineError> {
+    let kp = share.key_package::<C>()?;
+    let (nonces, commitments) =
+        frost_core::round1::commit(kp.signing_share(), &mut rand_core::OsRng);
+    let bug = |e: frost_core::Error<C>| EngineError::Protocol(e.to_string());
+    let secret = zeroize::Zeroizing::new(nonces.serialize().map_err(bug)?);
+    Ok((
+        Nonces(SecretBytes::from(secret)),
+        commitments.serialize().map_err(bug)?,
+    ))
+}
+
+/// Each signer's position in `signers`, by identifier (to name a culprit).
+type Positions<C> = BTreeMap<Identifier<C>, u16>;
+
+/// What every signer signs over: the signers, their round-1 commitments
+/// (one per signer, in `signers` order) and the message.
+#[derive(Clone, Copy, Debug)]
+pub struct Signing<'a> {
+    /// Keygen indices of the signers, increasing.
+    pub signers: &'a [u16],
+    /// Each signer's commitments, in `signers` order.
+    pub commitments: &'a [Vec<u8>],
+    /// The message: any bytes for Ed25519; for Taproot, the 32-byte BIP341
+    /// sighash (or any BIP340 message).
+    pub message: &'a [u8],
+}
+
+impl Signing<'_> {
+    /// The crate's signing package, with the identifiers of the signers;
+    /// refuses a commitment that does not decode, naming its signer.
+    fn package<C: Ciphersuite>(
+        &self,
+        share: &FrostShare,
+    ) -> Result<(SigningPackage<C>, Positions<C>), EngineError> {
+        let t = usize::from(share.threshold());
+        let increasing = self.signers.windows(2).all(|w| w[0] < w[1]);
+        if self.signers.len() != t
+            || self.commitments.len() != t
+            || !increasing
+            || self.signers.iter().any(|&s| s >= share.parties())
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "{} signers ({:?}) with {} commitments for a {t}-of-{} key",
+                self.signers.len(),
+                self.signers,
+                self.commitments.len(),
+                share.parties()
+            )));
+        }
+        let mut map = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
+        for (pos, (&s, c)) in self.signers.iter().zip(self.commitments).enumerate() {
+            let pos = u16::try_from(pos).unwrap_or(u16::MAX);
+            let c = decode_canonical(
+                c,
+                SigningCommitments::<C>::deserialize,
+                SigningCommitments::<C>::serialize,
+            )
+            .ok_or_else(|| EngineError::Misbehaved {
+                culprit: pos,
+                reason: "its nonce commitments do not decode".into(),
+            })?;
+            let id = identifier::<C>(s)?;
+            map.insert(id, c);
+            by_id.insert(id, pos);
+        }
+        Ok((SigningPackage::new(map, self.message), by_id))
+    }
+
+    /// Position of `share`'s party among the signers.
+    fn position(&self, share: &FrostShare) -> Result<usize, EngineError> {
+        self.signers
+            .iter()
+            .position(|&s| s == share.index())
+            .ok_or_else(|| {
+                EngineError::InvalidInput(format!(
+                    "party {} is not among the signers {:?}",
+                    share.index(),
+                    self.signers
+                ))
+            })
+    }
+}
+
+/// Round 2: this signer's signature share over `signing`, with the nonces
+/// whose commitments it listed for this signer (refused otherwise).
+pub fn sign_share(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    nonces: Nonces,
+) -> Result<Vec<u8>, EngineError> {
+    with_suite!(share.scheme(), C => sign_share_as::<C>(share, signing, nonces))
+}
+
+fn sign_share_as<C: Ciphersuite>(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    nonces: Nonces,
+) -> Result<Vec<u8>, EngineError> {
+    signing.position(share)?;
+    let (package, by_id) = signing.package::<C>(share)?;
+    let nonces = decode_canonical(
+        nonces.expose(),
+        SigningNonces::<C>::deserialize,
+        SigningNonces::<C>::serialize,
+    )
+    .filter(|n| {
+        SigningNonces::from_nonces(*n.hiding(), *n.binding()).commitments() == n.commitments()
+    })
+    .ok_or_else(|| EngineError::InvalidInput("stored nonces are unusable".into()))?;
+    let kp = share.key_package::<C>()?;
+    let s = frost_core::round2::sign(&package, &nonces, &kp)
+        .map_err(|e| engine_error(e, &by_id, "signature share"))?;
+    Ok(s.serialize())
+}
+
+/// Checks signer `position`'s signature share over `signing` under its
+/// verifying share; a wrong one is blamed on that signer.
+pub fn verify_share(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    position: u16,
+    signature_share: &[u8],
+) -> Result<(), EngineError> {
+    with_suite!(share.scheme(), C => verify_share_as::<C>(share, signing, position, signature_share).map(|_| ()))
+}
+
+fn verify_share_as<C: Ciphersuite>(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    position: u16,
+    bytes: &[u8],
+) -> Result<(Identifier<C>, SignatureShare<C>), EngineError> {
+    let (package, _) = signing.package::<C>(share)?;
+    let blame = |reason: &str| EngineError::Misbehaved {
+        culprit: position,
+        reason: reason.to_owned(),
+    };
+    let &signer = signing
+        .signers
+        .get(usize::from(position))
+        .ok_or_else(|| EngineError::InvalidInput(format!("no signer at position {position}")))?;
+    let id = identifier::<C>(signer)?;
+    let s = decode_canonical(bytes, SignatureShare::<C>::deserialize, |s| {
+        Ok::<_, frost_core::Error<C>>(s.serialize())
+    })
+    .ok_or_else(|| blame("its signature share does not decode"))?;
+    let pkp = share.public_package::<C>()?;
+    let vs = pkp.verifying_shares().get(&id).ok_or_else(|| {
+        EngineError::InvalidInput(format!("no verifying share for party {signer}"))
+    })?;
+    frost_core::verify_signature_share(id, vs, &s, &package, pkp.verifying_key())
+        .map_err(|_| blame("its signature share does not verify under its verifying share"))?;
+    Ok((id, s))
+}
+
+/// Combines every signer's share (in `signers` order) into the 64-byte
+/// signature, after checking each share (a wrong one names its signer) and
+/// the signature itself under the key.
+pub fn aggregate(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    shares: &[Vec<u8>],
+) -> Result<[u8; 64], EngineError> {
+    with_suite!(share.scheme(), C => aggregate_as::<C>(share, signing, shares))
+}
+
+fn aggregate_as<C: Ciphersuite>(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    shares: &[Vec<u8>],
+) -> Result<[u8; 64], EngineError> {
+    if shares.len() != signing.signers.len() {
+        return Err(EngineError::InvalidInput(format!(
+            "{} signature shares for {} signers",
+            shares.len(),
+            signing.signers.len()
+        )));
+    }
+    let mut all = BTreeMap::new();
+    for (pos, s) in shares.iter().enumerate() {
+        let pos = u16::try_from(pos).unwrap_or(u16::MAX);
+        let (id, s) = verify_share_as::<C>(share, signing, pos, s)?;
+        all.insert(id, s);
+    }
+    let (package, by_id) = signing.package::<C>(share)?;
+    let pkp = share.public_package::<C>()?;
+    let sig = frost_core::aggregate(&package, &all, &pkp)
+        .map_err(|e| engine_error(e, &by_id, "aggregate"))?;
+    pkp.verifying_key()
+        .verify(signing.message, &sig)
+        .map_err(|e| {
+            EngineError::Protocol(format!("the aggregate signature does not verify: {e}"))
+        })?;
+    let bytes = sig
+        .serialize()
+        .map_err(|e| EngineError::Protocol(e.to_string()))?;
+    bytes
+        .try_into()
+        .map_err(|_| EngineError::Protocol("a signature that is not 64 bytes".into()))
+}
+
+/// Both rounds as signer `i` (a position in `signers`) of `message`;
+/// `before_release` runs right before this signer's share leaves (an error
+/// withholds it). Every signer ends with the checked signature.
+pub async fn run<M>(
+    share: &FrostShare,
+    i: u16,
+    signers: &[u16],
+    message: &[u8],
+    before_release: Option<BeforeRelease>,
+    party: M,
+) -> Result<[u8; 64], EngineError>
+where
+    M: Mpc<ProtocolMessage = Msg>,
+{
+    let n = u16::try_from(signers.len())
+        .map_err(|_| EngineError::InvalidInput("too many signers".into()))?;
+    if signers.get(usize::from(i)) != Some(&share.index()) {
+        return Err(EngineError::InvalidInput(format!(
+            "signer {i} of {signers:?} is not party {}",
+            share.index()
+        )));
+    }
+    let MpcParty { delivery, .. } = party.into_party();
+    let (incoming, mut outgoing) = delivery.split();
+    let mut rounds = RoundsRouter::<Msg>::builder();
+    let r1 = rounds.add_round(RoundInput::<CommitMsg>::broadcast(i, n));
+    let r2 = rounds.add_round(RoundInput::<ShareMsg>::broadcast(i, n));
+    let mut rounds = rounds.listen(incoming);
+    let closed = |_| EngineError::Closed;
+
+    let (nonces, mine) = commit(share)?;
+    outgoing
+        .send(Outgoing::broadcast(Msg::Commit(CommitMsg {
+            commitments: mine.clone(),
+        })))
+        .await
+        .map_err(closed)?;
+    let theirs = rounds
+        .complete(r1)
+        .await
+        .map_err(|e| EngineError::from_engine(&e))?;
+    let commitments: Vec<Vec<u8>> = theirs
+        .into_vec_including_me(CommitMsg { commitments: mine })
+        .into_iter()
+        .map(|c| c.commitments)
+        .collect();
+    let signing = Signing {
+        signers,
+        commitments: &commitments,
+        message,
+    };
+    let own = sign_share(share, &signing, nonces)?;
+    if let Some(hook) = before_release {
+        hook().map_err(|e| EngineError::Protocol(format!("signature share withheld: {e}")))?;
+    }
+    outgoing
+        .send(Outgoing::broadcast(Msg::Share(ShareMsg {
+            share: own.clone(),
+        })))
+        .await
+        .map_err(closed)?;
+    let theirs = rounds
+        .complete(r2)
+        .await
+        .map_err(|e| EngineError::from_engine(&e))?;
+    let shares: Vec<Vec<u8>> = theirs
+        .into_vec_including_me(ShareMsg { share: own })
+        .into_iter()
+        .map(|s| s.share)
+        .collect();
+    aggregate(share, &signing, &shares)
+}
