@@ -67,7 +67,7 @@ impl Entry {
     /// The form in which a party records `e`: p2p keygen envelopes (secret
     /// shares) as their hash, everything else in full.
     pub fn recorded(e: &Envelope) -> Entry {
-        if e.protocol == Protocol::Keygen && e.recipient.is_some() {
+        if is_secret_p2p(e.protocol, e.recipient) {
             Entry::Hashed(e.hashed())
         } else {
             Entry::Full(e.clone())
@@ -76,7 +76,7 @@ impl Entry {
 
     /// Whether this is the form [`Entry::recorded`] gives such an envelope.
     pub fn has_recorded_form(&self) -> bool {
-        let hashed = self.protocol() == Protocol::Keygen && self.recipient().is_some();
+        let hashed = is_secret_p2p(self.protocol(), self.recipient());
         matches!(self, Entry::Hashed(_)) == hashed
     }
 
@@ -195,6 +195,12 @@ pub fn merge(entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Entry>, Tra
     Ok(by_key.into_values().collect())
 }
 
+/// Whether an envelope carries a secret share (the point-to-point messages
+/// of a DKG, ECDSA or FROST): recorded only as its hash, never in full.
+pub fn is_secret_p2p(protocol: Protocol, recipient: Option<u16>) -> bool {
+    matches!(protocol, Protocol::Keygen | Protocol::FrostKeygen) && recipient.is_some()
+}
+
 /// Number of broadcast messages each party sends in a session of `protocol`
 /// (CGGMP24 with the echo round on; every party also sends exactly one p2p
 /// message to every other party).
@@ -202,6 +208,7 @@ pub fn broadcasts_per_party(protocol: Protocol) -> Option<u32> {
     match protocol {
         Protocol::AuxInfo => Some(3),
         Protocol::Keygen => Some(4),
+        Protocol::FrostKeygen => Some(2),
         _ => None,
     }
 }
@@ -566,6 +573,56 @@ impl KeyCertificate {
             keygen_id: ByteBuf::from(f.keygen_id.to_vec()),
             transcript_root: ByteBuf::from(f.root.to_vec()),
             created_unix: f.created_unix,
+        }
+    }
+}
+
+/// The certificate `curve` of a FROST key of `scheme`.
+pub fn frost_curve(scheme: tss_core::frost::Scheme) -> &'static str {
+    match scheme {
+        tss_core::frost::Scheme::Ed25519 => "ed25519",
+        tss_core::frost::Scheme::Taproot => "secp256k1-taproot",
+    }
+}
+
+/// The FROST scheme a certificate's `curve` names (`None` for ECDSA keys,
+/// whose curve is "secp256k1").
+pub fn frost_scheme_of(curve: &str) -> Option<tss_core::frost::Scheme> {
+    use tss_core::frost::Scheme;
+    [Scheme::Ed25519, Scheme::Taproot]
+        .into_iter()
+        .find(|s| frost_curve(*s) == curve)
+}
+
+impl KeyCertificate {
+    /// The certificate a party of a FROST key signs, from its own share:
+    /// the scheme's public key (32 bytes: Ed25519, or Taproot's x-only
+    /// output key), each party's verifying share in the suite's encoding,
+    /// and no aux info (`aux_id` empty).
+    pub fn from_frost(
+        key_id: &str,
+        parties: Vec<CertParty>,
+        share: &tss_core::frost::FrostShare,
+        keygen_id: [u8; 32],
+        root: [u8; 32],
+        created_unix: u64,
+    ) -> Self {
+        KeyCertificate {
+            format: CERTIFICATE_FORMAT.into(),
+            key_id: key_id.into(),
+            curve: frost_curve(share.scheme()).into(),
+            threshold: share.threshold(),
+            parties,
+            public_key: ByteBuf::from(share.public_key()),
+            public_shares: share
+                .verifying_shares()
+                .into_iter()
+                .map(ByteBuf::from)
+                .collect(),
+            aux_id: ByteBuf::new(),
+            keygen_id: ByteBuf::from(keygen_id.to_vec()),
+            transcript_root: ByteBuf::from(root.to_vec()),
+            created_unix,
         }
     }
 }

@@ -29,6 +29,7 @@ type AuxRound2 = cggmp24::key_refresh::msg::MsgRound2<Level>;
 type AuxRound3 = cggmp24::key_refresh::msg::MsgRound3;
 type Sid<'a> = cggmp24::ExecutionId<'a>;
 
+pub mod frost;
 mod parties;
 pub(crate) mod unambiguous;
 
@@ -178,6 +179,10 @@ pub fn verify(file: &[u8], auditor: &[AuditorParty]) -> Report {
     };
     report.push("certificates", check_certificates(&f, &cert, &ids));
     report.push("parties", check_parties(&cert, auditor));
+    if let Some(scheme) = crate::transcript::frost_scheme_of(&cert.curve) {
+        frost::verify_rest(&f, &cert, &ids, scheme, &mut report);
+        return report;
+    }
 
     let entries = decode_entries(&f.aux).and_then(|a| Ok((a, decode_entries(&f.keygen)?)));
     let (aux, kg) = match entries {
@@ -278,12 +283,12 @@ fn check_certificates(
             cert.threshold
         ));
     }
-    if cert.curve != "secp256k1" {
+    if cert.curve != "secp256k1" && crate::transcript::frost_scheme_of(&cert.curve).is_none() {
         return Err(format!("unsupported curve {:?}", cert.curve));
     }
     Ok(format!(
-        "key {:?}: {n} certificates agree, each signed by its party's identity key ({}-of-{n}, created {})",
-        cert.key_id, cert.threshold, cert.created_unix
+        "key {:?} ({}): {n} certificates agree, each signed by its party's identity key ({}-of-{n}, created {})",
+        cert.key_id, cert.curve, cert.threshold, cert.created_unix
     ))
 }
 
