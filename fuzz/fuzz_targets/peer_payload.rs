@@ -5,8 +5,9 @@
 //!
 //! Under test: `tss_core::ecdsa::decode_cbor` into the aux-info, keygen
 //! and signing/presigning message types (`tss_core::ecdsa::{aux, keygen,
-//! sign}::Msg`), as `session::delivery` (and `tss-audit verify`) decode
-//! payloads. The first byte picks the protocol (the envelope's protocol tag).
+//! sign}::Msg`) and the FROST ones (`tss_core::frost::{keygen, sign}::Msg`),
+//! as `session::delivery` (and `tss-audit verify`) decode payloads. The
+//! first byte picks the protocol.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,15 +17,21 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, payload)) = data.split_first() else {
         return;
     };
-    match which % 3 {
+    match which % 5 {
         0 => {
             let _ = decode_cbor::<aux::Msg>(payload);
         }
         1 => {
             let _ = decode_cbor::<keygen::Msg>(payload);
         }
-        _ => {
+        2 => {
             let _ = decode_cbor::<sign::Msg>(payload);
+        }
+        3 => {
+            let _ = decode_cbor::<tss_core::frost::keygen::Msg>(payload);
+        }
+        _ => {
+            let _ = decode_cbor::<tss_core::frost::sign::Msg>(payload);
         }
     }
 });

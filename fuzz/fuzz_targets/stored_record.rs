@@ -6,8 +6,8 @@
 //! `ecdsa::presign::StoredPresignature::decode`, `primes::decode`,
 //! `keygen::record::KeyRecord::decode`, `tss_node::policy::audit::decode` and
 //! `verify_chain`, `tss_node::policy::spend::decode_record`, the
-//! `presignature_used` JSON record, and the identity secret of
-//! `node_secret`.
+//! `presignature_used` JSON record, the identity secret of `node_secret`,
+//! and `tss_core::frost::FrostShare::decode` (a FROST key's share).
 #![no_main]
 
 use keygen::record::{AuxRecord, KeyRecord};
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, b)) = data.split_first() else {
         return;
     };
-    match which % 9 {
+    match which % 10 {
         0 => {
             if let Ok(share) = ecdsa::decode_share(b) {
                 let _ = ecdsa::public_key(&share);
@@ -59,6 +59,13 @@ fuzz_target!(|data: &[u8]| {
         }
         7 => {
             let _ = serde_json::from_slice::<tss_node::testing::UsedRecord>(b);
+        }
+        9 => {
+            if let Ok(share) = tss_core::frost::FrostShare::decode(b) {
+                let _ = (share.public_key(), share.verifying_shares(), share.threshold());
+                let again = tss_core::frost::FrostShare::decode(share.encode().expose());
+                assert!(again.is_ok_and(|s| s.public_key() == share.public_key()));
+            }
         }
         _ => {
             let _ = IdentityKey::from_secret(&SecretBytes::new(b.to_vec()));

@@ -290,6 +290,7 @@ fn stored_records(r: &Runs) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         aux_id: hex::encode(r.aux_id),
         keygen_id: hex::encode(r.keygen_id),
         created_unix: 1_700_000_000,
+        scheme: None,
     }
     .encode();
     let body = serde_json::to_vec(&tss_node::policy::audit::AuditBody {

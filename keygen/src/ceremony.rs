@@ -114,8 +114,11 @@ pub enum CeremonyError {
 /// A key's execution ids and parties as its record holds them.
 #[derive(Clone, Debug)]
 pub struct KeyIds {
-    /// Execution id of the aux-info run.
-    pub aux_id: [u8; 32],
+    /// Execution id of the aux-info run; `None` for a FROST key (no aux
+    /// info).
+    pub aux_id: Option<[u8; 32]>,
+    /// The protocol of the key's DKG session.
+    pub keygen_protocol: Protocol,
     /// Execution id of the keygen run.
     pub keygen_id: [u8; 32],
     /// The key's parties, in keygen index order.
@@ -135,8 +138,16 @@ pub fn key_ids(record: &KeyRecord) -> Result<KeyIds, CeremonyError> {
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| bad(what))
     };
+    let aux_id = match record.scheme {
+        Some(_) => None,
+        None => Some(id(&record.aux_id, "aux id")?),
+    };
     Ok(KeyIds {
-        aux_id: id(&record.aux_id, "aux id")?,
+        aux_id,
+        keygen_protocol: match record.scheme {
+            Some(_) => Protocol::FrostKeygen,
+            None => Protocol::Keygen,
+        },
         keygen_id: id(&record.keygen_id, "keygen id")?,
         parties: record.party_ids().map_err(|e| bad(&e.to_string()))?,
     })
@@ -154,8 +165,8 @@ pub fn complete(
     let (mut aux, mut keygen) = (mine.aux, mine.keygen);
     for e in extra {
         match (e.protocol(), e.session_id()) {
-            (Protocol::AuxInfo, sid) if sid == ids.aux_id => aux.push(e),
-            (Protocol::Keygen, sid) if sid == ids.keygen_id => keygen.push(e),
+            (Protocol::AuxInfo, sid) if Some(sid) == ids.aux_id => aux.push(e),
+            (p, sid) if p == ids.keygen_protocol && sid == ids.keygen_id => keygen.push(e),
             _ => {
                 return Err(CeremonyError::ForeignEntry {
                     party: e.sender(),
@@ -168,8 +179,17 @@ pub fn complete(
     }
     let aux = kt::merge(aux)?;
     let keygen = kt::merge(keygen)?;
-    kt::check_session(&aux, &ids.aux_id, Protocol::AuxInfo, &ids.parties)?;
-    kt::check_session(&keygen, &ids.keygen_id, Protocol::Keygen, &ids.parties)?;
+    match &ids.aux_id {
+        Some(aux_id) => kt::check_session(&aux, aux_id, Protocol::AuxInfo, &ids.parties)?,
+        None if aux.is_empty() => {}
+        None => {
+            return Err(CeremonyError::Record {
+                key_id: record.key_id.clone(),
+                what: "a FROST key has no aux-info run, but entries of one were given".into(),
+            })
+        }
+    }
+    kt::check_session(&keygen, &ids.keygen_id, ids.keygen_protocol, &ids.parties)?;
     Ok(Sessions { aux, keygen })
 }
 
@@ -244,6 +264,20 @@ pub fn check_signatures(
         }
     }
     let pk = record.public_key_bytes().map_err(|e| bad(e.to_string()))?;
+    if let Some(scheme) = record.scheme {
+        return match kt::frost_signature_ok(
+            scheme,
+            &pk,
+            &kt::certificate_digest(body),
+            key_signature,
+        ) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CeremonyError::KeySignature(
+                "the key's signature over the certificate does not verify",
+            )),
+            Err(what) => Err(CeremonyError::KeySignature(what)),
+        };
+    }
     let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk).map_err(|_| {
         CeremonyError::KeySignature("the key's public key is not a secp256k1 point")
     })?;
@@ -355,6 +389,7 @@ mod tests {
             aux_id: hex::encode(AUX),
             keygen_id: hex::encode(KG),
             created_unix: 0,
+            scheme: None,
         };
         Fixture {
             aux: run(&keys, AUX, Protocol::AuxInfo),

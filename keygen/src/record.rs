@@ -58,6 +58,11 @@ pub struct KeyRecord {
     pub keygen_id: String,
     /// Creation time, seconds since the Unix epoch.
     pub created_unix: u64,
+    /// FROST keys: the scheme (`ed25519`, `taproot`); absent for CGGMP24
+    /// ECDSA keys (and in every record written before FROST keys existed).
+    /// `public_key` is then the scheme's 32-byte key and `aux_id` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<tss_core::frost::Scheme>,
 }
 
 /// Why a stored record does not load.
@@ -158,6 +163,7 @@ mod tests {
             aux_id: "00".into(),
             keygen_id: "11".into(),
             created_unix: 5,
+            scheme: None,
         };
         assert_eq!(KeyRecord::decode(&r.encode()).unwrap(), r);
         let mut bad = r.clone();

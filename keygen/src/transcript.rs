@@ -626,3 +626,28 @@ impl KeyCertificate {
         }
     }
 }
+
+/// Whether `sig` is `scheme`'s signature by the 32-byte `key` over `msg`,
+/// by an independent verifier: ed25519-dalek's strict verification, or
+/// k256's BIP340 (x-only key). An error says which input is malformed.
+pub fn frost_signature_ok(
+    scheme: tss_core::frost::Scheme,
+    key: &[u8],
+    msg: &[u8],
+    sig: &[u8; 64],
+) -> Result<bool, &'static str> {
+    let key: [u8; 32] = key.try_into().map_err(|_| "the key is not 32 bytes")?;
+    Ok(match scheme {
+        tss_core::frost::Scheme::Ed25519 => ed25519_dalek::VerifyingKey::from_bytes(&key)
+            .map_err(|_| "the key is not an Ed25519 point")?
+            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+            .is_ok(),
+        tss_core::frost::Scheme::Taproot => {
+            let vk = k256::schnorr::VerifyingKey::from_bytes(&key)
+                .map_err(|_| "the key is not an x-only secp256k1 key")?;
+            let s = k256::schnorr::Signature::try_from(sig.as_slice())
+                .map_err(|_| "the signature is not a BIP340 signature")?;
+            vk.verify_raw(msg, &s).is_ok()
+        }
+    })
+}

@@ -241,10 +241,22 @@ impl Cluster {
         i: usize,
         key_id: &str,
     ) -> (pb::KeyInfo, Vec<pb::KeygenProgress>) {
+        self.keygen_scheme(i, key_id, "").await
+    }
+
+    /// Keygen of a key of `scheme` ("" for ECDSA, "ed25519", "taproot")
+    /// through node `i`, with the progress it reported.
+    pub async fn keygen_scheme(
+        &self,
+        i: usize,
+        key_id: &str,
+        scheme: &str,
+    ) -> (pb::KeyInfo, Vec<pb::KeygenProgress>) {
         let mut c = self.client(i, "admin").await;
         let mut s = c
             .keygen(pb::KeygenRequest {
                 key_id: key_id.into(),
+                scheme: scheme.into(),
                 ..Default::default()
             })
             .await

@@ -13,6 +13,7 @@ mod harness;
 mod auth;
 mod bad_input;
 mod cli;
+mod frost;
 mod gateway_example;
 mod policy;
 mod pool;

@@ -143,7 +143,9 @@ impl Client {
             req.request_id = rand::random::<[u8; 16]>().to_vec();
         }
         if req.authorization.is_none() {
-            let asked = crate::request::auth::keygen_request(&req.key_id, &req.request_id);
+            let scheme = crate::request::parse_scheme(&req.scheme)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let asked = crate::request::auth::keygen_request(&req.key_id, &req.request_id, scheme);
             req.authorization = Some(
                 self.authorize(&asked, KEYGEN_VALIDITY_SECS)
                     .map_err(auth_status)?,

@@ -401,7 +401,7 @@ fn proofs<C: Ciphersuite>(
 }
 
 /// The key's own signature over its certificate digest, checked by an
-/// independent verifier: ed25519-dalek (strict) or k256's BIP340.
+/// independent verifier (ed25519-dalek strict, or k256's BIP340).
 fn key_signature(
     scheme: Scheme,
     f: &TranscriptFile,
@@ -414,31 +414,13 @@ fn key_signature(
         .as_slice()
         .try_into()
         .map_err(|_| "the key signature is not 64 bytes".to_owned())?;
-    let key: [u8; 32] = cert
-        .public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| "the certified key is not 32 bytes".to_owned())?;
-    let ok = match scheme {
-        Scheme::Ed25519 => ed25519_dalek::VerifyingKey::from_bytes(&key)
-            .map_err(|_| "the certified key is not an Ed25519 point".to_owned())?
-            .verify_strict(&digest, &ed25519_dalek::Signature::from_bytes(&sig))
-            .is_ok(),
-        Scheme::Taproot => {
-            let vk = k256::schnorr::VerifyingKey::from_bytes(&key)
-                .map_err(|_| "the certified key is not an x-only secp256k1 key".to_owned())?;
-            let s = k256::schnorr::Signature::try_from(sig.as_slice())
-                .map_err(|_| "the key signature is not a BIP340 signature".to_owned())?;
-            vk.verify_raw(&digest, &s).is_ok()
-        }
-    };
-    if ok {
-        Ok(format!(
+    match crate::transcript::frost_signature_ok(scheme, &cert.public_key, &digest, &sig) {
+        Ok(true) => Ok(format!(
             "the new key signed the certificate ({}, digest {})",
             scheme.name(),
             hex::encode(digest)
-        ))
-    } else {
-        Err("the key's signature over the certificate does not verify".into())
+        )),
+        Ok(false) => Err("the key's signature over the certificate does not verify".into()),
+        Err(what) => Err(format!("certified key or signature: {what}")),
     }
 }

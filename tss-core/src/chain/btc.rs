@@ -169,6 +169,19 @@ pub fn p2wpkh_address(public_key: &[u8], net: Network) -> Result<String, ChainEr
         .ok_or_else(|| invalid("cannot encode the P2WPKH address"))
 }
 
+/// bech32m P2TR address paying to the 32-byte x-only `output_key` (already
+/// tweaked: for this daemon's Taproot keys, the BIP86 output key).
+///
+/// # Errors
+/// [`ChainError::Invalid`] when `output_key` is not an x-only secp256k1 key.
+pub fn p2tr_address(output_key: &[u8], net: Network) -> Result<String, ChainError> {
+    bitcoin::secp256k1::XOnlyPublicKey::from_slice(output_key)
+        .map_err(|_| invalid("not an x-only secp256k1 key"))?;
+    let mut script = vec![0x51, 0x20];
+    script.extend_from_slice(output_key);
+    address_for_script(&script, net).ok_or_else(|| invalid("cannot encode the P2TR address"))
+}
+
 /// The scriptPubKey an address string pays to, for that network: segwit v0/v1 bech32/bech32m with the network's hrp, and base58check P2PKH/P2SH with the network's version bytes (Bitcoin 0x00/0x05, Bitcoin testnet 0x6f/0xc4, Litecoin 0x30/0x32 (also accept legacy 0x05), Litecoin testnet 0x6f/0x3a (also 0xc4)). Refuse an address of another network with a message naming the expected prefix.
 ///
 /// Segwit versions other than v0 (P2WPKH, P2WSH) and v1 with a 32-byte

@@ -351,8 +351,18 @@ fn disk__should_not_contain_plaintext_values() {
     }
     assert!(files > 0);
     assert!(key_marker_seen, "the scan did not see the stored keys");
-    // And the values are really there
-    let store = Store::open(&dir, &pass("pw")).unwrap();
+    // And the values are really there (sled releases its file lock from a
+    // background thread after the handle is dropped: retry for a moment)
+    let store = (0..100)
+        .find_map(|_| match Store::open(&dir, &pass("pw")) {
+            Ok(s) => Some(s),
+            Err(StoreError::Io(_)) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            }
+            Err(e) => panic!("{e}"),
+        })
+        .expect("the store reopens once the first handle is gone");
     assert_eq!(
         store
             .get(RecordKind::Presignature, &[5, 3])

@@ -9,11 +9,14 @@ use keygen::record::KeyRecord;
 use proto::v1 as pb;
 use tss_core::envelope::Protocol;
 use tss_core::identity::PartyId;
-use tss_core::session::SessionInfo;
+use tss_core::session::{self, SessionInfo};
 
 use crate::error::ApiError;
 use crate::protocol::approve::Release;
-use crate::request::retry::signature_response;
+use crate::protocol::{propose_pair_reply, Attempt};
+use crate::request::retry::{mark_seen, signature_response};
+use crate::session::Registered;
+use crate::state::Node;
 
 /// What co-signers are sent: the client's request bytes, how to decode
 /// them, and the client's signature over them.
@@ -53,7 +56,10 @@ pub fn sign_session(
         .ok_or_else(|| ApiError::Internal("this node is not among the signers".into()))?;
     Ok(SessionInfo {
         id: eid,
-        protocol: Protocol::Sign,
+        protocol: match record.scheme {
+            Some(_) => Protocol::FrostSign,
+            None => Protocol::Sign,
+        },
         me: me as u16,
         parties,
     })
@@ -133,4 +139,50 @@ impl SignJob {
             ))
         })
     }
+}
+
+/// Registers this job's session with co-signer `cand` (either scheme):
+/// the signers in order and the session. A node at its session limit is
+/// fatal (no fail-over); any other refusal is one line.
+pub(crate) fn register_pair(
+    node: &Arc<Node>,
+    job: &SignJob,
+    cand: u16,
+) -> Result<(Registered, Vec<u16>), Attempt> {
+    let record = &job.record;
+    let me = record.my_index;
+    let mut signers = vec![me, cand];
+    signers.sort_unstable();
+    let eid = session::sign_execution_id(&record.key_id, &signers, &job.request_id, &job.digest);
+    let info =
+        sign_session(record, &signers, me, eid).map_err(|e| Attempt::Failed(e.to_string()))?;
+    match node.sessions().register(info, false, None) {
+        Ok(r) => Ok((r, signers)),
+        // This node is at its session limit: tell the caller, no failover.
+        Err(e @ ApiError::Busy(_)) => Err(Attempt::Fatal(e)),
+        Err(e) => Err(Attempt::Failed(e.to_string())),
+    }
+}
+
+/// Marks the session's execution id used and proposes the job to the
+/// co-signer `name` (either scheme).
+pub(crate) async fn propose_job(
+    node: &Arc<Node>,
+    job: &SignJob,
+    signers: &[u16],
+    reg: &Registered,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+) -> Result<(), Attempt> {
+    let eid = reg.info.id;
+    if let Err(e) = mark_seen(node, eid).await {
+        // This pair already ran this request: another pair may still sign it.
+        return Err(Attempt::Failed(format!("{name}: {e}")));
+    }
+    let proposal = pb::Proposal {
+        session_id: eid.to_vec(),
+        kind: Some(pb::proposal::Kind::Sign(job.sign_proposal(signers))),
+    };
+    propose_pair_reply(node, client_rpc, &reg.info, proposal, name).await?;
+    Ok(())
 }

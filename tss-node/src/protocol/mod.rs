@@ -18,6 +18,7 @@ pub mod approve;
 pub mod ceremony;
 pub mod certificate;
 pub mod cosign;
+pub mod frost;
 pub mod job;
 pub mod presign;
 pub mod records;

@@ -185,6 +185,23 @@ pub fn load_share(store: &Store, key_id: &str) -> Result<KeyShare, ApiError> {
         .map_err(|e| ApiError::Internal(format!("share of {key_id} is unusable: {e}")))
 }
 
+/// A key's share, of the key's scheme.
+#[derive(Clone)]
+pub enum AnyShare {
+    /// A CGGMP24 ECDSA share.
+    Ecdsa(Arc<KeyShare>),
+    /// A FROST share.
+    Frost(Arc<tss_core::frost::FrostShare>),
+}
+
+/// A key's share of the scheme its record names (blocking).
+pub fn load_any_share(store: &Store, record: &KeyRecord) -> Result<AnyShare, ApiError> {
+    Ok(match record.scheme {
+        Some(_) => AnyShare::Frost(Arc::new(crate::protocol::frost::load_share(store, record)?)),
+        None => AnyShare::Ecdsa(Arc::new(load_share(store, &record.key_id)?)),
+    })
+}
+
 /// [`is_ready`], off the reactor.
 pub async fn is_ready_now(node: &Arc<Node>, key_id: &str) -> Result<bool, ApiError> {
     let (n, k) = (node.clone(), key_id.to_owned());

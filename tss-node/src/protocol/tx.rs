@@ -54,6 +54,7 @@ pub async fn sign_ethereum(
         .digest()
         .map_err(crate::request::auth::AuthError::from)?;
     let record = crate::protocol::records::load_record(&node, &req.key_id).await?;
+    ecdsa_only(&record, "Ethereum transactions")?;
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -151,6 +152,7 @@ pub async fn sign_bitcoin(
         .digest()
         .map_err(crate::request::auth::AuthError::from)?;
     let record = crate::protocol::records::load_record(&node, &req.key_id).await?;
+    ecdsa_only(&record, "P2WPKH inputs")?;
     crate::request::retry::check_request_id(
         &node,
         &record.key_id,
@@ -249,5 +251,16 @@ pub(crate) fn prefix_input(e: ApiError, i: usize) -> ApiError {
         | ApiError::Misbehaved { .. }
         | ApiError::Invalid(_) => e.prefixed(&format!("input {i}")),
         other => other,
+    }
+}
+
+/// Refuses a FROST key for what only an ECDSA key signs.
+fn ecdsa_only(record: &keygen::record::KeyRecord, what: &str) -> Result<(), ApiError> {
+    match record.scheme {
+        None => Ok(()),
+        Some(s) => Err(ApiError::Invalid(format!(
+            "key {} is a FROST {s} key: {what} need an ECDSA key (scheme ecdsa)",
+            record.key_id
+        ))),
     }
 }

@@ -167,12 +167,18 @@ pub fn payload_chain(payload: Option<&pb::sign_payload::Kind>) -> String {
 }
 
 /// A Keygen request as its admin client signed it.
-pub fn keygen_request<'a>(key_id: &'a str, request_id: &'a [u8]) -> ClientRequest<'a> {
+pub fn keygen_request<'a>(
+    key_id: &'a str,
+    request_id: &'a [u8],
+    scheme: Option<tss_core::frost::Scheme>,
+) -> ClientRequest<'a> {
     ClientRequest {
         operation: Operation::Keygen,
         key_id,
         request_id,
-        payload: &[],
+        // The scheme's name for a FROST key, nothing for ECDSA (the
+        // encoding of every Keygen signed before FROST keys existed).
+        payload: scheme.map_or(&[][..], |s| s.name().as_bytes()),
         hash: 0,
         chain: "",
     }
@@ -202,7 +208,7 @@ mod tests {
         // Given a client identity and another one
         let me = crate::transport::generate_tls_identity("gw.example").expect("identity");
         let other = crate::transport::generate_tls_identity("other.example").expect("identity");
-        let req = keygen_request("k1", b"r1");
+        let req = keygen_request("k1", b"r1", None);
         let auth = authorize(&me, &req, 60).expect("signs");
         let msg = req.signed_bytes(auth.expires_unix).expect("encodes");
         // Then its signature verifies under its own certificate only

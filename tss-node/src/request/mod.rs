@@ -41,6 +41,21 @@ pub fn hash_algo(h: i32) -> Result<Hashing, ApiError> {
     }
 }
 
+/// The signature scheme a Keygen request names: `None` for CGGMP24 ECDSA
+/// ("" or "ecdsa"), else the FROST scheme.
+pub fn parse_scheme(s: &str) -> Result<Option<tss_core::frost::Scheme>, ApiError> {
+    match s {
+        "" | "ecdsa" => Ok(None),
+        other => tss_core::frost::Scheme::from_name(other)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "unknown scheme {other:?}: choose ecdsa (the default), ed25519 or taproot"
+                ))
+            }),
+    }
+}
+
 /// What the engine signs, and the 32-byte digest.
 pub fn to_sign(hashing: Hashing, message: &[u8]) -> Result<(ToSign, [u8; 32]), ApiError> {
     match hashing {

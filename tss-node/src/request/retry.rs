@@ -271,6 +271,17 @@ pub async fn stored_response(
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(scheme) = record.scheme {
+        if ::keygen::transcript::frost_signature_ok(scheme, &public_key, digest, &rs) != Ok(true) {
+            return Err(ApiError::Internal(
+                "a kept signature does not verify".into(),
+            ));
+        }
+        tracing::info!(key_id = %record.key_id, "a retried request: the kept signature is returned");
+        return Ok(Some(schnorr_response(
+            record, &rs, digest, signers, "stored", started,
+        )));
+    }
     let fin = tss_core::chain::finish_signature(&public_key, digest, &rs)
         .map_err(|e| ApiError::Internal(format!("a kept signature does not verify ({e})")))?;
     tracing::info!(key_id = %record.key_id, "a retried request: the kept signature is returned");
@@ -307,6 +318,31 @@ pub(crate) fn signature_response(
         elapsed_ms: started.elapsed().as_millis() as u64,
         path: path.into(),
         presignature_id,
+        signature: Vec::new(),
+        scheme: "ecdsa".into(),
+    }
+}
+
+/// The response for a FROST key's 64-byte signature `sig` over `digest`.
+pub(crate) fn schnorr_response(
+    record: &KeyRecord,
+    sig: &[u8; 64],
+    digest: &[u8; 32],
+    signers: Vec<String>,
+    path: &str,
+    started: Instant,
+) -> pb::SignResponse {
+    pb::SignResponse {
+        r: sig[..32].to_vec(),
+        s: sig[32..].to_vec(),
+        digest: digest.to_vec(),
+        public_key: record.public_key_bytes().unwrap_or_default(),
+        signers,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        path: path.into(),
+        signature: sig.to_vec(),
+        scheme: record.scheme.map_or("ecdsa", |s| s.name()).into(),
+        ..Default::default()
     }
 }
 

@@ -48,6 +48,9 @@ impl SignerService {
 /// Public view of a key record.
 pub fn key_info(r: &keygen::record::KeyRecord) -> pb::KeyInfo {
     let pk = r.public_key_bytes().unwrap_or_default();
+    if let Some(scheme) = r.scheme {
+        return frost_key_info(r, scheme, pk);
+    }
     let eth_address = tss_core::chain::eth_address(&pk).unwrap_or_default();
     let mut addresses: Vec<pb::ChainAddress> = tss_core::chain::btc::Network::ALL
         .iter()
@@ -73,6 +76,40 @@ pub fn key_info(r: &keygen::record::KeyRecord) -> pb::KeyInfo {
         parties: r.parties.iter().map(|p| p.name.clone()).collect(),
         created_unix: r.created_unix,
         pool: vec![],
+        scheme: "ecdsa".into(),
+    }
+}
+
+/// Public view of a FROST key: Taproot keys have P2TR addresses on the
+/// Bitcoin networks; an Ed25519 key's address is the chain's own encoding
+/// of the public key, which the gateway computes.
+fn frost_key_info(
+    r: &keygen::record::KeyRecord,
+    scheme: tss_core::frost::Scheme,
+    pk: Vec<u8>,
+) -> pb::KeyInfo {
+    use tss_core::chain::btc::{p2tr_address, Network};
+    let addresses = match scheme {
+        tss_core::frost::Scheme::Taproot => [Network::Bitcoin, Network::BitcoinTestnet]
+            .iter()
+            .filter_map(|&net| {
+                p2tr_address(&pk, net).ok().map(|address| pb::ChainAddress {
+                    chain: net.name().into(),
+                    address,
+                })
+            })
+            .collect(),
+        tss_core::frost::Scheme::Ed25519 => vec![],
+    };
+    pb::KeyInfo {
+        key_id: r.key_id.clone(),
+        addresses,
+        public_key: pk,
+        threshold: u32::from(r.threshold),
+        parties: r.parties.iter().map(|p| p.name.clone()).collect(),
+        created_unix: r.created_unix,
+        scheme: scheme.name().into(),
+        ..Default::default()
     }
 }
 

@@ -21,6 +21,7 @@ pub async fn run(
     keep: Option<PathBuf>,
     fresh_primes: bool,
     signs: usize,
+    scheme: Option<tss_core::frost::Scheme>,
 ) -> anyhow::Result<serde_json::Value> {
     let t0 = Instant::now();
     let tmp;
@@ -53,6 +54,17 @@ pub async fn run(
     }
     step(t0, &format!("creating three parties in {}", root.display()));
     let dirs = create_cluster(&root, !fresh_primes)?;
+    if scheme.is_some() {
+        // An Ed25519 or Taproot gateway asks for chain sighashes: 32-byte
+        // digests it computed (HASH_ALGORITHM_NONE), which the policy must
+        // allow it.
+        for dir in &dirs.parties {
+            std::fs::write(
+                dir.join("policy.toml"),
+                tss_node::cluster::demo_policy(&["gateway"]),
+            )?;
+        }
+    }
     step(
         t0,
         "parties created: Ed25519 identities, TLS certificates, sealed stores, configs",
@@ -119,14 +131,19 @@ pub async fn run(
     }
 
     let key_id = "demo-key";
+    let scheme_name = scheme.map_or("ecdsa", |s| s.name());
     step(
         t0,
-        &format!("keygen {key_id} through {} (2-of-3)", NAMES[0]),
+        &format!(
+            "keygen {key_id} ({scheme_name}) through {} (2-of-3)",
+            NAMES[0]
+        ),
     );
     let kg_start = Instant::now();
     let mut stream = admin
         .keygen(pb::KeygenRequest {
             key_id: key_id.into(),
+            scheme: scheme_name.into(),
             ..Default::default()
         })
         .await?
@@ -157,8 +174,23 @@ pub async fn run(
         ),
     );
 
-    let message = b"tss-node demo: 2-of-3 threshold ECDSA".to_vec();
     let mut gw = client::connect_with_files(dirs.addrs[1], &node_cert(1), &dirs.gateway).await?;
+    if let Some(scheme) = scheme {
+        let out = crate::demo_frost::sign_and_check(t0, &mut gw, &key, scheme, signs).await?;
+        let (transcript_verified, report) = audit(t0, &root, &dirs, key_id, keep.is_some()).await?;
+        drop(procs);
+        step(t0, "nodes stopped");
+        let mut out = out;
+        out["transcript_verified"] = transcript_verified.into();
+        if out["verified"] != true {
+            bail!("signature did not verify: {out}");
+        }
+        if !transcript_verified {
+            bail!("the keygen transcript did not verify:\n{report}");
+        }
+        return Ok(out);
+    }
+    let message = b"tss-node demo: 2-of-3 threshold ECDSA".to_vec();
     step(
         t0,
         &format!(
@@ -242,8 +274,51 @@ pub async fn run(
             ),
         );
     }
+    let (transcript_verified, report) = audit(t0, &root, &dirs, key_id, keep.is_some()).await?;
+    drop(procs);
+    step(t0, "nodes stopped");
+    if let Some(d) = &keep {
+        step(
+            t0,
+            &format!(
+                "cluster kept in {} (node.toml files, logs/, parties.toml, transcripts/)",
+                d.display()
+            ),
+        );
+    }
+    let out = serde_json::json!({
+        "public_key": hex::encode(&key.public_key),
+        "message": hex::encode(&message),
+        "hash": "eip191",
+        "der": hex::encode(&sig.der),
+        "r": hex::encode(&sig.r),
+        "s": hex::encode(&sig.s),
+        "v": sig.v,
+        "eth_address": key.eth_address,
+        "verified": verified,
+        "transcript_verified": transcript_verified,
+    });
+    if !verified {
+        bail!("signature did not verify: {out}");
+    }
+    if !transcript_verified {
+        bail!("the keygen transcript did not verify:\n{report}");
+    }
+    Ok(out)
+}
+
+/// Exports the key's keygen transcript from a party other than the
+/// coordinator and checks it offline, as an auditor would.
+async fn audit(
+    t0: Instant,
+    root: &std::path::Path,
+    dirs: &tss_node::cluster::ClusterDirs,
+    key_id: &str,
+    kept: bool,
+) -> anyhow::Result<(bool, keygen::verify::Report)> {
     // The keygen transcript, exported from a party other than the
     // coordinator, checked offline as an auditor would.
+    let node_cert = |i: usize| dirs.parties[i].join("tls.crt");
     let mut reader = client::connect_with_files(dirs.addrs[1], &node_cert(1), &dirs.admin).await?;
     let file = reader
         .export_transcript(pb::ExportTranscriptRequest {
@@ -293,41 +368,12 @@ pub async fn run(
             "an auditor runs: tss-audit verify {} --parties {}{}",
             transcript_path.display(),
             parties_path.display(),
-            if keep.is_none() {
+            if !kept {
                 "  (the folder is temporary: keep it with --keep DIR)"
             } else {
                 ""
             }
         ),
     );
-    drop(procs);
-    step(t0, "nodes stopped");
-    if let Some(d) = &keep {
-        step(
-            t0,
-            &format!(
-                "cluster kept in {} (node.toml files, logs/, parties.toml, transcripts/)",
-                d.display()
-            ),
-        );
-    }
-    let out = serde_json::json!({
-        "public_key": hex::encode(&key.public_key),
-        "message": hex::encode(&message),
-        "hash": "eip191",
-        "der": hex::encode(&sig.der),
-        "r": hex::encode(&sig.r),
-        "s": hex::encode(&sig.s),
-        "v": sig.v,
-        "eth_address": key.eth_address,
-        "verified": verified,
-        "transcript_verified": transcript_verified,
-    });
-    if !verified {
-        bail!("signature did not verify: {out}");
-    }
-    if !transcript_verified {
-        bail!("the keygen transcript did not verify:\n{report}");
-    }
-    Ok(out)
+    Ok((transcript_verified, report))
 }

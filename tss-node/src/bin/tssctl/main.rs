@@ -1,6 +1,7 @@
 //! `tssctl`: client of the tss-node Signer API, and the local demo.
 
 mod demo;
+mod demo_frost;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +66,9 @@ enum Cmd {
         /// Sign this many messages (sequentially) and report Sign latency.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
         signs: u16,
+        /// Key scheme: ecdsa (CGGMP24), ed25519 or taproot (FROST).
+        #[arg(long, default_value = "ecdsa", value_parser = ["ecdsa", "ed25519", "taproot"])]
+        scheme: String,
     },
     /// Create a client identity (TLS key and certificate) in a folder.
     ClientInit {
@@ -79,6 +83,10 @@ enum Cmd {
         conn: Conn,
         #[arg(long)]
         key: String,
+        /// Signature scheme: ecdsa (CGGMP24, secp256k1), ed25519 (FROST) or
+        /// taproot (FROST, BIP340 with the BIP86 key path).
+        #[arg(long, default_value = "ecdsa", value_parser = ["ecdsa", "ed25519", "taproot"])]
+        scheme: String,
     },
     /// Sign a message; the node hashes it.
     Sign {
@@ -257,6 +265,7 @@ fn json(v: serde_json::Value) {
 fn key_json(k: &pb::KeyInfo) -> serde_json::Value {
     serde_json::json!({
         "key_id": k.key_id,
+        "scheme": k.scheme,
         "public_key": hex::encode(&k.public_key),
         "threshold": k.threshold,
         "parties": k.parties,
@@ -275,8 +284,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             keep,
             fresh_primes,
             signs,
+            scheme,
         } => {
-            let out = demo::run(keep, fresh_primes, usize::from(signs)).await?;
+            let scheme = tss_core::frost::Scheme::from_name(&scheme);
+            let out = demo::run(keep, fresh_primes, usize::from(signs), scheme).await?;
             json(out);
         }
         Cmd::ClientInit { dir, name } => {
@@ -284,12 +295,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             println!("created client {name} in {}", dir.display());
             println!("add it to the node.toml of each node it may call (an admin: of every node):\n\n[[clients]]\nname = {name:?}\nrole = \"gateway\"  # or \"admin\"\ncert = \"\"\"\n{}\"\"\"", cert.trim_end());
         }
-        Cmd::Keygen { conn, key } => {
+        Cmd::Keygen { conn, key, scheme } => {
             let mut c = connect(&conn).await?;
             let t0 = std::time::Instant::now();
             let mut stream = c
                 .keygen(pb::KeygenRequest {
                     key_id: key,
+                    scheme,
                     ..Default::default()
                 })
                 .await?
@@ -351,6 +363,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 "digest": hex::encode(&r.digest), "public_key": hex::encode(&r.public_key),
                 "signers": r.signers, "elapsed_ms": r.elapsed_ms,
                 "path": r.path, "presignature_id": hex::encode(&r.presignature_id),
+                "scheme": r.scheme, "signature": hex::encode(&r.signature),
             }));
         }
         Cmd::SignEth {

@@ -183,7 +183,7 @@ pub(crate) async fn accept(
         &a.party_set,
         expected,
         id,
-        &crate::request::auth::keygen_request(&a.key_id, &a.request_id),
+        &crate::request::auth::keygen_request(&a.key_id, &a.request_id, None),
         a.authorization.as_ref(),
     ) {
         return Ok(decline(why.to_string()));

@@ -52,9 +52,8 @@ pub(crate) async fn certify_key(
         ),
     )
     .await;
-    let (n, k) = (node.clone(), record.key_id.clone());
-    let share =
-        Arc::new(blocking(move || crate::protocol::records::load_share(n.store(), &k)).await?);
+    let (n, rec) = (node.clone(), record.clone());
+    let share = blocking(move || crate::protocol::records::load_any_share(n.store(), &rec)).await?;
     let (body, signatures) = certify_everywhere(node, record, &peers, &sessions, &share).await?;
     progress(
         p,
@@ -175,7 +174,7 @@ pub(crate) async fn certify_everywhere(
     record: &KeyRecord,
     peers: &[(u16, String, PeerRpc)],
     sessions: &crate::protocol::ceremony::transcript::Sessions,
-    share: &tss_core::ecdsa::KeyShare,
+    share: &crate::protocol::records::AnyShare,
 ) -> Result<(Vec<u8>, Vec<Vec<u8>>), ApiError> {
     use ::keygen::transcript::{encode_entries, SignedCertificate};
     let created_unix = crate::protocol::ceremony::transcript::now_unix();
@@ -299,7 +298,7 @@ pub(crate) async fn sign_certificate(
     node: &Arc<Node>,
     record: &KeyRecord,
     body: &[u8],
-    share: Arc<tss_core::ecdsa::KeyShare>,
+    share: crate::protocol::records::AnyShare,
 ) -> Result<[u8; 64], ApiError> {
     let message = ::keygen::transcript::cert_signed_bytes(body);
     let (data, digest) = to_sign(Hashing::Node(HashAlgo::Sha256), &message)?;
@@ -330,7 +329,23 @@ pub(crate) async fn sign_certificate(
     };
     let mut failures = Vec::new();
     for (cand, name, mut rpc) in key_peers(node, record)? {
-        match sign_full(node, &job, data, cand, &name, &mut rpc, share.clone()).await {
+        let signed = match &share {
+            crate::protocol::records::AnyShare::Ecdsa(s) => {
+                sign_full(node, &job, data, cand, &name, &mut rpc, s.clone()).await
+            }
+            crate::protocol::records::AnyShare::Frost(s) => {
+                crate::protocol::frost::sign::sign_full(
+                    node,
+                    &job,
+                    cand,
+                    &name,
+                    &mut rpc,
+                    s.clone(),
+                )
+                .await
+            }
+        };
+        match signed {
             Ok(resp) => {
                 // Recorded as signed before our partial signature left.
                 let rs: [u8; 64] = [resp.r.as_slice(), resp.s.as_slice()]

@@ -39,7 +39,8 @@ pub async fn keygen(
     if req.request_id.is_empty() || req.request_id.len() > 128 {
         return Err(ApiError::Invalid("request_id must be 1-128 bytes".into()));
     }
-    let asked = crate::request::auth::keygen_request(&key_id, &req.request_id);
+    let scheme = crate::request::parse_scheme(&req.scheme)?;
+    let asked = crate::request::auth::keygen_request(&key_id, &req.request_id, scheme);
     crate::request::auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
     let ask = KeygenAsk {
         key_id: key_id.clone(),
@@ -113,34 +114,23 @@ pub async fn keygen(
     }
     let set = session::party_set_id(&node.peers().ids());
     for attempt in 0..2 {
-        // One "load or generate aux info" at a time: two keygens must not
-        // both start an aux-info run.
-        let aux_lock = node.aux_lock().lock().await;
-        let n = node.clone();
-        let aux = match blocking(move || crate::protocol::records::load_aux_for_keygen(&n)).await? {
-            Some(a) => a,
-            None => {
-                run_aux(&node, &ask, &p, started).await?;
-                let n = node.clone();
-                blocking(move || crate::protocol::records::load_aux(&n))
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::Internal("aux info missing right after generation".into())
-                    })?
-            }
+        let dkg = match scheme {
+            // FROST keys need no aux info.
+            Some(s) => Dkg::Frost(s),
+            None => Dkg::Ecdsa(load_or_make_aux(&node, &ask, &p, started).await?),
         };
-        drop(aux_lock);
         let mut nonce = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut nonce);
         let eid = session::keygen_execution_id(&key_id, &set, &nonce);
-        let info = node.peers().ceremony_session(eid, Protocol::Keygen);
+        let info = node.peers().ceremony_session(eid, dkg.protocol());
         let reg = node.sessions().register(info.clone(), false, None)?;
         progress(
             &p,
             started,
             "keygen",
             format!(
-                "proposing key {key_id} (t={}) to all parties",
+                "proposing key {key_id} ({}, t={}) to all parties",
+                dkg.scheme_name(),
                 node.cfg().threshold
             ),
         )
@@ -149,10 +139,11 @@ pub async fn keygen(
             key_id: key_id.clone(),
             party_set: set.to_vec(),
             nonce: nonce.to_vec(),
-            aux_id: aux.aux_id.to_vec(),
+            aux_id: dkg.aux_id().to_vec(),
             threshold: u32::from(node.cfg().threshold),
             request_id: ask.request_id.clone(),
             authorization: ask.authorization.clone(),
+            scheme: scheme.map_or_else(String::new, |s| s.name().to_owned()),
         });
         match propose_all(&node, &info, kind).await {
             Ok(()) => {}
@@ -198,7 +189,7 @@ pub async fn keygen(
             &p,
             started,
             "keygen",
-            run_party(node.clone(), reg, key_id.clone(), aux),
+            run_party(node.clone(), reg, key_id.clone(), dkg),
         )
         .await
         {
@@ -242,15 +233,72 @@ pub async fn keygen(
     ))
 }
 
-/// Runs DKG as one party, completes the share with `aux` and seals it.
+/// The DKG a keygen runs: CGGMP24's, completed with the party set's aux
+/// info, or a FROST scheme's (no aux info).
+pub(crate) enum Dkg {
+    /// CGGMP24 threshold ECDSA.
+    Ecdsa(AuxRecord),
+    /// FROST.
+    Frost(tss_core::frost::Scheme),
+}
+
+impl Dkg {
+    fn protocol(&self) -> Protocol {
+        match self {
+            Dkg::Ecdsa(_) => Protocol::Keygen,
+            Dkg::Frost(_) => Protocol::FrostKeygen,
+        }
+    }
+
+    fn scheme_name(&self) -> &'static str {
+        match self {
+            Dkg::Ecdsa(_) => "ecdsa",
+            Dkg::Frost(s) => s.name(),
+        }
+    }
+
+    fn aux_id(&self) -> &[u8] {
+        match self {
+            Dkg::Ecdsa(a) => &a.aux_id,
+            Dkg::Frost(_) => &[],
+        }
+    }
+}
+
+/// The party set's aux info for a new ECDSA key, generated first if there
+/// is none (one "load or generate" at a time: two keygens must not both
+/// start an aux-info run).
+async fn load_or_make_aux(
+    node: &Arc<Node>,
+    ask: &KeygenAsk,
+    p: &Progress,
+    started: Instant,
+) -> Result<AuxRecord, ApiError> {
+    let _aux_lock = node.aux_lock().lock().await;
+    let n = node.clone();
+    if let Some(a) = blocking(move || crate::protocol::records::load_aux_for_keygen(&n)).await? {
+        return Ok(a);
+    }
+    run_aux(node, ask, p, started).await?;
+    let n = node.clone();
+    blocking(move || crate::protocol::records::load_aux(&n))
+        .await?
+        .ok_or_else(|| ApiError::Internal("aux info missing right after generation".into()))
+}
+
+/// Runs DKG as one party and seals the share (an ECDSA share completed
+/// with its aux info).
 pub async fn run_party(
     node: Arc<Node>,
     reg: Registered,
     key_id: String,
-    aux: AuxRecord,
+    dkg: Dkg,
 ) -> Result<KeyRecord, SessionFailure> {
     let _running = node.metrics().session_running("keygen");
-    let r = keygen_inner(node.clone(), reg, key_id, aux).await;
+    let r = match dkg {
+        Dkg::Ecdsa(aux) => keygen_inner(node.clone(), reg, key_id, aux).await,
+        Dkg::Frost(scheme) => frost_keygen_inner(node.clone(), reg, key_id, scheme).await,
+    };
     if r.is_err() {
         node.metrics().session_failed("keygen");
     }
@@ -286,54 +334,119 @@ pub(crate) async fn keygen_inner(
         key_id: key_id.clone(),
         public_key: hex::encode(ecdsa::public_key(&share)),
         threshold: t,
-        parties: node
-            .peers()
-            .all()
-            .iter()
-            .map(|p| KeyParty {
-                name: p.name.clone(),
-                identity: p.id.to_hex(),
-            })
-            .collect(),
+        parties: key_parties(&node),
         my_index: me,
         aux_id: hex::encode(aux_id),
         keygen_id: hex::encode(eid),
         created_unix: crate::protocol::ceremony::transcript::now_unix(),
+        scheme: None,
     };
-    let n2 = node.clone();
-    let rec = record.clone();
+    seal_key(&node, &record, ecdsa::encode_share(&share), view)
+        .await
+        .map_err(|e| SessionFailure::Engine(e.to_string()))?;
+    tracing::info!(key_id, public_key = %record.public_key, "key generated and sealed");
+    Ok(record)
+}
+
+/// Runs the FROST DKG as one party of a keygen and seals the share, the
+/// view of the run and the key record.
+async fn frost_keygen_inner(
+    node: Arc<Node>,
+    reg: Registered,
+    key_id: String,
+    scheme: tss_core::frost::Scheme,
+) -> Result<KeyRecord, SessionFailure> {
+    let info = reg.info.clone();
+    let n = info.parties.len() as u16;
+    let t = node.cfg().threshold;
+    let (eid, me) = (info.id, info.me);
+    let recorder = Recorder::default();
+    let share = reg
+        .run_recorded(
+            Duration::from_millis(node.cfg().timeouts.keygen_ms),
+            Some(recorder.clone()),
+            move |party| async move {
+                tss_core::frost::keygen::run(&eid, scheme, me, n, t, party).await
+            },
+        )
+        .await?;
+    // Point-to-point envelopes (secret shares) only as their hash.
+    let view = crate::protocol::ceremony::transcript::encode_view(&recorder.take());
+    let record = KeyRecord {
+        v: KEY_RECORD_VERSION,
+        key_id: key_id.clone(),
+        public_key: hex::encode(share.public_key()),
+        threshold: t,
+        parties: key_parties(&node),
+        my_index: me,
+        aux_id: String::new(),
+        keygen_id: hex::encode(eid),
+        created_unix: crate::protocol::ceremony::transcript::now_unix(),
+        scheme: Some(scheme),
+    };
+    seal_key(&node, &record, share.encode(), view)
+        .await
+        .map_err(|e| SessionFailure::Engine(e.to_string()))?;
+    tracing::info!(key_id, scheme = scheme.name(), public_key = %record.public_key, "key generated and sealed");
+    Ok(record)
+}
+
+/// What a participant runs once a keygen starts: the DKG, or first the
+/// wait for the aux-info run it names.
+enum Pending {
+    Ready(Dkg),
+    Aux([u8; 32]),
+}
+
+/// Seals a new key's share and this party's view of its runs, then its
+/// record, which makes the key visible: a crash in between leaves no usable
+/// half key. Never overwrites a share.
+pub(crate) async fn seal_key(
+    node: &Arc<Node>,
+    record: &KeyRecord,
+    share: tss_core::secret::SecretBytes,
+    view: Vec<u8>,
+) -> Result<(), ApiError> {
+    let (n, rec) = (node.clone(), record.clone());
     blocking(move || {
-        let share_bytes = ecdsa::encode_share(&share);
-        // Share and view of the run first, then the record that makes the
-        // key visible: a crash in between leaves no usable half key.
-        if !n2.store().insert_new(
+        if !n.store().insert_new(
             RecordKind::KeyShare,
             crate::keys::key(&rec.key_id),
-            share_bytes.expose(),
+            share.expose(),
         )? {
             return Err(ApiError::Conflict(format!(
                 "a share of key {} already exists; not overwritten",
                 rec.key_id
             )));
         }
-        n2.store().put(
+        n.store().put(
             RecordKind::Transcript,
             &crate::keys::keygen_view(&rec.key_id),
             &view,
         )?;
-        n2.store().flush()?;
-        n2.store().put(
+        n.store().flush()?;
+        n.store().put(
             RecordKind::KeyInfo,
             crate::keys::key(&rec.key_id),
             &rec.encode(),
         )?;
-        n2.store().flush()?;
+        n.store().flush()?;
         Ok(())
     })
     .await
-    .map_err(|e| SessionFailure::Engine(e.to_string()))?;
-    tracing::info!(key_id, public_key = %record.public_key, "key generated and sealed");
-    Ok(record)
+}
+
+/// The key's parties as the record lists them: this node's configured
+/// parties, in keygen index order.
+pub(crate) fn key_parties(node: &Node) -> Vec<KeyParty> {
+    node.peers()
+        .all()
+        .iter()
+        .map(|p| KeyParty {
+            name: p.name.clone(),
+            identity: p.id.to_hex(),
+        })
+        .collect()
 }
 
 /// A participant's answer to a keygen proposal from `from` (session `id`):
@@ -358,6 +471,10 @@ pub(crate) async fn accept(
             node.cfg().threshold
         )));
     }
+    let scheme = match crate::request::parse_scheme(&k.scheme) {
+        Ok(s) => s,
+        Err(e) => return Ok(decline(e.to_string())),
+    };
     let expected = session::keygen_execution_id(&k.key_id, &my_set, &nonce);
     if let Err(why) = super::check_proposal(
         node,
@@ -365,7 +482,7 @@ pub(crate) async fn accept(
         &k.party_set,
         expected,
         id,
-        &crate::request::auth::keygen_request(&k.key_id, &k.request_id),
+        &crate::request::auth::keygen_request(&k.key_id, &k.request_id, scheme),
         k.authorization.as_ref(),
     ) {
         return Ok(decline(why.to_string()));
@@ -389,22 +506,37 @@ pub(crate) async fn accept(
             node.cfg().name
         )));
     }
-    let aux_id: [u8; 32] = sid(&k.aux_id)?;
-    let aux = aux.filter(|a| a.aux_id == aux_id);
-    // Our part of that aux-info run may still be finishing (the
-    // last round's proofs take a while): accept, and wait for it.
-    if aux.is_none() && !node.claims().aux_running(&aux_id) {
-        return Ok(pb::ProposalReply {
-            reason: format!(
-                "missing aux info {} at {}",
-                hex::encode(aux_id),
-                node.cfg().name
-            ),
-            missing_aux: true,
-            ..Default::default()
-        });
-    }
-    let info = node.peers().ceremony_session(id, Protocol::Keygen);
+    // FROST keys need no aux info; an ECDSA key needs the named run's,
+    // which may still be finishing here (the last round's proofs take a
+    // while): accept, and wait for it.
+    let pending = match scheme {
+        Some(_) if !k.aux_id.is_empty() => return Ok(decline("a FROST key has no aux info")),
+        Some(s) => Pending::Ready(Dkg::Frost(s)),
+        None => {
+            let aux_id: [u8; 32] = sid(&k.aux_id)?;
+            let aux = aux.filter(|a| a.aux_id == aux_id);
+            if aux.is_none() && !node.claims().aux_running(&aux_id) {
+                return Ok(pb::ProposalReply {
+                    reason: format!(
+                        "missing aux info {} at {}",
+                        hex::encode(aux_id),
+                        node.cfg().name
+                    ),
+                    missing_aux: true,
+                    ..Default::default()
+                });
+            }
+            match aux {
+                Some(a) => Pending::Ready(Dkg::Ecdsa(a)),
+                None => Pending::Aux(aux_id),
+            }
+        }
+    };
+    let protocol = match scheme {
+        Some(_) => Protocol::FrostKeygen,
+        None => Protocol::Keygen,
+    };
+    let info = node.peers().ceremony_session(id, protocol);
     let mut reg = node.sessions().register(info, true, Some(from.id))?;
     let n = node.clone();
     tokio::spawn(async move {
@@ -413,10 +545,10 @@ pub(crate) async fn accept(
             tracing::warn!(failure = %f, "keygen session never started");
             return;
         }
-        let aux = match aux {
-            Some(a) => a,
-            None => match wait_for_aux(&n, aux_id).await {
-                Some(a) => a,
+        let dkg = match pending {
+            Pending::Ready(d) => d,
+            Pending::Aux(aux_id) => match wait_for_aux(&n, aux_id).await {
+                Some(a) => Dkg::Ecdsa(a),
                 None => {
                     tracing::warn!(aux_id = %hex::encode(aux_id), "aux-info run ended without aux info; keygen abandoned");
                     return;
@@ -432,7 +564,7 @@ pub(crate) async fn accept(
             tracing::warn!(error = %e, "keygen abandoned: the unfinished earlier key could not be put aside");
             return;
         }
-        if let Err(f) = run_party(n, reg, k.key_id, aux).await {
+        if let Err(f) = run_party(n, reg, k.key_id, dkg).await {
             tracing::warn!(failure = %f, "keygen session failed");
         }
     });

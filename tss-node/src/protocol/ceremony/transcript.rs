@@ -49,7 +49,7 @@ use ::keygen::transcript::{
     self as kt, CertParty, Entry, KeyCertificate, SignedCertificate, CERTIFICATE_FORMAT,
 };
 use proto::v1 as pb;
-use tss_core::ecdsa::{self, KeyShare};
+use tss_core::ecdsa;
 use tss_core::store::{RecordKind, Store};
 
 use crate::error::{blocking, ApiError};
@@ -93,11 +93,14 @@ pub(crate) fn load_entries(node: &Node, key: &[u8], what: &str) -> Result<Vec<En
 pub fn load_views(node: &Node, record: &KeyRecord) -> Result<Sessions, ApiError> {
     let ids = key_ids(record)?;
     Ok(Sessions {
-        aux: load_entries(
-            node,
-            &crate::keys::aux_view(&ids.aux_id),
-            &format!("aux-info run {}", record.aux_id),
-        )?,
+        aux: match &ids.aux_id {
+            Some(aux_id) => load_entries(
+                node,
+                &crate::keys::aux_view(aux_id),
+                &format!("aux-info run {}", record.aux_id),
+            )?,
+            None => Vec::new(),
+        },
         keygen: load_entries(
             node,
             &crate::keys::keygen_view(&record.key_id),
@@ -112,7 +115,7 @@ pub fn load_views(node: &Node, record: &KeyRecord) -> Result<Sessions, ApiError>
 pub fn certificate(
     node: &Node,
     record: &KeyRecord,
-    share: &KeyShare,
+    share: &crate::protocol::records::AnyShare,
     transcript_root: [u8; 32],
     created_unix: u64,
 ) -> Result<KeyCertificate, ApiError> {
@@ -138,6 +141,25 @@ pub fn certificate(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let share = match share {
+        crate::protocol::records::AnyShare::Ecdsa(s) => s,
+        crate::protocol::records::AnyShare::Frost(s) => {
+            if hex::encode(s.public_key()) != record.public_key {
+                return Err(ApiError::Internal(format!(
+                    "the share of key {} does not match its record",
+                    record.key_id
+                )));
+            }
+            return Ok(KeyCertificate::from_frost(
+                &record.key_id,
+                parties,
+                s,
+                ids.keygen_id,
+                transcript_root,
+                created_unix,
+            ));
+        }
+    };
     let public_key = ecdsa::public_key(share);
     if hex::encode(public_key) != record.public_key {
         return Err(ApiError::Internal(format!(
@@ -160,7 +182,7 @@ pub fn certificate(
         parties,
         public_key: public_key.to_vec().into(),
         public_shares,
-        aux_id: ids.aux_id.to_vec().into(),
+        aux_id: ids.aux_id.unwrap_or_default().to_vec().into(),
         keygen_id: ids.keygen_id.to_vec().into(),
         transcript_root: transcript_root.to_vec().into(),
         created_unix,
@@ -176,11 +198,13 @@ pub fn store_certified(
 ) -> Result<(), ApiError> {
     let ids = key_ids(record)?;
     let t = RecordKind::Transcript;
-    store.put(
-        t,
-        &crate::keys::aux_view(&ids.aux_id),
-        &kt::encode_entries(&sessions.aux),
-    )?;
+    if let Some(aux_id) = &ids.aux_id {
+        store.put(
+            t,
+            &crate::keys::aux_view(aux_id),
+            &kt::encode_entries(&sessions.aux),
+        )?;
+    }
     store.put(
         t,
         &crate::keys::keygen_view(&record.key_id),
@@ -377,7 +401,7 @@ pub async fn certify(
                 n.cfg().name
             ))
         })?;
-        let share = crate::protocol::records::load_share(n.store(), &record.key_id)?;
+        let share = crate::protocol::records::load_any_share(n.store(), &record)?;
         let cert = certificate(&n, &record, &share, sessions.root(), req.created_unix)?;
         let signed = SignedCertificate::sign(n.identity(), record.my_index, &cert);
         store_certified(n.store(), &record, &sessions, &signed.body)?;

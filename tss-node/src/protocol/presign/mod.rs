@@ -280,6 +280,9 @@ pub async fn refill_loop(node: Arc<Node>) {
         let levels = blocking(move || {
             let mut out = Vec::new();
             for record in crate::protocol::records::list_key_records(n.store())? {
+                if record.scheme.is_some() {
+                    continue; // a FROST key: no presignatures
+                }
                 if !crate::protocol::records::is_ready(n.store(), &record.key_id)? {
                     continue; // not usable yet (keygen unfinished)
                 }

@@ -79,11 +79,6 @@ pub(crate) async fn accept(
     if let Err(e) = crate::request::retry::mark_seen(node, eid).await {
         return Ok(decline(e.to_string()));
     }
-    let (n, key_id) = (node.clone(), record.key_id.clone());
-    let share =
-        Arc::new(blocking(move || crate::protocol::records::load_share(n.store(), &key_id)).await?);
-    let n = node.clone();
-    let coordinator_name = from.name.clone();
     // The amounts and the request are recorded durably before our
     // partial signature leaves; if the session ends before that, the
     // reservation is dropped (nothing was released).
@@ -94,6 +89,26 @@ pub(crate) async fn accept(
         &digest,
         Default::default(),
     );
+    if record.scheme.is_some() {
+        let c = crate::protocol::frost::sign::CoSign {
+            reg,
+            record,
+            signers,
+            request_id,
+            digest,
+            hook,
+            coordinator: from.name.clone(),
+            claim,
+        };
+        crate::protocol::frost::sign::cosign(node, c).await?;
+        tracing::info!(from = %from.name, key_id = %s.key_id, "accepted signing");
+        return Ok(accepted());
+    }
+    let (n, key_id) = (node.clone(), record.key_id.clone());
+    let share =
+        Arc::new(blocking(move || crate::protocol::records::load_share(n.store(), &key_id)).await?);
+    let n = node.clone();
+    let coordinator_name = from.name.clone();
     tokio::spawn(async move {
         let _claim = claim;
         match crate::protocol::sign::run_engine(

@@ -15,7 +15,6 @@ use keygen::record::KeyRecord;
 use proto::v1 as pb;
 use tss_core::ecdsa::sign::ToSign;
 use tss_core::ecdsa::{self, KeyShare};
-use tss_core::session;
 use tss_core::store::RecordKind;
 
 use crate::config::ClientEntry;
@@ -25,10 +24,10 @@ use crate::protocol::approve::{check_policy, Release};
 use crate::protocol::presign::sign::{sign_from_pool, PoolMiss};
 use crate::protocol::records::load_record;
 use crate::protocol::sign::retry::find_elsewhere;
-use crate::protocol::{propose_pair_reply, Attempt};
+use crate::protocol::Attempt;
 use crate::request::decode::Decoded;
 use crate::request::retry::{
-    bind_request_id, check_request_id, claim_fresh_request, mark_seen, signed_here, stored_response,
+    bind_request_id, check_request_id, claim_fresh_request, signed_here, stored_response,
 };
 use crate::request::{check_sign_input, hash_algo};
 use crate::session::{Registered, SessionFailure};
@@ -163,7 +162,8 @@ pub async fn sign_decoded(
         let leads = pair[0] == me;
         let (n, k) = (node.clone(), record.key_id.clone());
         let ready: Vec<[u8; 32]> = match data {
-            ToSign::Hashed(_) if node.cfg().presign.target > 0 => {
+            // FROST keys sign in two rounds here (no presignatures).
+            ToSign::Hashed(_) if node.cfg().presign.target > 0 && record.scheme.is_none() => {
                 blocking(move || crate::protocol::presign::ready_ids(&n, &k, &pair))
                     .await?
                     .into_iter()
@@ -176,6 +176,7 @@ pub async fn sign_decoded(
     }
     candidates.sort_by_key(|(_, ready, leads)| std::cmp::Reverse((ready.len(), *leads)));
     let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
+    let mut frost_share: Option<Arc<tss_core::frost::FrostShare>> = None;
     let mut failures = Vec::new();
     let mut denials = Vec::new();
     let mut busy = Vec::new();
@@ -193,52 +194,76 @@ pub async fn sign_decoded(
                 failures.push(format!("{name}: not in this node's config"));
                 continue;
             };
-            if let (ToSign::Hashed(hashed), false) = (data, ready.is_empty()) {
-                match sign_from_pool(&node, &job, hashed, cand, ready, &name, &mut client_rpc).await
-                {
-                    Ok(resp) => {
-                        node.metrics().signed_from_pool();
-                        node.metrics()
-                            .observe_sign(SignPath::Pool, started.elapsed());
-                        break 'sign Ok(resp);
+            let attempt = if record.scheme.is_some() {
+                let share = match &frost_share {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = crate::protocol::frost::sign::load(&node, record).await?;
+                        frost_share = Some(s.clone());
+                        s
                     }
-                    Err(PoolMiss::Missing(why)) => {
-                        node.metrics().pool_fell_back();
-                        tracing::info!(co_signer = %name, why, "presignature unavailable; full protocol");
-                    }
-                    Err(PoolMiss::Failed(why)) => {
-                        tracing::warn!(co_signer = %name, why, "pool signing failed; trying the next co-signer");
-                        failures.push(why);
-                        continue;
-                    }
-                    Err(PoolMiss::Denied(why)) => {
-                        tracing::warn!(co_signer = %name, why, "co-signer's policy refused; trying the next co-signer");
-                        denials.push(why);
-                        continue;
-                    }
-                    Err(PoolMiss::AlreadySigned(why)) => {
-                        signed_before.push(why);
-                        continue;
-                    }
-                    Err(PoolMiss::Conflict(why)) => {
-                        conflicts.push(why);
-                        continue;
+                };
+                crate::protocol::frost::sign::sign_full(
+                    &node,
+                    &job,
+                    cand,
+                    &name,
+                    &mut client_rpc,
+                    share,
+                )
+                .await
+            } else {
+                if let (ToSign::Hashed(hashed), false) = (data, ready.is_empty()) {
+                    match sign_from_pool(&node, &job, hashed, cand, ready, &name, &mut client_rpc)
+                        .await
+                    {
+                        Ok(resp) => {
+                            node.metrics().signed_from_pool();
+                            node.metrics()
+                                .observe_sign(SignPath::Pool, started.elapsed());
+                            break 'sign Ok(resp);
+                        }
+                        Err(PoolMiss::Missing(why)) => {
+                            node.metrics().pool_fell_back();
+                            tracing::info!(co_signer = %name, why, "presignature unavailable; full protocol");
+                        }
+                        Err(PoolMiss::Failed(why)) => {
+                            tracing::warn!(co_signer = %name, why, "pool signing failed; trying the next co-signer");
+                            failures.push(why);
+                            continue;
+                        }
+                        Err(PoolMiss::Denied(why)) => {
+                            tracing::warn!(co_signer = %name, why, "co-signer's policy refused; trying the next co-signer");
+                            denials.push(why);
+                            continue;
+                        }
+                        Err(PoolMiss::AlreadySigned(why)) => {
+                            signed_before.push(why);
+                            continue;
+                        }
+                        Err(PoolMiss::Conflict(why)) => {
+                            conflicts.push(why);
+                            continue;
+                        }
                     }
                 }
-            }
-            let share = match &share {
-                Some(s) => s.clone(),
-                None => {
-                    let (n, key_id) = (node.clone(), record.key_id.clone());
-                    let s = Arc::new(
-                        blocking(move || crate::protocol::records::load_share(n.store(), &key_id))
+                let share = match &share {
+                    Some(s) => s.clone(),
+                    None => {
+                        let (n, key_id) = (node.clone(), record.key_id.clone());
+                        let s = Arc::new(
+                            blocking(move || {
+                                crate::protocol::records::load_share(n.store(), &key_id)
+                            })
                             .await?,
-                    );
-                    share = Some(s.clone());
-                    s
-                }
+                        );
+                        share = Some(s.clone());
+                        s
+                    }
+                };
+                sign_full(&node, &job, data, cand, &name, &mut client_rpc, share).await
             };
-            match sign_full(&node, &job, data, cand, &name, &mut client_rpc, share).await {
+            match attempt {
                 Ok(resp) => {
                     node.metrics().signed_full();
                     node.metrics()
@@ -354,19 +379,7 @@ pub(crate) async fn sign_full(
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
     share: Arc<tss_core::ecdsa::KeyShare>,
 ) -> Result<pb::SignResponse, Attempt> {
-    let record = &job.record;
-    let me = record.my_index;
-    let mut signers = vec![me, cand];
-    signers.sort_unstable();
-    let eid = session::sign_execution_id(&record.key_id, &signers, &job.request_id, &job.digest);
-    let info =
-        sign_session(record, &signers, me, eid).map_err(|e| Attempt::Failed(e.to_string()))?;
-    let reg = match node.sessions().register(info, false, None) {
-        Ok(r) => r,
-        // This node is at its session limit: tell the caller, no failover.
-        Err(e @ ApiError::Busy(_)) => return Err(Attempt::Fatal(e)),
-        Err(e) => return Err(Attempt::Failed(e.to_string())),
-    };
+    let (reg, signers) = crate::protocol::job::register_pair(node, job, cand)?;
     sign_full_registered(node, job, data, name, client_rpc, share, signers, reg).await
 }
 
@@ -382,16 +395,7 @@ pub(crate) async fn sign_full_registered(
     signers: Vec<u16>,
     reg: crate::session::Registered,
 ) -> Result<pb::SignResponse, Attempt> {
-    let eid = reg.info.id;
-    if let Err(e) = mark_seen(node, eid).await {
-        // This pair already ran this request: another pair may still sign it.
-        return Err(Attempt::Failed(format!("{name}: {e}")));
-    }
-    let proposal = pb::Proposal {
-        session_id: eid.to_vec(),
-        kind: Some(pb::proposal::Kind::Sign(job.sign_proposal(&signers))),
-    };
-    propose_pair_reply(node, client_rpc, &reg.info, proposal, name).await?;
+    crate::protocol::job::propose_job(node, job, &signers, &reg, name, client_rpc).await?;
     let info = reg.info.clone();
     let hook = job.release.before_partial(
         node,
