@@ -38,7 +38,7 @@ impl Ceremony {
     }
 }
 
-fn cert_parties(keys: &[Arc<IdentityKey>]) -> Vec<CertParty> {
+pub(crate) fn cert_parties(keys: &[Arc<IdentityKey>]) -> Vec<CertParty> {
     keys.iter()
         .enumerate()
         .map(|(i, k)| CertParty {
@@ -49,7 +49,7 @@ fn cert_parties(keys: &[Arc<IdentityKey>]) -> Vec<CertParty> {
         .collect()
 }
 
-fn auditor(keys: &[Arc<IdentityKey>]) -> Vec<AuditorParty> {
+pub(crate) fn auditor(keys: &[Arc<IdentityKey>]) -> Vec<AuditorParty> {
     keys.iter()
         .enumerate()
         .map(|(i, k)| AuditorParty {

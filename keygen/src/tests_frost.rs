@@ -4,39 +4,14 @@
 //! polynomial with a valid proof, another key's signature).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use serde_bytes::ByteBuf;
 use tss_core::envelope::{Envelope, Protocol};
 use tss_core::frost::{self, FrostShare, Scheme};
-use tss_core::identity::IdentityKey;
 use tss_core::testing::Net;
 
+use crate::tests::{auditor, cert_parties};
 use crate::transcript::*;
-use crate::verify::{self, AuditorParty, Outcome, Report};
-
-fn cert_parties(keys: &[Arc<IdentityKey>]) -> Vec<CertParty> {
-    keys.iter()
-        .enumerate()
-        .map(|(i, k)| CertParty {
-            name: format!("custodian-{i}"),
-            identity: ByteBuf::from(k.party_id().0.to_vec()),
-            tls_fingerprint: ByteBuf::from(vec![i as u8; 32]),
-        })
-        .collect()
-}
-
-fn auditor(keys: &[Arc<IdentityKey>]) -> Vec<AuditorParty> {
-    keys.iter()
-        .enumerate()
-        .map(|(i, k)| AuditorParty {
-            name: format!("custodian-{i}"),
-            identity: k.party_id().to_hex(),
-            tls_fingerprint: Some(hex::encode([i as u8; 32])),
-            cert: None,
-        })
-        .collect()
-}
+use crate::verify::{self, Outcome, Report};
 
 /// Every party's view merged, as the nodes complete their transcripts.
 fn entries(carried: &[Envelope]) -> Vec<Entry> {
