@@ -211,21 +211,9 @@ pub fn verify(file: &[u8], auditor: &[AuditorParty]) -> Report {
             None
         }
     };
-    let r = root(aux.iter().chain(kg.iter()));
     report.push(
         "hash chain",
-        if r.as_slice() == cert.transcript_root.as_slice() {
-            Ok(format!(
-                "root {} is the one all certificates name",
-                hex::encode(r)
-            ))
-        } else {
-            Err(format!(
-                "root of the envelopes is {}, certificates name {}",
-                hex::encode(r),
-                hex::encode(&cert.transcript_root)
-            ))
-        },
+        check_root(root(aux.iter().chain(kg.iter())), &cert),
     );
     match msgs {
         Some(m) => {
@@ -247,6 +235,23 @@ pub fn verify(file: &[u8], auditor: &[AuditorParty]) -> Report {
     }
     report.push("key signature", check_key_signature(&f, &cert));
     report
+}
+
+/// The "hash chain" check: the root over the envelopes is the one the
+/// certificates name.
+fn check_root(r: [u8; 32], cert: &KeyCertificate) -> Result<String, String> {
+    if r.as_slice() == cert.transcript_root.as_slice() {
+        Ok(format!(
+            "root {} is the one all certificates name",
+            hex::encode(r)
+        ))
+    } else {
+        Err(format!(
+            "root of the envelopes is {}, certificates name {}",
+            hex::encode(r),
+            hex::encode(&cert.transcript_root)
+        ))
+    }
 }
 
 fn check_certificates(

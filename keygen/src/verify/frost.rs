@@ -81,21 +81,9 @@ pub(super) fn verify_rest(
             None
         }
     };
-    let r = crate::transcript::root(kg.iter());
     report.push(
         "hash chain",
-        if r.as_slice() == cert.transcript_root.as_slice() {
-            Ok(format!(
-                "root {} is the one all certificates name",
-                hex::encode(r)
-            ))
-        } else {
-            Err(format!(
-                "root of the envelopes is {}, certificates name {}",
-                hex::encode(r),
-                hex::encode(&cert.transcript_root)
-            ))
-        },
+        super::check_root(crate::transcript::root(kg.iter()), cert),
     );
     match b {
         Some(b) => {

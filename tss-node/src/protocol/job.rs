@@ -65,6 +65,19 @@ pub fn sign_session(
     })
 }
 
+/// The names of `signers` (keygen indices), as a SignResponse lists them.
+pub(crate) fn signer_names(record: &KeyRecord, signers: &[u16]) -> Vec<String> {
+    signers
+        .iter()
+        .map(|&s| {
+            record
+                .parties
+                .get(usize::from(s))
+                .map_or_else(String::new, |p| p.name.clone())
+        })
+        .collect()
+}
+
 /// Everything one Sign request needs, shared by both paths.
 pub(crate) struct SignJob {
     pub(crate) record: KeyRecord,
@@ -105,15 +118,7 @@ impl SignJob {
         path: &str,
         presignature_id: Vec<u8>,
     ) -> pb::SignResponse {
-        let names = signers
-            .iter()
-            .map(|&s| {
-                self.record
-                    .parties
-                    .get(usize::from(s))
-                    .map_or_else(String::new, |p| p.name.clone())
-            })
-            .collect();
+        let names = signer_names(&self.record, signers);
         signature_response(
             fin,
             &self.digest,

@@ -55,19 +55,6 @@ pub async fn load(node: &Arc<Node>, record: &KeyRecord) -> Result<Arc<FrostShare
     ))
 }
 
-/// The signer names of `signers` (keygen indices).
-fn names(record: &KeyRecord, signers: &[u16]) -> Vec<String> {
-    signers
-        .iter()
-        .map(|&s| {
-            record
-                .parties
-                .get(usize::from(s))
-                .map_or_else(String::new, |p| p.name.clone())
-        })
-        .collect()
-}
-
 /// Both rounds with co-signer `cand`, as coordinator. Errors are one line
 /// for the caller's list of failures.
 pub(crate) async fn sign_full(
@@ -103,7 +90,7 @@ pub(crate) async fn sign_full(
             record,
             &sig,
             &job.digest,
-            names(record, &signers),
+            crate::protocol::job::signer_names(record, &signers),
             "full",
             job.started,
         )),
@@ -151,7 +138,7 @@ pub(crate) async fn cosign(node: &Arc<Node>, c: CoSign) -> Result<(), ApiError> 
         match run_engine(n.clone(), reg, share, signers.clone(), digest, Some(hook)).await {
             Ok(sig) => {
                 tracing::info!(coordinator = %coordinator, key_id = %record.key_id, "co-signed");
-                let names = names(&record, &signers);
+                let names = crate::protocol::job::signer_names(&record, &signers);
                 let key_id = record.key_id.clone();
                 let kept = blocking(move || {
                     crate::request::retry::store_signature(
