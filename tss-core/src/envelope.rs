@@ -45,6 +45,8 @@ pub enum Protocol {
     FrostKeygen,
     /// FROST signing, both rounds (nonce commitments, signature shares).
     FrostSign,
+    /// FROST nonce pool: a batch of round-1 commitments, ahead of time.
+    FrostPresign,
 }
 
 impl Protocol {
@@ -57,6 +59,7 @@ impl Protocol {
             Protocol::Presign => 4,
             Protocol::FrostKeygen => 5,
             Protocol::FrostSign => 6,
+            Protocol::FrostPresign => 7,
         }
     }
 
@@ -69,6 +72,7 @@ impl Protocol {
             4 => Protocol::Presign,
             5 => Protocol::FrostKeygen,
             6 => Protocol::FrostSign,
+            7 => Protocol::FrostPresign,
             _ => return None,
         })
     }
@@ -83,6 +87,8 @@ impl Protocol {
             Protocol::Keygen => 16 << 10,
             Protocol::Sign | Protocol::Presign => 128 << 10,
             Protocol::FrostKeygen | Protocol::FrostSign => 4 << 10,
+            // Up to 128 commitments of 69 or 71 bytes.
+            Protocol::FrostPresign => 16 << 10,
         }
     }
 

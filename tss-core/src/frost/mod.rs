@@ -18,6 +18,7 @@
 //! party whose bytes caused it.
 
 pub mod keygen;
+pub mod pool;
 mod share;
 pub mod sign;
 

@@ -29,6 +29,9 @@ pub struct FrostShare {
     /// Taproot: the untweaked group key P (33-byte SEC1) the output key is
     /// BIP86-tweaked from; empty for Ed25519.
     pub(super) internal_key: Vec<u8>,
+    /// Signers needed and parties, from the public package (set by `check`).
+    pub(super) threshold: u16,
+    pub(super) parties: u16,
 }
 
 impl fmt::Debug for FrostShare {
@@ -71,12 +74,14 @@ impl FrostShare {
         internal_key: Vec<u8>,
     ) -> Result<Self, EngineError> {
         let bug = |e: frost_core::Error<C>| EngineError::InvalidInput(format!("{e}"));
-        let share = FrostShare {
+        let mut share = FrostShare {
             scheme,
             index,
             key_package: Zeroizing::new(key_package.serialize().map_err(bug)?),
             public_package: public_package.serialize().map_err(bug)?,
             internal_key,
+            threshold: 0,
+            parties: 0,
         };
         share.check()?;
         Ok(share)
@@ -94,17 +99,12 @@ impl FrostShare {
 
     /// Signers needed (t of t-of-n).
     pub fn threshold(&self) -> u16 {
-        with_suite!(self.scheme, C => self.public_package::<C>()
-            .ok()
-            .and_then(|p| p.min_signers())
-            .unwrap_or(0))
+        self.threshold
     }
 
     /// Number of parties (n of t-of-n).
     pub fn parties(&self) -> u16 {
-        with_suite!(self.scheme, C => self.public_package::<C>()
-            .map(|p| u16::try_from(p.verifying_shares().len()).unwrap_or(u16::MAX))
-            .unwrap_or(0))
+        self.parties
     }
 
     /// The public key a verifier checks signatures under: the 32-byte
@@ -174,22 +174,29 @@ impl FrostShare {
         if s.v != FROST_SHARE_VERSION {
             return Err(bad(format!("unknown format version {}", s.v)));
         }
-        let share = FrostShare {
+        let mut share = FrostShare {
             scheme: s.scheme,
             index: s.index,
             key_package: Zeroizing::new(s.key_package.clone()),
             public_package: s.public_package.clone(),
             internal_key: s.internal_key.clone(),
+            threshold: 0,
+            parties: 0,
         };
         share.check().map_err(|e| bad(e.to_string()))?;
         Ok(share)
     }
 
-    fn check(&self) -> Result<(), EngineError> {
-        with_suite!(self.scheme, C => self.check_as::<C>())
+    /// Checks the parts fit together and records the threshold and the
+    /// number of parties (so signing does not decode the package for them).
+    fn check(&mut self) -> Result<(), EngineError> {
+        let (t, n) = with_suite!(self.scheme, C => self.check_as::<C>())?;
+        self.threshold = t;
+        self.parties = n;
+        Ok(())
     }
 
-    fn check_as<C: Ciphersuite>(&self) -> Result<(), EngineError> {
+    fn check_as<C: Ciphersuite>(&self) -> Result<(u16, u16), EngineError> {
         let bad = |what: &str| EngineError::InvalidInput(what.to_owned());
         let kp = self.key_package::<C>()?;
         let pkp = self.public_package::<C>()?;
@@ -212,7 +219,9 @@ impl FrostShare {
         if !internal_ok {
             return Err(bad("the internal key has the wrong length"));
         }
-        Ok(())
+        let n = u16::try_from(pkp.verifying_shares().len())
+            .map_err(|_| bad("too many verifying shares"))?;
+        Ok((*kp.min_signers(), n))
     }
 
     /// The key package, decoded (checked to be canonical).

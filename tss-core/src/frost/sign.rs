@@ -170,6 +170,12 @@ impl Signing<'_> {
     }
 }
 
+/// Checks that every commitment of `signing` decodes (a wrong one names its
+/// signer) and that the signers fit `share`'s key.
+pub fn check_commitments(share: &FrostShare, signing: &Signing<'_>) -> Result<(), EngineError> {
+    with_suite!(share.scheme(), C => signing.package::<C>(share).map(|_| ()))
+}
+
 /// Round 2: this signer's signature share over `signing`, with the nonces
 /// whose commitments it listed for this signer (refused otherwise).
 pub fn sign_share(

@@ -293,3 +293,117 @@ fn frost_keygen__should_name_a_party_with_a_wrong_degree_a_bad_proof_or_a_false_
         expect_blamed(scheme, &out, "does not decode");
     }
 }
+
+#[test]
+fn frost_pool__should_make_batches_that_sign_once_each_after_sealing() {
+    for scheme in SCHEMES {
+        let net = Net::new(3);
+        let shares = keygen(&net, scheme, [10u8; 32]);
+        let pair = [1u16, 2];
+        let eid = [11u8; 32];
+        // Given a batch of 5 pooled nonces made by the pair 1, 2
+        let ss: Vec<FrostShare> = pair
+            .iter()
+            .map(|&p| shares[usize::from(p)].clone())
+            .collect();
+        let out = net.run(Protocol::FrostPresign, eid, &[1, 2], move |i, party| {
+            let share = ss[usize::from(i)].clone();
+            async move { pool::precommit(&share, i, &pair, 5, party).await }
+        });
+        let batches: Vec<Vec<pool::PoolEntry>> =
+            out.into_iter().map(|r| r.expect("honest batch")).collect();
+        assert!(batches.iter().all(|b| b.len() == 5));
+        // Then the ids both derive are distinct
+        let ids: std::collections::BTreeSet<[u8; 32]> =
+            (0..5).map(|j| pool::entry_id(&eid, j)).collect();
+        assert_eq!(ids.len(), 5);
+        // When each entry is sealed, read back and signs one message
+        let [a, b]: [Vec<pool::PoolEntry>; 2] = batches.try_into().unwrap();
+        for (j, (ea, eb)) in a.into_iter().zip(b).enumerate() {
+            let (ea, eb) = (
+                pool::PoolEntry::decode(ea.encode().expose()).unwrap(),
+                pool::PoolEntry::decode(eb.encode().expose()).unwrap(),
+            );
+            assert_eq!(ea.signers(), &pair);
+            let msg = [j as u8; 32];
+            let commitments = ea.signing(&msg);
+            let (signers, cs) = (
+                commitments.signers.to_vec(),
+                commitments.commitments.to_vec(),
+            );
+            let sb = eb.sign_share(&shares[2], &msg).unwrap();
+            let signing = Signing {
+                signers: &signers,
+                commitments: &cs,
+                message: &msg,
+            };
+            let sa = ea.sign_share(&shares[1], &msg).unwrap();
+            let sig = sign::aggregate(&shares[1], &signing, &[sa, sb]).unwrap();
+            // Then every signature verifies independently
+            verify_independently(&shares[0], &msg, &sig);
+        }
+    }
+}
+
+#[test]
+fn frost_pool__should_name_a_signer_with_a_short_batch_or_bad_commitments() {
+    for scheme in SCHEMES {
+        let net = Net::new(3);
+        let shares = keygen(&net, scheme, [12u8; 32]);
+        for bad in [0usize, 1] {
+            let ss = shares.clone();
+            let out = net.run(
+                Protocol::FrostPresign,
+                [13u8 + bad as u8; 32],
+                &[0, 1],
+                move |i, party: MpcParty<pool::Msg, _>| {
+                    let share = ss[usize::from(i)].clone();
+                    async move {
+                        if i == 0 {
+                            return pool::precommit(&share, 0, &[0, 1], 3, party).await;
+                        }
+                        // Party 1 sends two commitments (short) or three that do not decode
+                        let commitments = if bad == 0 {
+                            (0..2).map(|_| sign::commit(&share).unwrap().1).collect()
+                        } else {
+                            vec![vec![1u8, 2, 3]; 3]
+                        };
+                        let (_, mut outgoing) = party.into_party().delivery.split();
+                        let msg = pool::Msg::Batch(pool::BatchMsg {
+                            commitments: commitments
+                                .into_iter()
+                                .map(serde_bytes::ByteBuf::from)
+                                .collect(),
+                        });
+                        outgoing.send(Outgoing::broadcast(msg)).await.unwrap();
+                        Err(EngineError::Closed)
+                    }
+                },
+            );
+            match &out[0] {
+                Err(EngineError::Misbehaved { culprit: 1, reason }) => {
+                    let needle = if bad == 0 {
+                        "for a batch of 3"
+                    } else {
+                        "do not decode"
+                    };
+                    assert!(reason.contains(needle), "{scheme}: {reason}");
+                }
+                other => panic!("{scheme}: expected signer 1 blamed, got {other:?}"),
+            }
+        }
+        // And an entry signs only for its own key and party
+        let ss = shares.clone();
+        let out = net.run(
+            Protocol::FrostPresign,
+            [15u8; 32],
+            &[0, 1],
+            move |i, party| {
+                let share = ss[usize::from(i)].clone();
+                async move { pool::precommit(&share, i, &[0, 1], 1, party).await }
+            },
+        );
+        let e = out.into_iter().next().unwrap().unwrap().pop().unwrap();
+        assert!(e.sign_share(&shares[2], &[0u8; 32]).is_err());
+    }
+}
