@@ -15,7 +15,7 @@ use tonic::Code;
 use crate::harness::{sign_request, step, tss_audit, Cluster};
 
 /// Checks `r` as `scheme`'s signature of SHA-256(`message`) under `key`.
-fn assert_frost_valid(scheme: &str, key: &[u8], message: &[u8], r: &pb::SignResponse) {
+pub(crate) fn assert_frost_valid(scheme: &str, key: &[u8], message: &[u8], r: &pb::SignResponse) {
     let digest: [u8; 32] = sha2::Sha256::digest(message).into();
     assert_eq!(
         r.digest, digest,

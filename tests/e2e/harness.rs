@@ -22,9 +22,14 @@ pub struct Cluster {
 
 impl Cluster {
     /// Creates three parties and starts them; waits until all are healthy.
-    /// The presignature pool is off: these tests exercise the full protocol.
+    /// The pools are off (presignatures and FROST nonces): these tests
+    /// exercise the full protocols.
     pub async fn start() -> Cluster {
-        Self::start_with(|_, cfg| cfg.presign.target = 0).await
+        Self::start_with(|_, cfg| {
+            cfg.presign.target = 0;
+            cfg.presign.frost_target = 0;
+        })
+        .await
     }
 
     /// Like [`Cluster::start`], after `edit(i, config)` on each node's config.

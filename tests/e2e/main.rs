@@ -14,6 +14,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod frost;
+mod frost_pool;
 mod gateway_example;
 mod policy;
 mod pool;

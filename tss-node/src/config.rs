@@ -13,7 +13,8 @@
 //! pool_target = 1                     # safe-prime sets kept ready
 //!
 //! [presign]
-//! target = 16                         # presignatures per key and signer pair
+//! target = 16                         # presignatures per ECDSA key and signer pair
+//! frost_target = 256                  # pooled nonces per FROST key and signer pair
 //!
 //! [timeouts]
 //! propose_ms = 3000
@@ -105,6 +106,10 @@ pub struct PresignConfig {
     /// Presignatures to keep ready per key and signer pair (0 turns the pool
     /// off: every signature runs the full protocol).
     pub target: usize,
+    /// Pooled nonces (FROST's first round, made ahead in batches) to keep
+    /// ready per FROST key and signer pair (0: every FROST signature runs
+    /// both rounds). Nonces are cheap: a batch of 128 takes milliseconds.
+    pub frost_target: usize,
     /// Presign sessions this node leads at once.
     pub parallel: usize,
     /// A peer may hold at most this many more than `target` of our
@@ -117,10 +122,26 @@ pub struct PresignConfig {
     pub idle_priority: bool,
 }
 
+impl PresignConfig {
+    /// The pool target for a key of `scheme` (`None`: ECDSA).
+    pub fn target_for(&self, scheme: Option<tss_core::frost::Scheme>) -> usize {
+        match scheme {
+            None => self.target,
+            Some(_) => self.frost_target,
+        }
+    }
+
+    /// Whether any pool is on.
+    pub fn any(&self) -> bool {
+        self.target > 0 || self.frost_target > 0
+    }
+}
+
 impl Default for PresignConfig {
     fn default() -> Self {
         Self {
             target: 16,
+            frost_target: 256,
             parallel: 1,
             slack: 8,
             idle_priority: true,

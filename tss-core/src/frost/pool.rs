@@ -97,6 +97,11 @@ impl PoolEntry {
         &self.signers
     }
 
+    /// Every signer's commitments, in `signers` order.
+    pub fn commitments(&self) -> &[Vec<u8>] {
+        &self.commitments
+    }
+
     /// Serializes the entry (secret: seal it).
     pub fn encode(&self) -> SecretBytes {
         let stored = Stored {

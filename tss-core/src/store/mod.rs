@@ -669,14 +669,15 @@ impl Store {
     /// Seals and stores every `(key, value)`, replacing previous values, as
     /// one atomic batch: after a crash either all of them are stored or
     /// none. Durable after [`Store::flush`].
-    pub fn put_all(
+    pub fn put_all<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         kind: RecordKind,
-        records: &[(Vec<u8>, Vec<u8>)],
+        records: &[(K, V)],
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in records {
-            batch.insert(k.as_slice(), self.seal(kind, k, v)?);
+            let k = k.as_ref();
+            batch.insert(k, self.seal(kind, k, v.as_ref())?);
         }
         self.tree(kind)
             .apply_batch(batch)

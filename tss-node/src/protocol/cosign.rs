@@ -138,7 +138,11 @@ pub(crate) async fn authenticate(
             Err(e) => return Ok(Err(Refusal::Declined(e.to_string()))),
         }
     };
-    if presign && !matches!(decoded.data, tss_core::ecdsa::sign::ToSign::Hashed(_)) {
+    // (FROST keys' pooled nonces sign raw digests too: `protocol::frost::pool`.)
+    if presign
+        && ask.record.scheme.is_none()
+        && !matches!(decoded.data, tss_core::ecdsa::sign::ToSign::Hashed(_))
+    {
         return Ok(Err(Refusal::Declined(
             "raw digests are never signed from a presignature".into(),
         )));

@@ -127,7 +127,7 @@ pub fn key_info_with_pool(
                 .map(str::to_owned)
                 .collect(),
             ready: crate::protocol::presign::level(node, &r.key_id, &pair)? as u32,
-            target: node.cfg().presign.target as u32,
+            target: node.cfg().presign.target_for(r.scheme) as u32,
         });
     }
     Ok(info)

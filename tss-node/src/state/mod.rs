@@ -120,7 +120,7 @@ impl Node {
         let policy = load_policy(&cfg)?;
         let audit = AuditLog::open(&store)?;
         let primes = PrimePool::new(store.clone(), cfg.primes.clone());
-        let runtime = if cfg.presign.target > 0 {
+        let runtime = if cfg.presign.any() {
             Some(PoolRuntime::start(
                 cfg.presign.parallel.max(1) * 2 + 2,
                 cfg.presign.idle_priority,

@@ -1,5 +1,8 @@
-//! The presignature pool: per key and signer pair, presignatures made ahead
-//! of time so that a Sign request is answered in one round.
+//! The pool: per key and signer pair, what the first rounds of signing make
+//! ahead of time, so that a Sign request is answered in one round: CGGMP24
+//! presignatures for ECDSA keys, batches of FROST nonces for FROST keys
+//! ([`frost`]). Both kinds are stored, counted, led, accepted and consumed
+//! the same way (`presignature` records, `presign` metrics).
 //!
 //! - Refill runs on its own Tokio runtime whose threads are in the idle
 //!   scheduling class (`SCHED_IDLE`): client requests and Health never wait
@@ -12,6 +15,7 @@
 //!   ([`consume`]). If either party lacks it, the pair falls back to the full
 //!   protocol; a presignature is never reused and never exported.
 
+pub mod frost;
 pub mod sign;
 
 use std::collections::HashMap;
@@ -22,9 +26,9 @@ use keygen::record::KeyRecord;
 use proto::v1 as pb;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use tss_core::ecdsa::presign::StoredPresignature;
 use tss_core::ecdsa::KeyShare;
 use tss_core::envelope::Protocol;
+use tss_core::secret::SecretBytes;
 use tss_core::session::{self, SessionInfo};
 use tss_core::store::RecordKind;
 
@@ -74,11 +78,12 @@ pub fn ready_ids(node: &Node, key_id: &str, signers: &[u16]) -> Result<Vec<[u8; 
         .collect())
 }
 
-/// Consumes a presignature for signing request (`request_id`, `digest`) of
-/// `record`'s key: removes it, logs its use and records the request as
-/// signed, durably, in one transaction (on a blocking thread). `None` if
-/// this node does not hold it (never had it, or consumed it before).
-pub async fn consume(
+/// Consumes a pool entry (an ECDSA presignature or a FROST key's pooled
+/// nonces) for signing request (`request_id`, `digest`) of `record`'s key:
+/// removes it, logs its use and records the request as signed, durably, in
+/// one transaction (on a blocking thread), and returns its sealed bytes.
+/// `None` if this node does not hold it (never had it, or consumed it).
+pub async fn consume_entry(
     node: &Arc<Node>,
     record: &KeyRecord,
     signers: &[u16],
@@ -86,7 +91,7 @@ pub async fn consume(
     request_id: &[u8],
     digest: [u8; 32],
     role: &'static str,
-) -> Result<Option<StoredPresignature>, ApiError> {
+) -> Result<Option<SecretBytes>, ApiError> {
     let used = UsedRecord {
         id: hex::encode(id),
         key_id: record.key_id.clone(),
@@ -113,20 +118,12 @@ pub async fn consume(
         )?)
     })
     .await?;
-    let Some(bytes) = taken else {
-        return Ok(None);
-    };
-    node.metrics()
-        .presignature_consumed(&record.key_id, &crate::state::pair_label(record, signers));
-    node.presign_wake().notify_one();
-    let p = StoredPresignature::decode(bytes.expose())
-        .map_err(|e| ApiError::Internal(format!("stored presignature is unusable: {e}")))?;
-    if p.signers != signers {
-        return Err(ApiError::Internal(
-            "stored presignature belongs to another signer pair".into(),
-        ));
+    if taken.is_some() {
+        node.metrics()
+            .presignature_consumed(&record.key_id, &crate::state::pair_label(record, signers));
+        node.presign_wake().notify_one();
     }
-    Ok(Some(p))
+    Ok(taken)
 }
 
 /// Every `presignature_used` record of this store (for audits and tests).
@@ -156,8 +153,54 @@ pub(crate) fn presign_session(
     eid: [u8; 32],
 ) -> Result<SessionInfo, ApiError> {
     let mut info = crate::protocol::job::sign_session(record, signers, record.my_index, eid)?;
-    info.protocol = Protocol::Presign;
+    info.protocol = match record.scheme {
+        None => Protocol::Presign,
+        Some(_) => Protocol::FrostPresign,
+    };
     Ok(info)
+}
+
+/// Runs our part of a pool session for `record`'s key and stores what it
+/// made: one presignature (ECDSA), or a batch of `count` nonces (FROST).
+async fn run_session(
+    node: Arc<Node>,
+    reg: Registered,
+    record: KeyRecord,
+    signers: Vec<u16>,
+    count: u16,
+) -> Result<(), SessionFailure> {
+    let engine = |e: ApiError| SessionFailure::Engine(e.to_string());
+    if record.scheme.is_some() {
+        let share = crate::protocol::frost::sign::load(&node, &record)
+            .await
+            .map_err(engine)?;
+        return frost::run_and_store(node, reg, record, share, signers, count).await;
+    }
+    let (n, k) = (node.clone(), record.key_id.clone());
+    let share = Arc::new(
+        blocking(move || crate::protocol::records::load_share(n.store(), &k))
+            .await
+            .map_err(engine)?,
+    );
+    run_and_store(node, reg, record, share, signers).await
+}
+
+/// What the pool of a key and pair holds at most at the follower: target
+/// and slack.
+fn cap(node: &Node, record: &KeyRecord) -> usize {
+    node.cfg().presign.target_for(record.scheme) + node.cfg().presign.slack
+}
+
+/// Nonces a FROST refill session makes for a pair with `have` ready or in
+/// flight (0: not yet). A pair refills in batches once it is a quarter
+/// below its target, so that one signature does not cost one session.
+fn frost_batch(target: usize, have: usize) -> u16 {
+    let deficit = target.saturating_sub(have);
+    let low_water = (target / 4).max(1);
+    if deficit < low_water {
+        return 0;
+    }
+    u16::try_from(deficit.min(usize::from(tss_core::frost::pool::MAX_BATCH))).unwrap_or(0)
 }
 
 /// Runs our part of a presign session and stores the presignature.
@@ -198,8 +241,14 @@ pub async fn run_and_store(
     Ok(())
 }
 
-/// Leads one presign session for a key and pair.
-async fn lead_one(node: Arc<Node>, record: KeyRecord, signers: Vec<u16>) -> Result<(), String> {
+/// Leads one pool session for a key and pair (`count` nonces for a FROST
+/// key; 0 for an ECDSA key's one presignature).
+async fn lead_one(
+    node: Arc<Node>,
+    record: KeyRecord,
+    signers: Vec<u16>,
+    count: u16,
+) -> Result<(), String> {
     let ids = record.party_ids().map_err(|e| e.to_string())?;
     let other = signers
         .iter()
@@ -224,20 +273,15 @@ async fn lead_one(node: Arc<Node>, record: KeyRecord, signers: Vec<u16>) -> Resu
             key_id: record.key_id.clone(),
             signers: signers.iter().map(|&s| u32::from(s)).collect(),
             nonce: nonce.to_vec(),
+            count: u32::from(count),
         })),
     };
     crate::protocol::propose_pair_reply(&node, &mut client, &reg.info, proposal, &name)
         .await
         .map_err(|a| a.to_string())?;
-    let (n, k) = (node.clone(), record.key_id.clone());
-    let share = Arc::new(
-        blocking(move || crate::protocol::records::load_share(n.store(), &k))
-            .await
-            .map_err(|e| e.to_string())?,
-    );
     let info = reg.info.clone();
     let _running = node.metrics().session_running("presign");
-    if let Err(f) = run_and_store(node.clone(), reg, record, share, signers).await {
+    if let Err(f) = run_session(node.clone(), reg, record, signers, count).await {
         node.metrics().session_failed("presign");
         node.peers().send_abort(&info, &f.to_string()).await;
         return Err(f.to_string());
@@ -252,8 +296,7 @@ pub(crate) type PairKey = (String, Vec<u16>);
 /// leads at its target, at most `presign.parallel` sessions at once, with
 /// back-off for pairs whose peer is down or declines.
 pub async fn refill_loop(node: Arc<Node>) {
-    let target = node.cfg().presign.target;
-    if target == 0 {
+    if !node.cfg().presign.any() {
         return;
     }
     let parallel = Arc::new(tokio::sync::Semaphore::new(
@@ -280,8 +323,8 @@ pub async fn refill_loop(node: Arc<Node>) {
         let levels = blocking(move || {
             let mut out = Vec::new();
             for record in crate::protocol::records::list_key_records(n.store())? {
-                if record.scheme.is_some() {
-                    continue; // a FROST key: no presignatures
+                if n.cfg().presign.target_for(record.scheme) == 0 {
+                    continue; // this kind of key's pool is off
                 }
                 if !crate::protocol::records::is_ready(n.store(), &record.key_id)? {
                     continue; // not usable yet (keygen unfinished)
@@ -313,29 +356,38 @@ pub async fn refill_loop(node: Arc<Node>) {
             let flying = in_flight
                 .lock()
                 .map_or(0, |m| m.get(&k).copied().unwrap_or(0));
-            if ready + flying >= target || backoff.get(&k).is_some_and(|(t, _)| Instant::now() < *t)
-            {
+            let target = node.cfg().presign.target_for(record.scheme);
+            // Entries one session makes: one presignature, or a batch of nonces.
+            let count = match record.scheme {
+                None if ready + flying < target => 1,
+                None => 0,
+                Some(_) => frost_batch(target, ready + flying),
+            };
+            if count == 0 || backoff.get(&k).is_some_and(|(t, _)| Instant::now() < *t) {
                 continue;
             }
-            wanted.push((ready + flying, k, record, signers));
+            wanted.push((ready + flying, k, record, signers, count));
         }
         wanted.sort_by_key(|w| w.0);
-        for (_, k, record, signers) in wanted {
+        for (_, k, record, signers, count) in wanted {
             let Ok(permit) = parallel.clone().try_acquire_owned() else {
                 break;
             };
+            let entries = usize::from(count);
             if let Ok(mut m) = in_flight.lock() {
-                *m.entry(k.clone()).or_insert(0) += 1;
+                *m.entry(k.clone()).or_insert(0) += entries;
             }
             let (node, in_flight, fail_tx) = (node.clone(), in_flight.clone(), fail_tx.clone());
+            // ECDSA sessions carry no count on the wire.
+            let wire_count = if record.scheme.is_some() { count } else { 0 };
             tokio::spawn(async move {
-                let r = lead_one(node, record, signers).await;
+                let r = lead_one(node, record, signers, wire_count).await;
                 if let Err(e) = &r {
                     tracing::debug!(key_id = %k.0, error = %e, "presign session failed");
                 }
                 if let Ok(mut m) = in_flight.lock() {
                     if let Some(c) = m.get_mut(&k) {
-                        *c = c.saturating_sub(1);
+                        *c = c.saturating_sub(entries);
                     }
                 }
                 let _ = fail_tx.send((k, r.is_ok()));
@@ -379,28 +431,34 @@ pub(crate) async fn accept(
     if session::presign_execution_id(&record.key_id, &signers, &nonce) != id {
         return Ok(decline("session id does not match the proposal"));
     }
-    let cap = node.cfg().presign.target + node.cfg().presign.slack;
+    let count = match (record.scheme, u16::try_from(ps.count)) {
+        (None, Ok(0)) => 0,
+        (Some(_), Ok(c)) if (1..=tss_core::frost::pool::MAX_BATCH).contains(&c) => c,
+        _ => {
+            return Ok(decline(format!(
+                "a pool session of {} entries for this key (ECDSA: 0, FROST: 1 to {})",
+                ps.count,
+                tss_core::frost::pool::MAX_BATCH
+            )))
+        }
+    };
+    let cap = cap(node, &record);
     let (n, k, sg) = (node.clone(), record.key_id.clone(), signers.clone());
-    if blocking(move || crate::protocol::presign::level(&n, &k, &sg)).await? >= cap {
+    let held = blocking(move || crate::protocol::presign::level(&n, &k, &sg)).await?;
+    if held + usize::from(count.max(1)) > cap {
         return Ok(decline(format!(
-            "{} already holds {cap} presignatures for this key and pair",
+            "{} already holds {held} of at most {cap} pool entries for this key and pair",
             node.cfg().name
         )));
     }
-    let mut info = crate::protocol::job::sign_session(&record, &signers, record.my_index, id)?;
-    info.protocol = Protocol::Presign;
+    let info = presign_session(&record, &signers, id)?;
     let reg = node.sessions().register(info, false, Some(from.id))?;
-    let (n, k) = (node.clone(), record.key_id.clone());
-    let share =
-        Arc::new(blocking(move || crate::protocol::records::load_share(n.store(), &k)).await?);
     let n = node.clone();
     rt.handle().spawn(async move {
         let _running = n.metrics().session_running("presign");
-        if let Err(f) =
-            crate::protocol::presign::run_and_store(n.clone(), reg, record, share, signers).await
-        {
+        if let Err(f) = run_session(n.clone(), reg, record, signers, count).await {
             n.metrics().session_failed("presign");
-            tracing::debug!(failure = %f, "presign session failed");
+            tracing::debug!(failure = %f, "pool session failed");
         }
     });
     Ok(accepted())

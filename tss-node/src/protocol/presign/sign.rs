@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use proto::v1 as pb;
 
+use tss_core::ecdsa::presign::StoredPresignature;
+
 use crate::error::ApiError;
 use crate::protocol::cosign;
 use crate::protocol::cosign::Ask;
@@ -30,36 +32,50 @@ pub(crate) enum PoolMiss {
     Conflict(String),
 }
 
-/// Signs from a presignature this node and `cand` hold: consume ours
+/// One pool entry both parties consumed for a request: this node's (its
+/// sealed bytes) and the co-signer's answer.
+pub(crate) struct Drawn {
+    /// The entry's id.
+    pub(crate) pid: [u8; 32],
+    /// The signer pair, ascending.
+    pub(crate) signers: Vec<u16>,
+    /// This node's entry, consumed durably with the request recorded.
+    pub(crate) ours: tss_core::secret::SecretBytes,
+    /// The co-signer's 32-byte partial signature or signature share.
+    pub(crate) theirs: [u8; 32],
+    _claim: crate::state::claims::Claim<[u8; 32]>,
+}
+
+/// Draws a pool entry this node and `cand` hold for `job`: consumes ours
 /// (durably, with the request recorded as signed) while the co-signer
-/// consumes its own and returns its partial signature; combine, verify.
-pub(crate) async fn sign_from_pool(
+/// consumes its own and returns its part (ECDSA keys: a presignature's
+/// partial signature; FROST keys: a signature share from pooled nonces).
+pub(crate) async fn draw(
     node: &Arc<Node>,
     job: &SignJob,
-    data: cggmp24::DataToSign<tss_core::ecdsa::Curve>,
     cand: u16,
     ids: Vec<[u8; 32]>,
     name: &str,
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
-) -> Result<pb::SignResponse, PoolMiss> {
+) -> Result<Drawn, PoolMiss> {
     let me = job.record.my_index;
     let mut signers = vec![me, cand];
     signers.sort_unstable();
     let key_id = job.record.key_id.clone();
     // The pair's leader (lower index) draws from the front of the sorted
     // ids, the other party from the back, so that the two rarely pick the
-    // same presignature at once; a claim keeps our own requests apart.
+    // same entry at once; a claim keeps our own requests apart.
     let mut ids = ids;
     if signers.first() != Some(&me) {
         ids.reverse();
     }
-    let Some((pid, _picked)) = ids
+    let Some((pid, claim)) = ids
         .iter()
         .find_map(|id| node.claims().claim_presignature(*id).map(|c| (*id, c)))
     else {
-        return Err(PoolMiss::Missing("no presignature ready".into()));
+        return Err(PoolMiss::Missing("no pool entry ready".into()));
     };
-    let local = crate::protocol::presign::consume(
+    let local = crate::protocol::presign::consume_entry(
         node,
         &job.record,
         &signers,
@@ -101,7 +117,7 @@ pub(crate) async fn sign_from_pool(
     };
     let Some(ours) = ours else {
         return Err(PoolMiss::Missing(format!(
-            "{} lacks presignature {}",
+            "{} lacks pool entry {}",
             node.cfg().name,
             hex::encode(pid)
         )));
@@ -124,10 +140,43 @@ pub(crate) async fn sign_from_pool(
             reply.reason
         )));
     };
+    Ok(Drawn {
+        pid,
+        signers,
+        ours,
+        theirs,
+        _claim: claim,
+    })
+}
+
+/// Signs from a presignature this node and `cand` hold ([`draw`]): issue
+/// our partial signature, combine, verify.
+pub(crate) async fn sign_from_pool(
+    node: &Arc<Node>,
+    job: &SignJob,
+    data: cggmp24::DataToSign<tss_core::ecdsa::Curve>,
+    cand: u16,
+    ids: Vec<[u8; 32]>,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+) -> Result<pb::SignResponse, PoolMiss> {
+    let me = job.record.my_index;
+    let drawn = draw(node, job, cand, ids, name, client_rpc).await?;
+    let ours = StoredPresignature::decode(drawn.ours.expose())
+        .ok()
+        .filter(|p| p.signers == drawn.signers)
+        .ok_or_else(|| {
+            PoolMiss::Failed(format!(
+                "{}: stored presignature {} is unusable",
+                node.cfg().name,
+                hex::encode(drawn.pid)
+            ))
+        })?;
     let mine = ours.issue(data);
-    let partials: Vec<[u8; 32]> = signers
+    let partials: Vec<[u8; 32]> = drawn
+        .signers
         .iter()
-        .map(|&s| if s == me { mine } else { theirs })
+        .map(|&s| if s == me { mine } else { drawn.theirs })
         .collect();
     let sig = ours.combine(&partials, data).map_err(|e| {
         tracing::error!(co_signer = %name, error = %e, "invalid partial signature");
@@ -136,7 +185,7 @@ pub(crate) async fn sign_from_pool(
     let fin = job
         .finish(&sig)
         .map_err(|e| PoolMiss::Failed(e.to_string()))?;
-    Ok(job.response(&fin, &signers, "pool", pid.to_vec()))
+    Ok(job.response(&fin, &drawn.signers, "pool", drawn.pid.to_vec()))
 }
 
 pub(crate) async fn co_sign(
@@ -172,11 +221,22 @@ pub(crate) async fn co_sign(
     if let Some(refusal) = cosign::known(node, &ask, &authenticated).await? {
         return Ok(refusal.presign_reply());
     }
-    let tss_core::ecdsa::sign::ToSign::Hashed(data) = authenticated.decoded.data else {
-        return Ok(refuse(
-            "raw digests are never signed from a presignature".into(),
-            false,
-        ));
+    // ECDSA: only data this node hashed itself (never a raw digest). FROST
+    // keys sign any request from pooled nonces: the challenge hashes the
+    // message with the nonce commitments (docs in `protocol::frost::pool`).
+    let data = match (record.scheme, authenticated.decoded.data) {
+        (None, tss_core::ecdsa::sign::ToSign::Hashed(data)) => Some(data),
+        (None, _) => {
+            return Ok(refuse(
+                "raw digests are never signed from a presignature".into(),
+                false,
+            ))
+        }
+        (Some(_), _) => None,
+    };
+    let frost_share = match record.scheme {
+        Some(_) => Some(crate::protocol::frost::sign::load(node, &record).await?),
+        None => None,
     };
     let (digest, request_id) = (
         authenticated.decoded.digest,
@@ -203,7 +263,7 @@ pub(crate) async fn co_sign(
     if let Some(refusal) = cosign::bind(node, &ask, &authenticated).await? {
         return Ok(refusal.presign_reply());
     }
-    let presig = crate::protocol::presign::consume(
+    let entry = crate::protocol::presign::consume_entry(
         node,
         &record,
         &signers,
@@ -213,7 +273,7 @@ pub(crate) async fn co_sign(
         "co-signer",
     )
     .await?;
-    let Some(presig) = presig else {
+    let Some(entry) = entry else {
         return Ok(refuse(
             format!(
                 "{} holds no presignature {} for this pair (never made, or used)",
@@ -236,10 +296,32 @@ pub(crate) async fn co_sign(
         }
     }
     crate::protocol::approve::commit_spend(node, reservation).await?;
-    let partial = presig.issue(data);
+    let partial = match (data, frost_share) {
+        (Some(data), _) => {
+            let presig = StoredPresignature::decode(entry.expose())
+                .ok()
+                .filter(|p| p.signers == signers)
+                .ok_or_else(|| ApiError::Internal("stored presignature is unusable".into()))?;
+            presig.issue(data).to_vec()
+        }
+        (None, Some(share)) => {
+            // Our own copy of the commitments, the digest derived here.
+            let unusable =
+                |e: String| ApiError::Internal(format!("a pooled nonce is unusable: {e}"));
+            let entry = tss_core::frost::pool::PoolEntry::decode(entry.expose())
+                .map_err(|e| unusable(e.to_string()))?;
+            if entry.signers() != signers.as_slice() {
+                return Err(unusable("it belongs to another signer pair".into()));
+            }
+            entry
+                .sign_share(&share, &authenticated.decoded.digest)
+                .map_err(|e| unusable(e.to_string()))?
+        }
+        (None, None) => return Err(ApiError::Internal("a key without a share".into())),
+    };
     tracing::info!(coordinator = %from.name, key_id = %record.key_id, "co-signed from a presignature");
     Ok(pb::PresignSignReply {
-        partial_signature: partial.to_vec(),
+        partial_signature: partial,
         ..Default::default()
     })
 }

@@ -161,16 +161,18 @@ pub async fn sign_decoded(
         pair.sort_unstable();
         let leads = pair[0] == me;
         let (n, k) = (node.clone(), record.key_id.clone());
-        let ready: Vec<[u8; 32]> = match data {
-            // FROST keys sign in two rounds here (no presignatures).
-            ToSign::Hashed(_) if node.cfg().presign.target > 0 && record.scheme.is_none() => {
-                blocking(move || crate::protocol::presign::ready_ids(&n, &k, &pair))
-                    .await?
-                    .into_iter()
-                    .filter(|id| !node.claims().presignature_claimed(id))
-                    .collect()
-            }
-            _ => vec![],
+        // ECDSA keys draw presignatures only for data this node hashed;
+        // FROST keys draw pooled nonces for any request.
+        let pooled = node.cfg().presign.target_for(record.scheme) > 0
+            && (record.scheme.is_some() || matches!(data, ToSign::Hashed(_)));
+        let ready: Vec<[u8; 32]> = if pooled {
+            blocking(move || crate::protocol::presign::ready_ids(&n, &k, &pair))
+                .await?
+                .into_iter()
+                .filter(|id| !node.claims().presignature_claimed(id))
+                .collect()
+        } else {
+            vec![]
         };
         candidates.push((cand, ready, leads));
     }
@@ -194,59 +196,72 @@ pub async fn sign_decoded(
                 failures.push(format!("{name}: not in this node's config"));
                 continue;
             };
-            let attempt = if record.scheme.is_some() {
-                let share = match &frost_share {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s = crate::protocol::frost::sign::load(&node, record).await?;
-                        frost_share = Some(s.clone());
-                        s
-                    }
+            if record.scheme.is_some() && frost_share.is_none() {
+                frost_share = Some(crate::protocol::frost::sign::load(&node, record).await?);
+            }
+            if !ready.is_empty() {
+                let pooled = match (&frost_share, data) {
+                    (Some(fs), _) => Some(
+                        crate::protocol::presign::frost::sign_from_pool(
+                            &node,
+                            &job,
+                            fs.clone(),
+                            cand,
+                            ready,
+                            &name,
+                            &mut client_rpc,
+                        )
+                        .await,
+                    ),
+                    (None, ToSign::Hashed(hashed)) => Some(
+                        sign_from_pool(&node, &job, hashed, cand, ready, &name, &mut client_rpc)
+                            .await,
+                    ),
+                    (None, _) => None,
                 };
+                match pooled {
+                    None => {}
+                    Some(Ok(resp)) => {
+                        node.metrics().signed_from_pool();
+                        node.metrics()
+                            .observe_sign(SignPath::Pool, started.elapsed());
+                        break 'sign Ok(resp);
+                    }
+                    Some(Err(PoolMiss::Missing(why))) => {
+                        node.metrics().pool_fell_back();
+                        tracing::info!(co_signer = %name, why, "pool entry unavailable; full protocol");
+                    }
+                    Some(Err(PoolMiss::Failed(why))) => {
+                        tracing::warn!(co_signer = %name, why, "pool signing failed; trying the next co-signer");
+                        failures.push(why);
+                        continue;
+                    }
+                    Some(Err(PoolMiss::Denied(why))) => {
+                        tracing::warn!(co_signer = %name, why, "co-signer's policy refused; trying the next co-signer");
+                        denials.push(why);
+                        continue;
+                    }
+                    Some(Err(PoolMiss::AlreadySigned(why))) => {
+                        signed_before.push(why);
+                        continue;
+                    }
+                    Some(Err(PoolMiss::Conflict(why))) => {
+                        conflicts.push(why);
+                        continue;
+                    }
+                }
+            }
+            let attempt = if let Some(fs) = &frost_share {
                 crate::protocol::frost::sign::sign_full(
                     &node,
                     &job,
                     cand,
                     &name,
                     &mut client_rpc,
-                    share,
+                    fs.clone(),
                 )
                 .await
             } else {
-                if let (ToSign::Hashed(hashed), false) = (data, ready.is_empty()) {
-                    match sign_from_pool(&node, &job, hashed, cand, ready, &name, &mut client_rpc)
-                        .await
-                    {
-                        Ok(resp) => {
-                            node.metrics().signed_from_pool();
-                            node.metrics()
-                                .observe_sign(SignPath::Pool, started.elapsed());
-                            break 'sign Ok(resp);
-                        }
-                        Err(PoolMiss::Missing(why)) => {
-                            node.metrics().pool_fell_back();
-                            tracing::info!(co_signer = %name, why, "presignature unavailable; full protocol");
-                        }
-                        Err(PoolMiss::Failed(why)) => {
-                            tracing::warn!(co_signer = %name, why, "pool signing failed; trying the next co-signer");
-                            failures.push(why);
-                            continue;
-                        }
-                        Err(PoolMiss::Denied(why)) => {
-                            tracing::warn!(co_signer = %name, why, "co-signer's policy refused; trying the next co-signer");
-                            denials.push(why);
-                            continue;
-                        }
-                        Err(PoolMiss::AlreadySigned(why)) => {
-                            signed_before.push(why);
-                            continue;
-                        }
-                        Err(PoolMiss::Conflict(why)) => {
-                            conflicts.push(why);
-                            continue;
-                        }
-                    }
-                }
                 let share = match &share {
                     Some(s) => s.clone(),
                     None => {

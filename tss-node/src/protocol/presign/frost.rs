@@ -1,0 +1,150 @@
+//! A FROST key's nonce pool, both sides: a signer pair makes batches of
+//! round-1 nonces ahead of time ([`run_and_store`], driven by the pool
+//! refill of [`super`], which leads and accepts these sessions as it does
+//! presign sessions), and a request is then answered in one round:
+//! the coordinator and the co-signer each consume their own copy of one
+//! entry durably (with the request recorded as signed, and at the
+//! co-signer its amounts) before computing a signature share with it
+//! ([`sign_from_pool`] here; the co-signer's side is
+//! [`super::sign::co_sign`], shared with presignatures).
+//!
+//! A nonce signs at most one message, ever: an entry is deleted in the
+//! same flushed transaction that records its use, before its share is
+//! computed; a crash in between loses the entry, never reuses it. Each side
+//! signs over the commitments it stored itself when the batch was made,
+//! and over the digest it derived itself from the request: a coordinator
+//! cannot make a co-signer sign with commitments or a message of its
+//! choosing. Unlike an ECDSA presignature, pooled FROST nonces also sign
+//! raw digests: the Schnorr challenge hashes the message together with the
+//! nonce commitments and binding factors, so the choice of message after
+//! the nonces are fixed gives no handle on the key (RFC 9591, section 5).
+//! Every share is verified and a wrong one names its sender.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keygen::record::KeyRecord;
+use proto::v1 as pb;
+use tss_core::frost::pool::{self, PoolEntry};
+use tss_core::frost::FrostShare;
+use tss_core::store::RecordKind;
+
+use super::sign::{draw, PoolMiss};
+use crate::error::blocking;
+use crate::protocol::job::SignJob;
+use crate::session::{Registered, SessionFailure};
+use crate::state::Node;
+
+/// Runs our part of a nonce-pool session (one round: `count` commitments
+/// each way) and stores the batch sealed, in one flushed write.
+pub async fn run_and_store(
+    node: Arc<Node>,
+    reg: Registered,
+    record: KeyRecord,
+    share: Arc<FrostShare>,
+    signers: Vec<u16>,
+    count: u16,
+) -> Result<(), SessionFailure> {
+    let eid = reg.info.id;
+    let me = reg.info.me;
+    let started = Instant::now();
+    let sg = signers.clone();
+    let (entries, cpu) = reg
+        .run(
+            Duration::from_millis(node.cfg().timeouts.sign_ms),
+            move |party| async move {
+                let cpu0 = crate::metrics::thread_cpu_time();
+                let e = pool::precommit(&share, me, &sg, count, party).await?;
+                Ok((e, crate::metrics::thread_cpu_time().saturating_sub(cpu0)))
+            },
+        )
+        .await?;
+    let n = node.clone();
+    let key_id = record.key_id.clone();
+    let sg = signers.clone();
+    blocking(move || {
+        let rows: Vec<(Vec<u8>, tss_core::secret::SecretBytes)> = entries
+            .iter()
+            .enumerate()
+            .map(|(j, e)| {
+                let id = pool::entry_id(&eid, u16::try_from(j).unwrap_or(u16::MAX));
+                (crate::keys::presignature(&key_id, &sg, &id), e.encode())
+            })
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = rows
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.expose()))
+            .collect();
+        n.store().put_all(RecordKind::Presignature, &refs)?;
+        n.store().flush()?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| SessionFailure::Engine(e.to_string()))?;
+    let pair = crate::state::pair_label(&record, &signers);
+    for _ in 0..count {
+        node.metrics().presignature_generated(&record.key_id, &pair);
+    }
+    node.metrics().observe_presign(cpu, started.elapsed());
+    Ok(())
+}
+
+/// Signs `job` from a pooled nonce this node and `cand` hold: both consume
+/// their entry ([`draw`]); ours gives our share, the co-signer's share is
+/// verified (a wrong one names it) and both aggregate to the signature.
+pub(crate) async fn sign_from_pool(
+    node: &Arc<Node>,
+    job: &SignJob,
+    share: Arc<FrostShare>,
+    cand: u16,
+    ids: Vec<[u8; 32]>,
+    name: &str,
+    client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
+) -> Result<pb::SignResponse, PoolMiss> {
+    let drawn = draw(node, job, cand, ids, name, client_rpc).await?;
+    let unusable = |e: String| {
+        PoolMiss::Failed(format!(
+            "{}: pooled nonce {} is unusable: {e}",
+            node.cfg().name,
+            hex::encode(drawn.pid)
+        ))
+    };
+    let entry = PoolEntry::decode(drawn.ours.expose()).map_err(|e| unusable(e.to_string()))?;
+    if entry.signers() != drawn.signers.as_slice() {
+        return Err(unusable("it belongs to another signer pair".into()));
+    }
+    let message = job.digest;
+    let (signers, commitments) = (entry.signers().to_vec(), entry.commitments().to_vec());
+    let mine = entry
+        .sign_share(&share, &message)
+        .map_err(|e| unusable(e.to_string()))?;
+    let signing = tss_core::frost::sign::Signing {
+        signers: &signers,
+        commitments: &commitments,
+        message: &message,
+    };
+    let shares: Vec<Vec<u8>> = signers
+        .iter()
+        .map(|&s| {
+            if s == job.record.my_index {
+                mine.clone()
+            } else {
+                drawn.theirs.to_vec()
+            }
+        })
+        .collect();
+    let sig = tss_core::frost::sign::aggregate(&share, &signing, &shares).map_err(|e| {
+        tracing::error!(co_signer = %name, error = %e, "invalid signature share");
+        PoolMiss::Failed(format!("{name}: {e}"))
+    })?;
+    let mut resp = crate::request::retry::schnorr_response(
+        &job.record,
+        &sig,
+        &job.digest,
+        crate::protocol::job::signer_names(&job.record, &signers),
+        "pool",
+        job.started,
+    );
+    resp.presignature_id = drawn.pid.to_vec();
+    Ok(resp)
+}
