@@ -248,31 +248,14 @@ pub async fn run(
                 NAMES[1]
             ),
         );
-        let mut ms = Vec::with_capacity(signs);
-        for k in 1..signs {
-            let t = Instant::now();
-            gw.sign(pb::SignRequest {
-                key_id: key_id.into(),
-                message: format!("latency probe {k}").into_bytes(),
-                hash: pb::HashAlgorithm::Eip191 as i32,
-                request_id: rand::random::<[u8; 16]>().to_vec(),
-                ..Default::default()
-            })
-            .await?;
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        ms.sort_by(f64::total_cmp);
-        let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
-        step(
-            t0,
-            &format!(
-                "Sign latency through the API (full protocol, {} calls): p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
-                ms.len(),
-                pct(0.5),
-                pct(0.9),
-                pct(1.0)
-            ),
-        );
+        latency(t0, &mut gw, signs, |k| pb::SignRequest {
+            key_id: key_id.into(),
+            message: format!("latency probe {k}").into_bytes(),
+            hash: pb::HashAlgorithm::Eip191 as i32,
+            request_id: rand::random::<[u8; 16]>().to_vec(),
+            ..Default::default()
+        })
+        .await?;
     }
     let (transcript_verified, report) = audit(t0, &root, &dirs, key_id, keep.is_some()).await?;
     drop(procs);
@@ -376,4 +359,40 @@ async fn audit(
         ),
     );
     Ok((transcript_verified, report))
+}
+
+/// Sends `signs - 1` sequential Sign requests (`request(k)`, k from 1) and
+/// reports their latency and the paths that answered them.
+pub async fn latency(
+    t0: Instant,
+    gw: &mut client::Client,
+    signs: usize,
+    request: impl Fn(usize) -> pb::SignRequest,
+) -> anyhow::Result<()> {
+    let mut ms = Vec::with_capacity(signs);
+    let mut paths = std::collections::BTreeMap::<String, usize>::new();
+    for k in 1..signs {
+        let t = Instant::now();
+        let r = gw.sign(request(k)).await?.into_inner();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        *paths.entry(r.path).or_default() += 1;
+    }
+    if ms.is_empty() {
+        return Ok(());
+    }
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    let paths: Vec<String> = paths.iter().map(|(p, n)| format!("{n} {p}")).collect();
+    step(
+        t0,
+        &format!(
+            "Sign latency through the API ({} calls: {}): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+            ms.len(),
+            paths.join(", "),
+            pct(0.5),
+            pct(0.9),
+            pct(1.0)
+        ),
+    );
+    Ok(())
 }

@@ -74,34 +74,14 @@ pub async fn sign_and_check(
             if verified { "OK" } else { "FAILED" }
         ),
     );
-    if signs > 1 {
-        let mut ms = Vec::with_capacity(signs);
-        for k in 1..signs {
-            let probe: [u8; 32] = sha2::Sha256::digest(format!("latency probe {k}")).into();
-            let t = Instant::now();
-            gw.sign(pb::SignRequest {
-                key_id: key.key_id.clone(),
-                message: probe.to_vec(),
-                hash: pb::HashAlgorithm::None as i32,
-                request_id: rand::random::<[u8; 16]>().to_vec(),
-                ..Default::default()
-            })
-            .await?;
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        ms.sort_by(f64::total_cmp);
-        let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
-        step(
-            t0,
-            &format!(
-                "Sign latency through the API (both FROST rounds, {} calls): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-                ms.len(),
-                pct(0.5),
-                pct(0.9),
-                pct(1.0)
-            ),
-        );
-    }
+    crate::demo::latency(t0, gw, signs, |k| pb::SignRequest {
+        key_id: key.key_id.clone(),
+        message: sha2::Sha256::digest(format!("latency probe {k}")).to_vec(),
+        hash: pb::HashAlgorithm::None as i32,
+        request_id: rand::random::<[u8; 16]>().to_vec(),
+        ..Default::default()
+    })
+    .await?;
     let mut out = serde_json::json!({
         "scheme": scheme.name(),
         "public_key": hex::encode(public_key),
