@@ -63,24 +63,62 @@ async fn frost_pool__should_sign_in_one_round_and_use_each_nonce_once() {
             assert!(ids.insert(r.presignature_id.clone()), "a nonce used twice");
             signed.push((hex::encode(&r.presignature_id), hex::encode(&r.digest)));
         }
-        // And a raw digest (a Bytom sighash, say) is signed from the pool too
-        let digest: [u8; 32] = sha2::Sha256::digest(format!("{scheme} raw")).into();
-        let r = cluster
-            .client(1, "gateway")
-            .await
-            .sign(pb::SignRequest {
-                key_id: key_id.clone(),
-                message: digest.to_vec(),
-                hash: pb::HashAlgorithm::None as i32,
-                request_id: rand::random::<[u8; 16]>().to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect("raw digest sign")
-            .into_inner();
+        // And hash NONE is signed from the pool too: an Ed25519 key signs
+        // the message bytes as given, of any length (Ed25519 hashes them
+        // itself); a Taproot key signs a 32-byte digest (a BIP341 sighash)
+        let raw: Vec<u8> = match scheme {
+            "ed25519" => (0..100u8).collect(),
+            _ => sha2::Sha256::digest(format!("{scheme} raw")).to_vec(),
+        };
+        let req = pb::SignRequest {
+            key_id: key_id.clone(),
+            message: raw.clone(),
+            hash: pb::HashAlgorithm::None as i32,
+            request_id: rand::random::<[u8; 16]>().to_vec(),
+            ..Default::default()
+        };
+        let mut gw = cluster.client(1, "gateway").await;
+        let r = gw.sign(req.clone()).await.expect("raw sign").into_inner();
         assert_eq!(r.path, "pool");
-        assert_eq!(r.digest, digest);
         assert!(ids.insert(r.presignature_id.clone()));
+        let sig: [u8; 64] = r.signature.as_slice().try_into().unwrap();
+        if scheme == "ed25519" {
+            assert_eq!(
+                r.digest,
+                sha2::Sha256::digest(&raw).to_vec(),
+                "the request's digest"
+            );
+            let pk: [u8; 32] = key.public_key.as_slice().try_into().unwrap();
+            ed25519_dalek::VerifyingKey::from_bytes(&pk)
+                .unwrap()
+                .verify_strict(&raw, &ed25519_dalek::Signature::from_bytes(&sig))
+                .expect("ed25519-dalek strict verification of the message bytes");
+        } else {
+            assert_eq!(r.digest, raw);
+            use bitcoin::secp256k1::{schnorr, Message, Secp256k1, XOnlyPublicKey};
+            Secp256k1::verification_only()
+                .verify_schnorr(
+                    &schnorr::Signature::from_slice(&sig).unwrap(),
+                    &Message::from_digest(raw.as_slice().try_into().unwrap()),
+                    &XOnlyPublicKey::from_slice(&key.public_key).unwrap(),
+                )
+                .expect("BIP340 verification by rust-bitcoin");
+            // (a Taproot key refuses a raw message that is not 32 bytes)
+            let mut short = req.clone();
+            short.message = vec![1; 31];
+            short.request_id = vec![9; 16];
+            let e = gw.sign(short).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        }
+        // (a retry through another node returns the kept signature)
+        let again = cluster
+            .client(2, "gateway")
+            .await
+            .sign(req)
+            .await
+            .expect("retry")
+            .into_inner();
+        assert_eq!(again.signature, r.signature);
         signed.push((hex::encode(&r.presignature_id), hex::encode(&r.digest)));
         // And the pools refill
         for i in 0..3 {

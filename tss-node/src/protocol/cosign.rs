@@ -125,14 +125,23 @@ pub(crate) async fn authenticate(
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let decoded = {
-        let (m, h, p, pk) = (
+        let (m, h, p, pk, scheme) = (
             ask.message.to_vec(),
             ask.hash,
             ask.payload.cloned(),
             public_key,
+            ask.record.scheme,
         );
-        match blocking(move || Ok(crate::request::decode::from_wire(&m, h, p.as_ref(), &pk)))
-            .await?
+        match blocking(move || {
+            Ok(crate::request::decode::from_wire(
+                &m,
+                h,
+                p.as_ref(),
+                &pk,
+                scheme,
+            ))
+        })
+        .await?
         {
             Ok(d) => d,
             Err(e) => return Ok(Err(Refusal::Declined(e.to_string()))),

@@ -88,6 +88,9 @@ pub(crate) struct SignJob {
     /// What co-signers are sent.
     pub(crate) wire: Wire,
     pub(crate) digest: [u8; 32],
+    /// What a FROST key signs: the digest, or an Ed25519 key's message
+    /// (`request::decode::schnorr_message`); the digest for ECDSA keys.
+    pub(crate) message: Vec<u8>,
     /// What the request counts against this node's limits.
     pub(crate) release: Release,
     /// This session's partial signature may have left (full protocol).

@@ -10,6 +10,7 @@ use sha2::Digest;
 use tss_core::chain::btc::{self, PsbtSummary};
 use tss_core::chain::eth::{self, UnsignedTx};
 use tss_core::ecdsa::sign::{HashAlgo, ToSign};
+use tss_core::frost::Scheme;
 
 use crate::error::ApiError;
 use crate::policy::Intent;
@@ -143,9 +144,22 @@ pub fn bitcoin_input(summary: &Arc<PsbtSummary>, input: usize) -> Result<Decoded
     })
 }
 
-/// A message request (`Sign`).
-pub fn message(hashing: Hashing, message: &[u8]) -> Result<Decoded, ApiError> {
-    let (data, digest) = crate::request::to_sign(hashing, message)?;
+/// A message request (`Sign`) for a key of `scheme` (`None`: ECDSA). An
+/// Ed25519 key asked with hash `NONE` signs the message bytes as given, of
+/// any length (Ed25519 hashes them itself; see [`schnorr_message`]): the
+/// request's digest is then their SHA-256.
+pub fn message(
+    hashing: Hashing,
+    message: &[u8],
+    scheme: Option<Scheme>,
+) -> Result<Decoded, ApiError> {
+    let (data, digest) = match (hashing, scheme) {
+        (Hashing::Raw, Some(Scheme::Ed25519)) => {
+            let digest: [u8; 32] = sha2::Sha256::digest(message).into();
+            (ToSign::raw_digest(&digest), digest)
+        }
+        _ => crate::request::to_sign(hashing, message)?,
+    };
     Ok(Decoded {
         payload: Payload::Message(hashing),
         data,
@@ -161,14 +175,35 @@ pub fn from_wire(
     hash: i32,
     payload: Option<&pb::SignPayload>,
     public_key: &[u8],
+    scheme: Option<Scheme>,
 ) -> Result<Decoded, ApiError> {
     match payload.and_then(|p| p.kind.as_ref()) {
-        None => self::message(crate::request::hash_algo(hash)?, message),
+        None => self::message(crate::request::hash_algo(hash)?, message, scheme),
         Some(pb::sign_payload::Kind::EthereumChainId(id)) => ethereum(message, *id, public_key),
         Some(pb::sign_payload::Kind::Bitcoin(b)) => {
             let summary = psbt(message, &b.chain, public_key)?;
             bitcoin_input(&summary, b.input_index as usize)
         }
+    }
+}
+
+/// What a FROST key of `scheme` signs for a request (its wire fields and
+/// the digest this node derived from them): an Ed25519 key asked with hash
+/// `NONE` signs the message bytes as given; otherwise the key signs the
+/// 32-byte digest (for Taproot, per BIP340). Derived from the request
+/// bytes by every party itself.
+pub fn schnorr_message(
+    scheme: Scheme,
+    hash: i32,
+    payload: Option<&pb::SignPayload>,
+    message: &[u8],
+    digest: &[u8; 32],
+) -> Vec<u8> {
+    let plain = payload.and_then(|p| p.kind.as_ref()).is_none();
+    if scheme == Scheme::Ed25519 && plain && hash == pb::HashAlgorithm::None as i32 {
+        message.to_vec()
+    } else {
+        digest.to_vec()
     }
 }
 

@@ -257,6 +257,19 @@ pub async fn stored_response(
     digest: &[u8; 32],
     started: Instant,
 ) -> Result<Option<pb::SignResponse>, ApiError> {
+    stored_response_of(node, record, request_id, digest, digest, started).await
+}
+
+/// [`stored_response`] of a request whose FROST signature is over
+/// `message` (an Ed25519 key's message bytes; else the digest).
+pub async fn stored_response_of(
+    node: &Arc<Node>,
+    record: &KeyRecord,
+    request_id: &[u8],
+    digest: &[u8; 32],
+    message: &[u8],
+    started: Instant,
+) -> Result<Option<pb::SignResponse>, ApiError> {
     let (n, k, r, d) = (
         node.clone(),
         record.key_id.clone(),
@@ -272,7 +285,7 @@ pub async fn stored_response(
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(scheme) = record.scheme {
-        if ::keygen::transcript::frost_signature_ok(scheme, &public_key, digest, &rs) != Ok(true) {
+        if ::keygen::transcript::frost_signature_ok(scheme, &public_key, message, &rs) != Ok(true) {
             return Err(ApiError::Internal(
                 "a kept signature does not verify".into(),
             ));

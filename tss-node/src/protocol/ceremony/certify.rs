@@ -323,6 +323,7 @@ pub(crate) async fn sign_certificate(
         },
         request_id,
         digest,
+        message: digest.to_vec(),
         release: Release::default(),
         partial_left: Default::default(),
         started: Instant::now(),

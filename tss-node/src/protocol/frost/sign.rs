@@ -20,14 +20,14 @@ use crate::state::Node;
 
 pub(crate) use crate::protocol::job::SignJob;
 
-/// Both FROST rounds as one signer of the session `reg` over `digest`;
+/// Both FROST rounds as one signer of the session `reg` over `message`;
 /// `before_release` runs right before this signer's share leaves.
 pub async fn run_engine(
     node: Arc<Node>,
     reg: Registered,
     share: Arc<FrostShare>,
     signers: Vec<u16>,
-    digest: [u8; 32],
+    message: Vec<u8>,
     before_release: Option<BeforeRelease>,
 ) -> Result<[u8; 64], SessionFailure> {
     let me = reg.info.me;
@@ -36,7 +36,7 @@ pub async fn run_engine(
         .run(
             Duration::from_millis(node.cfg().timeouts.sign_ms),
             move |party| async move {
-                tss_core::frost::sign::run(&share, me, &signers, &digest, before_release, party)
+                tss_core::frost::sign::run(&share, me, &signers, &message, before_release, party)
                     .await
             },
         )
@@ -81,7 +81,7 @@ pub(crate) async fn sign_full(
         reg,
         share,
         signers.clone(),
-        job.digest,
+        job.message.clone(),
         Some(hook),
     )
     .await
@@ -110,6 +110,8 @@ pub(crate) struct CoSign {
     pub(crate) signers: Vec<u16>,
     pub(crate) request_id: Vec<u8>,
     pub(crate) digest: [u8; 32],
+    /// What the key signs (`request::decode::schnorr_message`).
+    pub(crate) message: Vec<u8>,
     /// Records the request and its amounts before this node's share leaves.
     pub(crate) hook: BeforeRelease,
     /// The coordinator's name (for logs).
@@ -130,12 +132,13 @@ pub(crate) async fn cosign(node: &Arc<Node>, c: CoSign) -> Result<(), ApiError> 
             signers,
             request_id,
             digest,
+            message,
             hook,
             coordinator,
             claim,
         } = c;
         let _claim = claim;
-        match run_engine(n.clone(), reg, share, signers.clone(), digest, Some(hook)).await {
+        match run_engine(n.clone(), reg, share, signers.clone(), message, Some(hook)).await {
             Ok(sig) => {
                 tracing::info!(coordinator = %coordinator, key_id = %record.key_id, "co-signed");
                 let names = crate::protocol::job::signer_names(&record, &signers);

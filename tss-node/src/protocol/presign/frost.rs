@@ -113,15 +113,15 @@ pub(crate) async fn sign_from_pool(
     if entry.signers() != drawn.signers.as_slice() {
         return Err(unusable("it belongs to another signer pair".into()));
     }
-    let message = job.digest;
+    let message = job.message.as_slice();
     let (signers, commitments) = (entry.signers().to_vec(), entry.commitments().to_vec());
     let mine = entry
-        .sign_share(&share, &message)
+        .sign_share(&share, message)
         .map_err(|e| unusable(e.to_string()))?;
     let signing = tss_core::frost::sign::Signing {
         signers: &signers,
         commitments: &commitments,
-        message: &message,
+        message,
     };
     let shares: Vec<Vec<u8>> = signers
         .iter()

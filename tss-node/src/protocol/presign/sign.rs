@@ -313,8 +313,15 @@ pub(crate) async fn co_sign(
             if entry.signers() != signers.as_slice() {
                 return Err(unusable("it belongs to another signer pair".into()));
             }
+            let message = crate::request::decode::schnorr_message(
+                share.scheme(),
+                r.hash,
+                r.payload.as_ref(),
+                &r.message,
+                &authenticated.decoded.digest,
+            );
             entry
-                .sign_share(&share, &authenticated.decoded.digest)
+                .sign_share(&share, &message)
                 .map_err(|e| unusable(e.to_string()))?
         }
         (None, None) => return Err(ApiError::Internal("a key without a share".into())),

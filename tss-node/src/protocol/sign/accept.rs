@@ -89,13 +89,21 @@ pub(crate) async fn accept(
         &digest,
         Default::default(),
     );
-    if record.scheme.is_some() {
+    if let Some(scheme) = record.scheme {
+        let message = crate::request::decode::schnorr_message(
+            scheme,
+            s.hash,
+            s.payload.as_ref(),
+            &s.message,
+            &digest,
+        );
         let c = crate::protocol::frost::sign::CoSign {
             reg,
             record,
             signers,
             request_id,
             digest,
+            message,
             hook,
             coordinator: from.name.clone(),
             claim,

@@ -27,7 +27,7 @@ use crate::protocol::sign::retry::find_elsewhere;
 use crate::protocol::Attempt;
 use crate::request::decode::Decoded;
 use crate::request::retry::{
-    bind_request_id, check_request_id, claim_fresh_request, signed_here, stored_response,
+    bind_request_id, check_request_id, claim_fresh_request, signed_here, stored_response_of,
 };
 use crate::request::{check_sign_input, hash_algo};
 use crate::session::{Registered, SessionFailure};
@@ -58,8 +58,8 @@ pub async fn sign(
     let request = asked
         .digest()
         .map_err(crate::request::auth::AuthError::from)?;
-    let decoded = crate::request::decode::message(hashing, &req.message)?;
     let record = load_record(&node, &req.key_id).await?;
+    let decoded = crate::request::decode::message(hashing, &req.message, record.scheme)?;
     check_request_id(
         &node,
         &record.key_id,
@@ -68,8 +68,25 @@ pub async fn sign(
         request,
     )
     .await?;
-    if let Some(resp) =
-        stored_response(&node, &record, &req.request_id, &decoded.digest, started).await?
+    let signed = match record.scheme {
+        Some(scheme) => crate::request::decode::schnorr_message(
+            scheme,
+            req.hash,
+            None,
+            &req.message,
+            &decoded.digest,
+        ),
+        None => decoded.digest.to_vec(),
+    };
+    if let Some(resp) = stored_response_of(
+        &node,
+        &record,
+        &req.request_id,
+        &decoded.digest,
+        &signed,
+        started,
+    )
+    .await?
     {
         return Ok(resp);
     }
@@ -124,13 +141,29 @@ pub async fn sign_decoded(
 ) -> Result<pb::SignResponse, ApiError> {
     let node = node.clone();
     let (data, digest) = (decoded.data, decoded.digest);
+    // What a FROST key signs (the digest, or an Ed25519 key's message).
+    let message = match record.scheme {
+        Some(scheme) => crate::request::decode::schnorr_message(
+            scheme,
+            wire.hash,
+            wire.payload.as_ref(),
+            &wire.message,
+            &digest,
+        ),
+        None => digest.to_vec(),
+    };
     // A retry: the signature kept here, or, if this node released its part
     // before without keeping the signature, the one a peer kept.
-    if let Some(resp) = stored_response(&node, &record, request_id, &digest, started).await? {
+    if let Some(resp) =
+        stored_response_of(&node, &record, request_id, &digest, &message, started).await?
+    {
         return Ok(resp);
     }
     if signed_here(&node, &record.key_id, request_id, &digest).await? {
-        return find_elsewhere(&node, &record, request_id, &wire, &digest, started).await;
+        return find_elsewhere(
+            &node, &record, request_id, &wire, &digest, &message, started,
+        )
+        .await;
     }
     let _claim = claim_fresh_request(&node, &record.key_id, request_id, &digest).await?;
     let me = record.my_index;
@@ -146,6 +179,7 @@ pub async fn sign_decoded(
         request_id: request_id.to_vec(),
         wire,
         digest,
+        message,
         release,
         partial_left: Default::default(),
         started,
@@ -300,8 +334,16 @@ pub async fn sign_decoded(
             // A retry of a request another node coordinated: never a new
             // signature, and never UNAVAILABLE for a known request.
             tracing::info!(reasons = %signed_before.join("; "), "a retried request; fetching its signature");
-            break 'sign find_elsewhere(&node, record, request_id, &job.wire, &digest, started)
-                .await;
+            break 'sign find_elsewhere(
+                &node,
+                record,
+                request_id,
+                &job.wire,
+                &digest,
+                &job.message,
+                started,
+            )
+            .await;
         }
         if !busy.is_empty() && denials.is_empty() {
             // A co-signer is up but at its session limit: worth a retry.

@@ -27,6 +27,7 @@ pub(crate) async fn find_elsewhere(
     request_id: &[u8],
     wire: &Wire,
     digest: &[u8; 32],
+    message: &[u8],
     started: Instant,
 ) -> Result<pb::SignResponse, ApiError> {
     let public_key = record
@@ -62,10 +63,25 @@ pub(crate) async fn find_elsewhere(
             continue;
         };
         // The peer's word is not needed: the signature verifies or not.
-        let Ok(fin) = tss_core::chain::finish_signature(&public_key, digest, &rs) else {
-            tracing::warn!(peer = %name, "a peer returned a signature that does not verify");
-            why.push(format!("{name} returned a signature that does not verify"));
-            continue;
+        let fin = match record.scheme {
+            Some(scheme) => {
+                match ::keygen::transcript::frost_signature_ok(scheme, &public_key, message, &rs) {
+                    Ok(true) => None,
+                    _ => {
+                        tracing::warn!(peer = %name, "a peer returned a signature that does not verify");
+                        why.push(format!("{name} returned a signature that does not verify"));
+                        continue;
+                    }
+                }
+            }
+            None => match tss_core::chain::finish_signature(&public_key, digest, &rs) {
+                Ok(fin) => Some(fin),
+                Err(_) => {
+                    tracing::warn!(peer = %name, "a peer returned a signature that does not verify");
+                    why.push(format!("{name} returned a signature that does not verify"));
+                    continue;
+                }
+            },
         };
         let (n, k, r, signers) = (
             node.clone(),
@@ -79,6 +95,16 @@ pub(crate) async fn find_elsewhere(
         })
         .await?;
         tracing::info!(key_id = %record.key_id, peer = %name, "a retried request: returning the signature a peer kept");
+        let Some(fin) = fin else {
+            return Ok(crate::request::retry::schnorr_response(
+                record,
+                &rs,
+                digest,
+                reply.signers,
+                "stored",
+                started,
+            ));
+        };
         return Ok(signature_response(
             &fin,
             digest,
