@@ -18,4 +18,5 @@ mod gateway_example;
 mod policy;
 mod pool;
 mod signing;
+mod taproot_psbt;
 mod transcript;

@@ -155,7 +155,10 @@ fn prevouts(psbt: &Psbt) -> Vec<TxOut> {
         .collect()
 }
 
-fn sign(kp: &Keypair, summary: &PsbtSummary) -> Vec<(usize, [u8; 64])> {
+/// An input index and the BIP340 signature for it.
+type Sig = (usize, [u8; 64]);
+
+fn sign(kp: &Keypair, summary: &PsbtSummary) -> Vec<Sig> {
     let secp = Secp256k1::new();
     summary
         .own_inputs()
@@ -393,7 +396,7 @@ fn add_taproot_signatures__should_leave_a_mixed_psbt_open_and_refuse_bad_signatu
     // sighash, twice for one input, for a foreign input, out of range
     let mut bad = sigs[0].1;
     bad[10] ^= 1;
-    let cases: Vec<(Vec<(usize, [u8; 64])>, &str)> = vec![
+    let cases: Vec<(Vec<Sig>, &str)> = vec![
         (vec![(0, bad)], "does not verify"),
         (vec![(0, sigs[1].1)], "does not verify"),
         (vec![sigs[0], sigs[0]], "two signatures for input 0"),
