@@ -2,9 +2,11 @@
 //! (binary).
 //!
 //! Under test: `tss_core::chain::btc::{decode_psbt_base64, analyse_psbt,
-//! add_signatures}` for a fixed key, then `tss_node::request::decode::bitcoin_input`
-//! for each input. The first byte picks the network and whether the rest is
-//! base64 text (as a client sends it) or binary.
+//! add_signatures, add_taproot_signatures}` for a fixed key (an ECDSA key's
+//! P2WPKH inputs, or a Taproot key's P2TR key-path inputs), then
+//! `tss_node::request::decode::bitcoin_input` for each input. The first
+//! byte picks the network, whether the rest is base64 text (as a client
+//! sends it) or binary, and which kind of key.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -31,8 +33,14 @@ fuzz_target!(|data: &[u8]| {
     };
     // Finalising with no new signatures: parses, checks, and finalises
     // whatever is already signed.
-    let _ = btc::add_signatures(&bytes, &common::BTC_PUBKEY, &[]);
-    let Ok(summary) = btc::analyse_psbt(&bytes, &common::BTC_PUBKEY, net) else {
+    let key: &[u8] = if mode & 8 != 0 {
+        let _ = btc::add_taproot_signatures(&bytes, &common::TAPROOT_KEY, &[]);
+        &common::TAPROOT_KEY
+    } else {
+        let _ = btc::add_signatures(&bytes, &common::BTC_PUBKEY, &[]);
+        &common::BTC_PUBKEY
+    };
+    let Ok(summary) = btc::analyse_psbt(&bytes, key, net) else {
         return;
     };
     let summary = std::sync::Arc::new(summary);

@@ -33,6 +33,19 @@ pub const BTC_PUBKEY: [u8; 33] = [
     0x98,
 ];
 
+/// The x-only form of [`BTC_PUBKEY`], as a Taproot key's output key: the
+/// key whose P2TR outputs the Taproot path analyses.
+#[allow(dead_code)]
+pub const TAPROOT_KEY: [u8; 32] = {
+    let mut k = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        k[i] = BTC_PUBKEY[i + 1];
+        i += 1;
+    }
+    k
+};
+
 /// Storage key the sealed-record seeds are sealed under.
 pub const STORAGE_KEY: [u8; 32] = [0x5e; 32];
 

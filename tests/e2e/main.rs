@@ -19,4 +19,5 @@ mod gateway_example;
 mod policy;
 mod pool;
 mod signing;
+mod taproot_psbt;
 mod transcript;

@@ -39,7 +39,7 @@ fn dest_entry(chain: &str, address: &str) -> String {
 
 /// Gateway may withdraw, trade and sign messages; ETH (1000 wei a transaction,
 /// 1500 wei a day) and the token on Sepolia; BTC on testnet.
-fn policy(eth_dests: &[&str], btc_dests: &[String]) -> String {
+pub(crate) fn policy(eth_dests: &[&str], btc_dests: &[String]) -> String {
     let mut s = format!(
         "version = 1\n\n[clients.gateway]\nroles = [\"withdrawer\", \"trader\", \"signer\"]\n\n\
          [[keys]]\nkey = \"*\"\nchains = [\"ethereum:{CHAIN}\", \"bitcoin-testnet\"]\n"

@@ -1,19 +1,24 @@
 //! Bitcoin and Litecoin: addresses and PSBTs (BIP174) spending the key's
-//! P2WPKH outputs.
+//! P2WPKH outputs, or a FROST Taproot key's P2TR outputs by their key path.
 //!
-//! The node holds one secp256k1 key per wallet; on these chains it spends
-//! native segwit v0 outputs of that key (P2WPKH, BIP141/BIP143). Signing a
-//! PSBT goes in two steps:
+//! A key spends one kind of output, told by the form of its public key:
+//! an ECDSA key (33- or 65-byte SEC1) its native segwit v0 outputs (P2WPKH,
+//! BIP141/BIP143); a FROST Taproot key (its 32-byte x-only output key) its
+//! P2TR outputs, key path only ([`taproot`], BIP341/BIP340; Bitcoin
+//! networks only). Outputs of any other script are foreign. Signing a PSBT
+//! goes in two steps:
 //!
 //! 1. [`analyse_psbt`] reads the PSBT: every input's amount (from
 //!    `witness_utxo`, or from a `non_witness_utxo` whose txid is checked
 //!    against the outpoint), which inputs are the key's, the outputs with
 //!    their addresses and whether they pay the key back, the fee, and for
-//!    each of the key's inputs the BIP143 preimage and sighash (SIGHASH_ALL
-//!    only). Policy decides on this summary.
-//! 2. [`add_signatures`] puts the signatures over those sighashes into the
-//!    PSBT; when every input is then signed or already finalised it
-//!    finalises the key's inputs and extracts the transaction.
+//!    each of the key's inputs the preimage and sighash: BIP143 with
+//!    SIGHASH_ALL for P2WPKH, BIP341 with SIGHASH_DEFAULT or ALL for P2TR.
+//!    Policy decides on this summary.
+//! 2. [`add_signatures`] (ECDSA) or [`add_taproot_signatures`] (BIP340)
+//!    puts the signatures over those sighashes into the PSBT; when every
+//!    input is then signed or already finalised it finalises the key's
+//!    inputs and extracts the transaction.
 //!
 //! Amounts of inputs that are not the key's come from whoever built the
 //! PSBT: BIP143 commits only to the amount of the input being signed, so the
@@ -23,6 +28,9 @@
 //! itself spends ([`PsbtSummary::key_spend`], its inputs minus the outputs
 //! paying it back) is exact only for signatures all made on the same claims
 //! ([`PsbtSummary::claims_hash`]), which the node's ledger enforces per txid.
+//! A BIP341 signature commits to every input's amount and script, so for a
+//! Taproot key a PSBT that misstates any input gets signatures that are not
+//! valid on chain.
 //!
 //! Rust-bitcoin knows Bitcoin's address encodings only, so addresses are
 //! encoded here from the script with the network's bech32 prefix and
@@ -30,255 +38,31 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
 use base64ct::{Base64, Encoding};
-use bitcoin::bech32::{self, Hrp};
 use bitcoin::hashes::Hash;
 use bitcoin::psbt::{Input, Psbt};
 use bitcoin::sighash::SighashCache;
 use bitcoin::{
-    base58, ecdsa, CompressedPublicKey, EcdsaSighashType, PubkeyHash, Script, ScriptBuf,
-    ScriptHash, Transaction, TxIn, TxOut, Witness, WitnessProgram, WitnessVersion,
+    ecdsa, CompressedPublicKey, EcdsaSighashType, ScriptBuf, Transaction, TxIn, TxOut, Witness,
 };
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 
 use super::{invalid, ChainError, EcdsaSignature};
 
+mod address;
+mod taproot;
+
+use self::address::Params;
+pub use self::address::{
+    address_for_script, p2tr_address, p2wpkh_address, script_for_address, Network,
+};
+pub use self::taproot::{add_taproot_signatures, tap_sighash};
+
 /// Most inputs a PSBT may have.
 pub const MAX_INPUTS: usize = 1000;
 /// Most outputs a PSBT may have.
 pub const MAX_OUTPUTS: usize = 1000;
-
-/// The chains whose P2WPKH outputs the node spends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Network {
-    /// Bitcoin mainnet.
-    Bitcoin,
-    /// Bitcoin testnet (testnet3/testnet4/signet share the encodings).
-    BitcoinTestnet,
-    /// Litecoin mainnet.
-    Litecoin,
-    /// Litecoin testnet.
-    LitecoinTestnet,
-}
-
-/// Address encodings and money supply of a network.
-struct Params {
-    name: &'static str,
-    hrp: Hrp,
-    p2pkh: u8,
-    /// The first is the one addresses are written with; the others are
-    /// still accepted.
-    p2sh: &'static [u8],
-    /// What addresses of this network start with, for error messages.
-    prefixes: &'static str,
-    /// Largest amount that can exist, in the smallest unit.
-    max_money: u64,
-}
-
-const BITCOIN: Params = Params {
-    name: "bitcoin",
-    hrp: Hrp::parse_unchecked("bc"),
-    p2pkh: 0x00,
-    p2sh: &[0x05],
-    prefixes: "bc1, 1 or 3",
-    max_money: 21_000_000 * 100_000_000,
-};
-const BITCOIN_TESTNET: Params = Params {
-    name: "bitcoin-testnet",
-    hrp: Hrp::parse_unchecked("tb"),
-    p2pkh: 0x6f,
-    p2sh: &[0xc4],
-    prefixes: "tb1, m, n or 2",
-    max_money: 21_000_000 * 100_000_000,
-};
-const LITECOIN: Params = Params {
-    name: "litecoin",
-    hrp: Hrp::parse_unchecked("ltc"),
-    p2pkh: 0x30,
-    p2sh: &[0x32, 0x05],
-    prefixes: "ltc1, L, M or 3",
-    max_money: 84_000_000 * 100_000_000,
-};
-const LITECOIN_TESTNET: Params = Params {
-    name: "litecoin-testnet",
-    hrp: Hrp::parse_unchecked("tltc"),
-    p2pkh: 0x6f,
-    p2sh: &[0x3a, 0xc4],
-    prefixes: "tltc1, m, n, Q or 2",
-    max_money: 84_000_000 * 100_000_000,
-};
-
-impl Network {
-    /// Every network, in a fixed order.
-    pub const ALL: [Network; 4] = [
-        Network::Bitcoin,
-        Network::BitcoinTestnet,
-        Network::Litecoin,
-        Network::LitecoinTestnet,
-    ];
-
-    /// The network's name: "bitcoin", "bitcoin-testnet", "litecoin" or
-    /// "litecoin-testnet" (what [`FromStr`] accepts).
-    pub fn name(self) -> &'static str {
-        self.params().name
-    }
-
-    fn params(self) -> &'static Params {
-        match self {
-            Network::Bitcoin => &BITCOIN,
-            Network::BitcoinTestnet => &BITCOIN_TESTNET,
-            Network::Litecoin => &LITECOIN,
-            Network::LitecoinTestnet => &LITECOIN_TESTNET,
-        }
-    }
-}
-
-impl fmt::Display for Network {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Network {
-    type Err = ChainError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Network::ALL
-            .into_iter()
-            .find(|n| n.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Network::ALL.iter().map(|n| n.name()).collect();
-                invalid(format!(
-                    "unknown network {s:?}: expected one of {}",
-                    names.join(", ")
-                ))
-            })
-    }
-}
-
-/// bech32 P2WPKH address of a SEC1 public key (compressed or uncompressed input; the compressed form is used). hrp: bc, tb, ltc, tltc.
-///
-/// # Errors
-/// [`ChainError::Invalid`] when `public_key` is not a secp256k1 point.
-pub fn p2wpkh_address(public_key: &[u8], net: Network) -> Result<String, ChainError> {
-    let key = compressed_key(public_key)?;
-    let script = p2wpkh_script(&key);
-    address_for_script(script.as_bytes(), net)
-        .ok_or_else(|| invalid("cannot encode the P2WPKH address"))
-}
-
-/// bech32m P2TR address paying to the 32-byte x-only `output_key` (already
-/// tweaked: for this daemon's Taproot keys, the BIP86 output key).
-///
-/// # Errors
-/// [`ChainError::Invalid`] when `output_key` is not an x-only secp256k1 key.
-pub fn p2tr_address(output_key: &[u8], net: Network) -> Result<String, ChainError> {
-    bitcoin::secp256k1::XOnlyPublicKey::from_slice(output_key)
-        .map_err(|_| invalid("not an x-only secp256k1 key"))?;
-    let mut script = vec![0x51, 0x20];
-    script.extend_from_slice(output_key);
-    address_for_script(&script, net).ok_or_else(|| invalid("cannot encode the P2TR address"))
-}
-
-/// The scriptPubKey an address string pays to, for that network: segwit v0/v1 bech32/bech32m with the network's hrp, and base58check P2PKH/P2SH with the network's version bytes (Bitcoin 0x00/0x05, Bitcoin testnet 0x6f/0xc4, Litecoin 0x30/0x32 (also accept legacy 0x05), Litecoin testnet 0x6f/0x3a (also 0xc4)). Refuse an address of another network with a message naming the expected prefix.
-///
-/// Segwit versions other than v0 (P2WPKH, P2WSH) and v1 with a 32-byte
-/// program (P2TR) are refused: nothing the node sends should go to outputs
-/// no wallet can spend yet.
-///
-/// # Errors
-/// [`ChainError::Invalid`] naming what is wrong with the address.
-pub fn script_for_address(addr: &str, net: Network) -> Result<Vec<u8>, ChainError> {
-    let p = net.params();
-    let other_network = || {
-        invalid(format!(
-            "not a {} address: {} addresses start with {}",
-            p.name, p.name, p.prefixes
-        ))
-    };
-    let lower = addr.to_ascii_lowercase();
-    let looks_segwit = Network::ALL
-        .iter()
-        .any(|n| lower.starts_with(&format!("{}1", n.params().hrp.to_lowercase())));
-    if looks_segwit {
-        let (hrp, version, program) = bech32::segwit::decode(addr)
-            .map_err(|e| invalid(format!("invalid segwit address: {e}")))?;
-        if hrp != p.hrp {
-            return Err(other_network());
-        }
-        let version = WitnessVersion::try_from(version)
-            .map_err(|e| invalid(format!("invalid segwit address: {e}")))?;
-        let supported = match version {
-            WitnessVersion::V0 => true,
-            WitnessVersion::V1 => program.len() == 32,
-            _ => false,
-        };
-        if !supported {
-            return Err(invalid(format!(
-                "segwit version {} addresses with {}-byte programs are not supported \
-                 (only v0 and v1 taproot)",
-                version.to_num(),
-                program.len()
-            )));
-        }
-        let program = WitnessProgram::new(version, &program)
-            .map_err(|e| invalid(format!("invalid segwit address: {e}")))?;
-        return Ok(ScriptBuf::new_witness_program(&program).into_bytes());
-    }
-    let payload = base58::decode_check(addr).map_err(|e| {
-        invalid(format!(
-            "not a valid address (neither segwit nor base58check: {e}); {} addresses start with {}",
-            p.name, p.prefixes
-        ))
-    })?;
-    let Some((&version, hash)) = payload.split_first() else {
-        return Err(invalid("base58check address without a version byte"));
-    };
-    let Ok(hash) = <[u8; 20]>::try_from(hash) else {
-        return Err(invalid(format!(
-            "base58check address carries {} bytes, not a 20-byte hash",
-            hash.len()
-        )));
-    };
-    let script = if version == p.p2pkh {
-        ScriptBuf::new_p2pkh(&PubkeyHash::from_byte_array(hash))
-    } else if p.p2sh.contains(&version) {
-        ScriptBuf::new_p2sh(&ScriptHash::from_byte_array(hash))
-    } else {
-        return Err(other_network());
-    };
-    Ok(script.into_bytes())
-}
-
-/// The address string of a scriptPubKey on that network (same encodings), None for non-standard scripts.
-pub fn address_for_script(script: &[u8], net: Network) -> Option<String> {
-    let p = net.params();
-    let s = Script::from_bytes(script);
-    let bytes = s.as_bytes();
-    if s.is_p2pkh() {
-        // OP_DUP OP_HASH160 <20> OP_EQUALVERIFY OP_CHECKSIG
-        let mut payload = vec![p.p2pkh];
-        payload.extend_from_slice(bytes.get(3..23)?);
-        return Some(base58::encode_check(&payload));
-    }
-    if s.is_p2sh() {
-        // OP_HASH160 <20> OP_EQUAL
-        let mut payload = vec![*p.p2sh.first()?];
-        payload.extend_from_slice(bytes.get(2..22)?);
-        return Some(base58::encode_check(&payload));
-    }
-    let version = if s.is_p2wpkh() || s.is_p2wsh() {
-        bech32::segwit::VERSION_0
-    } else if s.is_p2tr() {
-        bech32::segwit::VERSION_1
-    } else {
-        return None;
-    };
-    // OP_n <len> <program>
-    bech32::segwit::encode(p.hrp, version, bytes.get(2..)?).ok()
-}
 
 /// Base64 PSBT (as wallets exchange it) to its binary form, checking that it
 /// parses.
@@ -304,12 +88,31 @@ pub struct InputSummary {
     pub outpoint: String,
     /// satoshis, from witness_utxo (or non_witness_utxo, checked against the outpoint's txid)
     pub value: u64,
-    /// spends the key's own P2WPKH script
+    /// spends the key's own script (P2WPKH, or P2TR for a Taproot key)
     pub ours: bool,
-    /// For our inputs: the BIP143 signing preimage (SIGHASH_ALL); double-SHA256 of it is the sighash.
+    /// For our inputs: how the key signs it.
+    pub spend: Option<OwnSpend>,
+    /// For our inputs: the signing preimage. P2WPKH: the BIP143 preimage
+    /// (SIGHASH_ALL), whose double SHA-256 is the sighash. P2TR: the BIP341
+    /// signature message with its epoch byte, whose "TapSighash" tagged
+    /// hash ([`tap_sighash`]) is the sighash.
     pub sighash_preimage: Option<Vec<u8>>,
     /// For our inputs: the digest to sign.
     pub sighash: Option<[u8; 32]>,
+}
+
+/// How the key signs one of its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnSpend {
+    /// P2WPKH: ECDSA over the BIP143 sighash, SIGHASH_ALL.
+    P2wpkh,
+    /// P2TR key path: BIP340 over the BIP341 sighash, SIGHASH_DEFAULT
+    /// (64-byte witness signature) or, if `sighash_all`, SIGHASH_ALL (65).
+    TaprootKeyPath {
+        /// The input asks for SIGHASH_ALL (else SIGHASH_DEFAULT).
+        sighash_all: bool,
+    },
 }
 
 /// One output of an analysed PSBT.
@@ -321,7 +124,7 @@ pub struct OutputSummary {
     pub address: Option<String>,
     /// Amount in the smallest unit.
     pub value: u64,
-    /// pays the key's own P2WPKH script
+    /// pays the key's own script (change)
     pub to_self: bool,
 }
 
@@ -416,56 +219,76 @@ pub struct SignedPsbt {
     pub tx_hex: Option<String>,
 }
 
-/// Reads a PSBT that spends outputs of `public_key` (see the module docs).
+/// Reads a PSBT that spends outputs of `public_key` (see the module docs):
+/// a SEC1 key's P2WPKH outputs, or a 32-byte x-only Taproot output key's
+/// P2TR outputs.
 ///
 /// # Errors
 /// [`ChainError::Invalid`] when the bytes are not a PSBT, an input has no
 /// UTXO information or inconsistent UTXO information, one of the key's
-/// inputs asks for a sighash type other than ALL, no input is the key's,
-/// the outputs spend more than the inputs, an amount is above the
+/// P2WPKH inputs asks for a sighash type other than ALL, no input is the
+/// key's, the outputs spend more than the inputs, an amount is above the
 /// network's money supply, or there are more than [`MAX_INPUTS`] inputs or
-/// [`MAX_OUTPUTS`] outputs.
+/// [`MAX_OUTPUTS`] outputs. For a Taproot key also
+/// [`ChainError::MissingSpentOutput`], [`ChainError::SighashType`] and
+/// [`ChainError::ScriptPath`] (see [`taproot`]).
 pub fn analyse_psbt(
     psbt: &[u8],
     public_key: &[u8],
     net: Network,
 ) -> Result<PsbtSummary, ChainError> {
     let psbt = parse_psbt(psbt)?;
-    let key = compressed_key(public_key)?;
-    let ours_script = p2wpkh_script(&key);
+    let key = OwnKey::parse(public_key, net)?;
+    let ours_script = key.script();
     let p = net.params();
     let tx = &psbt.unsigned_tx;
     if tx.output.is_empty() {
         return Err(invalid("transaction has no outputs"));
     }
+    let utxos = match key {
+        OwnKey::P2tr(_) => taproot::spent_outputs(&psbt)?,
+        OwnKey::P2wpkh(_) => (tx.input.iter().zip(&psbt.inputs).enumerate())
+            .map(|(i, (txin, input))| spent_output(i, txin, input))
+            .collect::<Result<_, _>>()?,
+    };
 
     let mut cache = SighashCache::new(tx);
     let mut inputs = Vec::with_capacity(tx.input.len());
     let mut total_in: u64 = 0;
-    for (i, (txin, input)) in tx.input.iter().zip(&psbt.inputs).enumerate() {
-        let utxo = spent_output(i, txin, input)?;
-        let value = checked_amount(&utxo, p, || format!("input {i}"))?;
+    for (i, ((txin, input), utxo)) in tx.input.iter().zip(&psbt.inputs).zip(&utxos).enumerate() {
+        let value = checked_amount(utxo, p, || format!("input {i}"))?;
         total_in = total_in
             .checked_add(value)
             .ok_or_else(|| invalid("input amounts overflow"))?;
         let ours = utxo.script_pubkey == ours_script;
-        let (sighash_preimage, sighash) = if ours {
-            require_sighash_all(i, input)?;
-            let (preimage, sighash) = bip143(&mut cache, i, &utxo)?;
-            (Some(preimage), Some(sighash))
-        } else {
-            (None, None)
+        let (spend, sighash_preimage, sighash) = match key {
+            _ if !ours => (None, None, None),
+            OwnKey::P2wpkh(_) => {
+                require_sighash_all(i, input)?;
+                let (preimage, sighash) = bip143(&mut cache, i, utxo)?;
+                (Some(OwnSpend::P2wpkh), Some(preimage), Some(sighash))
+            }
+            OwnKey::P2tr(_) => {
+                let (ty, preimage, sighash) = taproot::key_path(&mut cache, i, input, &utxos)?;
+                let sighash_all = ty == bitcoin::TapSighashType::All;
+                let spend = OwnSpend::TaprootKeyPath { sighash_all };
+                (Some(spend), Some(preimage), Some(sighash))
+            }
         };
         inputs.push(InputSummary {
             outpoint: txin.previous_output.to_string(),
             value,
             ours,
+            spend,
             sighash_preimage,
             sighash,
         });
     }
     if !inputs.iter().any(|i| i.ours) {
-        return Err(invalid("no input spends this key's P2WPKH output"));
+        return Err(invalid(format!(
+            "no input spends this key's {} output",
+            key.kind()
+        )));
     }
 
     let mut outputs = Vec::with_capacity(tx.output.len());
@@ -601,17 +424,28 @@ pub fn add_signatures(
         finalise.push((i, *sig));
     }
 
+    let witnesses = finalise
+        .into_iter()
+        .map(|(i, sig)| (i, Witness::p2wpkh(&sig, &key.0)));
+    Ok(finish(psbt, complete.then_some(witnesses)))
+}
+
+/// The signed PSBT; with `finalise` (every input can be finalised), the
+/// given inputs finalised with their witnesses and the transaction
+/// extracted.
+fn finish(mut psbt: Psbt, finalise: Option<impl Iterator<Item = (usize, Witness)>>) -> SignedPsbt {
+    let complete = finalise.is_some();
     let mut tx_hex = None;
-    if complete {
-        for (i, sig) in finalise {
+    if let Some(witnesses) = finalise {
+        for (i, witness) in witnesses {
             if let Some(input) = psbt.inputs.get_mut(i) {
                 let old = std::mem::take(input);
-                // BIP174 finalizer: keep only the UTXO, the final witness and
-                // the unknown and proprietary fields.
+                // BIP174/BIP371 finalizer: keep only the UTXO, the final
+                // witness and the unknown and proprietary fields.
                 *input = Input {
                     non_witness_utxo: old.non_witness_utxo,
                     witness_utxo: old.witness_utxo,
-                    final_script_witness: Some(Witness::p2wpkh(&sig, &key.0)),
+                    final_script_witness: Some(witness),
                     proprietary: old.proprietary,
                     unknown: old.unknown,
                     ..Input::default()
@@ -622,12 +456,12 @@ pub fn add_signatures(
         tx_hex = Some(bitcoin::consensus::encode::serialize_hex(&tx));
     }
     let bytes = psbt.serialize();
-    Ok(SignedPsbt {
+    SignedPsbt {
         psbt_base64: encode_psbt_base64(&bytes),
         psbt: bytes,
         complete,
         tx_hex,
-    })
+    }
 }
 
 /// Parses a binary PSBT: nothing after it, and within the size bounds.
@@ -673,6 +507,42 @@ fn compressed_key(public_key: &[u8]) -> Result<CompressedPublicKey, ChainError> 
 
 fn p2wpkh_script(key: &CompressedPublicKey) -> ScriptBuf {
     ScriptBuf::new_p2wpkh(&key.wpubkey_hash())
+}
+
+/// The key a PSBT is analysed for, by the form of its public key.
+enum OwnKey {
+    /// An ECDSA key (33- or 65-byte SEC1): its P2WPKH outputs.
+    P2wpkh(CompressedPublicKey),
+    /// A FROST Taproot key's 32-byte x-only output key: its P2TR outputs.
+    P2tr(bitcoin::secp256k1::XOnlyPublicKey),
+}
+
+impl OwnKey {
+    fn parse(public_key: &[u8], net: Network) -> Result<OwnKey, ChainError> {
+        if public_key.len() != 32 {
+            return Ok(OwnKey::P2wpkh(compressed_key(public_key)?));
+        }
+        if !matches!(net, Network::Bitcoin | Network::BitcoinTestnet) {
+            return Err(invalid(format!(
+                "a Taproot key spends on bitcoin and bitcoin-testnet only, not on {net}"
+            )));
+        }
+        Ok(OwnKey::P2tr(taproot::output_key(public_key)?))
+    }
+
+    fn script(&self) -> ScriptBuf {
+        match self {
+            OwnKey::P2wpkh(k) => p2wpkh_script(k),
+            OwnKey::P2tr(k) => taproot::output_script(k),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            OwnKey::P2wpkh(_) => "P2WPKH",
+            OwnKey::P2tr(_) => "Taproot (P2TR)",
+        }
+    }
 }
 
 fn is_finalised(input: &Input) -> bool {

@@ -5,7 +5,8 @@
 //! - [`eth`]: Ethereum unsigned transactions (legacy EIP-155 and EIP-1559):
 //!   decoding, call classification, the signed network encoding.
 //! - [`btc`]: Bitcoin and Litecoin addresses and PSBTs: analysis (amounts,
-//!   fee, BIP143 sighashes of the key's P2WPKH inputs), signatures,
+//!   fee, BIP143 sighashes of an ECDSA key's P2WPKH inputs and BIP341
+//!   sighashes of a FROST Taproot key's key-path inputs), signatures,
 //!   finalisation.
 //!
 //! Everything here takes client bytes: decoders refuse anything they cannot
@@ -49,6 +50,41 @@ pub enum ChainError {
     /// The bytes do not decode, or decode to something unsupported / inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// A PSBT input asks for a sighash type the node does not sign with.
+    #[error(
+        "input {input} asks for sighash type {sighash_type:#x}; the node signs {allowed} only"
+    )]
+    SighashType {
+        /// The input's index.
+        input: usize,
+        /// The PSBT's `sighash_type` field, as a number.
+        sighash_type: u32,
+        /// What the node signs for an input of this kind, in words.
+        allowed: &'static str,
+    },
+    /// A PSBT input carries no spent output (`witness_utxo` or
+    /// `non_witness_utxo`), and the sighash commits to it.
+    #[error(
+        "input {input} has no witness_utxo: a Taproot (BIP341) signature commits to the \
+         amount and script of every input, so every input must carry its spent output"
+    )]
+    MissingSpentOutput {
+        /// The input's index.
+        input: usize,
+    },
+    /// An input of the key's Taproot output carries script-path data, but
+    /// the key's output key has no script tree (BIP86): only its key path
+    /// can spend it.
+    #[error(
+        "input {input} spends this key's Taproot output but carries {field}: the key's output \
+         has no script tree (BIP86), the node signs its key path only; remove the script-path fields"
+    )]
+    ScriptPath {
+        /// The input's index.
+        input: usize,
+        /// The PSBT field found (`tap_merkle_root`, `tap_scripts`, ...).
+        field: &'static str,
+    },
 }
 
 /// A [`ChainError::Invalid`] with this message.

@@ -12,6 +12,10 @@
 //!   [`Claims`] make the ledger refuse all but the first set of claims;
 //! - other parties' inputs and their amounts, hence the fee: the PSBT's
 //!   author only.
+//!
+//! For a Taproot key (P2TR key-path inputs, change to its P2TR script) the
+//! same rules apply; there each BIP341 signature commits to every input's
+//! amount and script, so misstated claims only yield invalid signatures.
 
 use std::collections::BTreeSet;
 
@@ -104,7 +108,7 @@ impl Claims {
 }
 
 /// Refuses a `[[keys]]` entry that enables more than one Bitcoin-family
-/// network: a key has the same P2WPKH script on all of them, so the
+/// network: a key has the same P2WPKH (or P2TR) script on all of them, so the
 /// network a PSBT is judged under would be the client's choice. Each entry
 /// is judged alone: the entry a key uses is its own, or else `*`, never
 /// both (see `Policy::key_rules`).

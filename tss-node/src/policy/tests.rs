@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use tss_core::chain::btc::{InputSummary, OutputSummary};
+use tss_core::chain::btc::{InputSummary, OutputSummary, OwnSpend};
 use tss_core::chain::eth::TxKind;
 
 use super::*;
@@ -346,6 +346,7 @@ fn psbt(outputs: Vec<(Option<&str>, &str, u64, bool)>, fee: u64) -> PsbtSummary 
             outpoint: format!("{}:0", hex::encode([8; 32])),
             value: total,
             ours: true,
+            spend: Some(OwnSpend::P2wpkh),
             sighash_preimage: Some(vec![1]),
             sighash: Some([2; 32]),
         }],
@@ -527,6 +528,7 @@ fn psbt_with(inputs: &[(u64, bool)], dest: u64, change: u64) -> PsbtSummary {
             outpoint: format!("{}:{i}", hex::encode([8; 32])),
             value,
             ours,
+            spend: ours.then_some(OwnSpend::P2wpkh),
             sighash_preimage: ours.then(|| vec![1]),
             sighash: ours.then_some([2; 32]),
         })

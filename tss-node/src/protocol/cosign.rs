@@ -120,6 +120,9 @@ pub(crate) async fn authenticate(
         }
         Some(client)
     };
+    if let Err(e) = crate::request::check_payload_scheme(ask.record, ask.payload) {
+        return Ok(Err(Refusal::Declined(e.to_string())));
+    }
     let public_key = ask
         .record
         .public_key_bytes()

@@ -54,7 +54,12 @@ pub async fn sign_ethereum(
         .digest()
         .map_err(crate::request::auth::AuthError::from)?;
     let record = crate::protocol::records::load_record(&node, &req.key_id).await?;
-    ecdsa_only(&record, "Ethereum transactions")?;
+    crate::request::check_payload_scheme(
+        &record,
+        Some(&pb::SignPayload {
+            kind: Some(kind.clone()),
+        }),
+    )?;
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -128,7 +133,10 @@ pub async fn sign_ethereum(
 }
 
 /// `SignBitcoinPsbt` as coordinator: one policy decision for the whole
-/// transaction, then one signing session per input of the key.
+/// transaction, then one signing session per input of the key (ECDSA over
+/// BIP143 for an ECDSA key's P2WPKH inputs, BIP340 over BIP341 for a
+/// Taproot key's P2TR key-path inputs: `sign_decoded` runs the key's
+/// scheme).
 pub async fn sign_bitcoin(
     node: Arc<Node>,
     caller: &ClientEntry,
@@ -152,7 +160,13 @@ pub async fn sign_bitcoin(
         .digest()
         .map_err(crate::request::auth::AuthError::from)?;
     let record = crate::protocol::records::load_record(&node, &req.key_id).await?;
-    ecdsa_only(&record, "P2WPKH inputs")?;
+    let bitcoin = pb::sign_payload::Kind::Bitcoin(pb::BitcoinInput::default());
+    crate::request::check_payload_scheme(
+        &record,
+        Some(&pb::SignPayload {
+            kind: Some(bitcoin),
+        }),
+    )?;
     crate::request::retry::check_request_id(
         &node,
         &record.key_id,
@@ -173,7 +187,7 @@ pub async fn sign_bitcoin(
         .collect();
     let Some(&first) = ours.first() else {
         return Err(ApiError::Invalid(
-            "no input of the PSBT spends this key's P2WPKH output".into(),
+            "no input of the PSBT spends this key's output".into(),
         ));
     };
     let whole = crate::request::decode::bitcoin_input(&summary, first)?;
@@ -197,7 +211,7 @@ pub async fn sign_bitcoin(
     // One release for the whole transaction: its amounts are recorded
     // before the first part of any input's signature leaves this node.
     let release = crate::protocol::approve::Release::new(reservation);
-    let mut sigs = Vec::new();
+    let mut sigs = Sigs::default();
     let mut responses = Vec::new();
     for &i in &ours {
         let decoded = crate::request::decode::bitcoin_input(&summary, i)?;
@@ -224,13 +238,20 @@ pub async fn sign_bitcoin(
         )
         .await
         .map_err(|e| prefix_input(e, i))?;
-        sigs.push((i, signature_of(&resp)?));
+        match record.scheme {
+            None => sigs.ecdsa.push((i, signature_of(&resp)?)),
+            Some(_) => sigs.schnorr.push((i, schnorr_of(&resp)?)),
+        }
         responses.push(resp);
     }
     // Verifies every signature and finalises: off the reactor.
+    let scheme = record.scheme;
     let signed = blocking(move || {
-        btc::add_signatures(&psbt, &public_key, &sigs)
-            .map_err(|e| ApiError::Internal(format!("cannot add the signatures: {e}")))
+        match scheme {
+            None => btc::add_signatures(&psbt, &public_key, &sigs.ecdsa),
+            Some(_) => btc::add_taproot_signatures(&psbt, &public_key, &sigs.schnorr),
+        }
+        .map_err(|e| ApiError::Internal(format!("cannot add the signatures: {e}")))
     })
     .await?;
     Ok(pb::SignBitcoinPsbtResponse {
@@ -254,13 +275,15 @@ pub(crate) fn prefix_input(e: ApiError, i: usize) -> ApiError {
     }
 }
 
-/// Refuses a FROST key for what only an ECDSA key signs.
-fn ecdsa_only(record: &keygen::record::KeyRecord, what: &str) -> Result<(), ApiError> {
-    match record.scheme {
-        None => Ok(()),
-        Some(s) => Err(ApiError::Invalid(format!(
-            "key {} is a FROST {s} key: {what} need an ECDSA key (scheme ecdsa)",
-            record.key_id
-        ))),
-    }
+/// The signatures of a PSBT's inputs, by the key's scheme.
+#[derive(Default)]
+struct Sigs {
+    ecdsa: Vec<(usize, EcdsaSignature)>,
+    schnorr: Vec<(usize, [u8; 64])>,
+}
+
+/// The 64-byte BIP340 signature of a FROST Taproot key's response.
+fn schnorr_of(resp: &pb::SignResponse) -> Result<[u8; 64], ApiError> {
+    <[u8; 64]>::try_from(resp.signature.as_slice())
+        .map_err(|_| ApiError::Internal("a FROST signature is not 64 bytes (a bug)".into()))
 }

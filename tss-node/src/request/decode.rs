@@ -113,8 +113,8 @@ pub fn psbt(psbt: &[u8], chain: &str, public_key: &[u8]) -> Result<Arc<PsbtSumma
         .map_err(|e| invalid(format!("psbt: {e}")))
 }
 
-/// One input of an analysed PSBT: the node hashes the BIP143 preimage it
-/// computed itself.
+/// One input of an analysed PSBT: the node hashes the preimage it computed
+/// itself (BIP143 double SHA-256, or BIP341's tagged hash).
 pub fn bitcoin_input(summary: &Arc<PsbtSummary>, input: usize) -> Result<Decoded, ApiError> {
     let i = summary.inputs.get(input).ok_or_else(|| {
         invalid(format!(
@@ -124,13 +124,23 @@ pub fn bitcoin_input(summary: &Arc<PsbtSummary>, input: usize) -> Result<Decoded
     })?;
     let (Some(preimage), Some(sighash)) = (&i.sighash_preimage, i.sighash) else {
         return Err(invalid(format!(
-            "input {input} does not spend this key's P2WPKH output"
+            "input {input} does not spend this key's output"
         )));
     };
-    let (data, digest) = HashAlgo::DoubleSha256.data_to_sign(preimage);
+    let (data, digest) = match i.spend {
+        // BIP341 tagged hash; only a FROST Taproot key (BIP340) signs it.
+        Some(btc::OwnSpend::TaprootKeyPath { .. }) => {
+            let d = btc::tap_sighash(preimage);
+            (ToSign::raw_digest(&d), d)
+        }
+        _ => {
+            let (data, d) = HashAlgo::DoubleSha256.data_to_sign(preimage);
+            (ToSign::Hashed(data), d)
+        }
+    };
     if digest != sighash {
         return Err(ApiError::Internal(
-            "the BIP143 preimage does not hash to the sighash (a bug)".into(),
+            "the sighash preimage does not hash to the sighash (a bug)".into(),
         ));
     }
     Ok(Decoded {
@@ -138,7 +148,7 @@ pub fn bitcoin_input(summary: &Arc<PsbtSummary>, input: usize) -> Result<Decoded
             summary: summary.clone(),
             input,
         },
-        data: ToSign::Hashed(data),
+        data,
         digest,
         tx_id: summary.txid,
     })

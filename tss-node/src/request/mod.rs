@@ -56,6 +56,37 @@ pub fn parse_scheme(s: &str) -> Result<Option<tss_core::frost::Scheme>, ApiError
     }
 }
 
+/// Refuses a payload the key's scheme does not sign, from the key's own
+/// record (the coordinator and every co-signer): Ethereum transactions need
+/// an ECDSA key; PSBT inputs an ECDSA key (its P2WPKH outputs) or a FROST
+/// Taproot key (its P2TR outputs, key path). The PSBT analysis tells the two
+/// by the public key's form, so an Ed25519 key (32 bytes, like an x-only
+/// key) must never reach it.
+pub fn check_payload_scheme(
+    record: &keygen::record::KeyRecord,
+    payload: Option<&pb::SignPayload>,
+) -> Result<(), ApiError> {
+    use pb::sign_payload::Kind;
+    use tss_core::frost::Scheme;
+    let (what, need) = match (payload.and_then(|p| p.kind.as_ref()), record.scheme) {
+        (None, _)
+        | (Some(Kind::EthereumChainId(_)), None)
+        | (Some(Kind::Bitcoin(_)), None | Some(Scheme::Taproot)) => return Ok(()),
+        (Some(Kind::EthereumChainId(_)), Some(_)) => {
+            ("Ethereum transactions", "an ECDSA key (scheme ecdsa)")
+        }
+        (Some(Kind::Bitcoin(_)), Some(_)) => (
+            "PSBT inputs",
+            "an ECDSA key (P2WPKH inputs) or a Taproot key (scheme taproot, P2TR key-path inputs)",
+        ),
+    };
+    Err(ApiError::Invalid(format!(
+        "key {} is a FROST {} key: {what} need {need}",
+        record.key_id,
+        record.scheme.map_or("ecdsa", |s| s.name())
+    )))
+}
+
 /// What the engine signs, and the 32-byte digest.
 pub fn to_sign(hashing: Hashing, message: &[u8]) -> Result<(ToSign, [u8; 32]), ApiError> {
     match hashing {

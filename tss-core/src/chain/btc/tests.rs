@@ -4,7 +4,7 @@ use bitcoin::absolute::LockTime;
 use bitcoin::hashes::sha256d;
 use bitcoin::psbt::PsbtSighashType;
 use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, Sequence, Txid};
+use bitcoin::{Amount, OutPoint, Sequence, Txid, WitnessProgram, WitnessVersion};
 use k256::ecdsa::SigningKey;
 use std::collections::BTreeMap;
 
@@ -104,6 +104,7 @@ fn analyse_err(psbt: &[u8], sk: &SigningKey) -> String {
     match analyse_psbt(psbt, &pubkey(sk), Network::Bitcoin) {
         Err(ChainError::Invalid(m)) => m,
         Ok(s) => panic!("analysed: {s:?}"),
+        Err(e) => panic!("another error: {e:?}"),
     }
 }
 

@@ -67,6 +67,7 @@ fn err(bytes: &[u8]) -> String {
     match decode_unsigned(bytes) {
         Err(ChainError::Invalid(m)) => m,
         Ok(tx) => panic!("decoded: {tx:?}"),
+        Err(e) => panic!("another error: {e:?}"),
     }
 }
 

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use tss_core::chain::btc::{InputSummary, Network, OutputSummary, PsbtSummary};
+use tss_core::chain::btc::{InputSummary, Network, OutputSummary, OwnSpend, PsbtSummary};
 use tss_core::secret::Passphrase;
 
 use super::*;
@@ -71,6 +71,7 @@ fn summary(txid: u8, inputs: &[(u8, u64, bool)], outputs: &[(&str, u64)]) -> Psb
                 outpoint: outpoint(n),
                 value,
                 ours,
+                spend: ours.then_some(OwnSpend::P2wpkh),
                 sighash_preimage: ours.then(|| vec![1]),
                 sighash: ours.then_some([2; 32]),
             })

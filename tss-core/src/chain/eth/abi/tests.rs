@@ -43,6 +43,7 @@ fn err(f: &Function, data: &[u8]) -> String {
     match f.decode(data) {
         Err(ChainError::Invalid(m)) => m,
         Ok(v) => panic!("decoded: {v:?}"),
+        Err(e) => panic!("another error: {e:?}"),
     }
 }
 
