@@ -154,6 +154,7 @@ async fn frost_pool__should_never_reuse_a_nonce_whose_cosigner_crashed_while_con
         if i == 1 {
             cfg.test_hooks = Some(tss_node::config::TestHooks {
                 pause_before_partial_ms: 60_000,
+                ..Default::default()
             });
         }
     })
@@ -234,5 +235,50 @@ async fn frost_pool__should_never_reuse_a_nonce_whose_cosigner_crashed_while_con
     for r in &later {
         assert_ne!(&hex::encode(&r.presignature_id), id, "never reused");
     }
+    cluster.assert_no_panics();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frost_pool__should_name_a_cosigner_whose_signature_share_is_wrong_and_fail_over() {
+    let t0 = Instant::now();
+    // Given an Ed25519 key whose co-signer bob sends corrupt signature
+    // shares from the pool (charlie's pool is off)
+    let mut cluster = Cluster::start_with(|i, cfg| {
+        cfg.presign.target = 0;
+        cfg.presign.frost_target = if i == 2 { 0 } else { 3 };
+        cfg.presign.idle_priority = false;
+        if i == 1 {
+            cfg.test_hooks = Some(tss_node::config::TestHooks {
+                corrupt_frost_share: true,
+                ..Default::default()
+            });
+        }
+    })
+    .await;
+    let (key, _) = cluster.keygen_scheme(0, "hostile-frost", "ed25519").await;
+    wait_pool(&cluster, 0, "hostile-frost", &[[NAMES[0], NAMES[1]]], 3).await;
+    step(t0, "pool alice+bob ready");
+    // When alice signs and draws from the pool with bob first
+    let msg = b"bob lies about its share".to_vec();
+    let r = cluster
+        .client(0, "gateway")
+        .await
+        .sign(sign_request("hostile-frost", &msg))
+        .await
+        .expect("sign")
+        .into_inner();
+    // Then the signature is valid, made with charlie in two rounds
+    assert_frost_valid("ed25519", &key.public_key, &msg, &r);
+    assert_eq!(r.path, "full");
+    let signers: HashSet<&str> = r.signers.iter().map(String::as_str).collect();
+    assert_eq!(signers, HashSet::from([NAMES[0], NAMES[2]]));
+    // And alice's log names bob's share as the one that does not verify
+    let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
+    let named = log.lines().any(|l| {
+        l.contains("invalid signature share")
+            && l.contains(NAMES[1])
+            && l.contains("does not verify under its verifying share")
+    });
+    assert!(named, "alice names bob:\n{log}");
     cluster.assert_no_panics();
 }

@@ -218,6 +218,7 @@ async fn pool__should_drop_a_presignature_whose_cosigner_crashed_while_consuming
         if i == 1 {
             cfg.test_hooks = Some(tss_node::config::TestHooks {
                 pause_before_partial_ms: 60_000,
+                ..Default::default()
             });
         }
     })

@@ -159,6 +159,9 @@ pub struct TestHooks {
     /// presignature is durably marked used, before the partial signature is
     /// issued (lets a test kill the node right there).
     pub pause_before_partial_ms: u64,
+    /// As co-signer on the pool path of a FROST key: send a signature share
+    /// with one bit flipped (a hostile co-signer, for blame tests).
+    pub corrupt_frost_share: bool,
 }
 
 /// Per-phase timeouts.

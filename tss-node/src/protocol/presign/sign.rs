@@ -326,6 +326,24 @@ pub(crate) async fn co_sign(
         }
         (None, None) => return Err(ApiError::Internal("a key without a share".into())),
     };
+    // Test builds only: a hostile co-signer's share.
+    #[cfg(debug_assertions)]
+    let partial = {
+        let mut partial = partial;
+        if record.scheme.is_some()
+            && node
+                .cfg()
+                .test_hooks
+                .as_ref()
+                .is_some_and(|h| h.corrupt_frost_share)
+        {
+            tracing::warn!("TEST HOOK: sending a corrupt signature share");
+            if let Some(b) = partial.last_mut() {
+                *b ^= 1;
+            }
+        }
+        partial
+    };
     tracing::info!(coordinator = %from.name, key_id = %record.key_id, "co-signed from a presignature");
     Ok(pb::PresignSignReply {
         partial_signature: partial,
