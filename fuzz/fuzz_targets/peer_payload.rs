@@ -5,7 +5,7 @@
 //!
 //! Under test: `tss_core::ecdsa::decode_cbor` into the aux-info, keygen
 //! and signing/presigning message types (`tss_core::ecdsa::{aux, keygen,
-//! sign}::Msg`) and the FROST ones (`tss_core::frost::{keygen, sign}::Msg`),
+//! sign}::Msg`) and the FROST ones (`tss_core::frost::{keygen, sign, pool}::Msg`),
 //! as `session::delivery` (and `tss-audit verify`) decode payloads. The
 //! first byte picks the protocol.
 #![no_main]
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, payload)) = data.split_first() else {
         return;
     };
-    match which % 5 {
+    match which % 6 {
         0 => {
             let _ = decode_cbor::<aux::Msg>(payload);
         }
@@ -30,8 +30,11 @@ fuzz_target!(|data: &[u8]| {
         3 => {
             let _ = decode_cbor::<tss_core::frost::keygen::Msg>(payload);
         }
-        _ => {
+        4 => {
             let _ = decode_cbor::<tss_core::frost::sign::Msg>(payload);
+        }
+        _ => {
+            let _ = decode_cbor::<tss_core::frost::pool::Msg>(payload);
         }
     }
 });

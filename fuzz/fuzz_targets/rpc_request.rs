@@ -5,7 +5,8 @@
 //! first byte, then the pure steps the node takes first with it:
 //! `keygen::record::check_key_id`, `tss_node::request::hash_algo`,
 //! `signable::{message, ethereum, psbt, bitcoin_input, from_wire}` (with a
-//! fixed key), `btc::decode_psbt_base64`, `Envelope::decode` and
+//! fixed key; message requests for an ECDSA, Ed25519 or Taproot key, picked
+//! by the first byte too), `btc::decode_psbt_base64`, `Envelope::decode` and
 //! `transcript::decode_entry_list`.
 #![no_main]
 
@@ -14,6 +15,7 @@ use prost::Message;
 use proto::v1 as pb;
 use tss_core::chain::btc;
 use tss_core::envelope::Envelope;
+use tss_core::frost::Scheme;
 use tss_node::error::ApiError;
 
 #[path = "common.rs"]
@@ -33,30 +35,39 @@ fn key_id(k: &str) {
     let _ = keygen::record::check_key_id(k);
 }
 
-fn sign_message(message: &[u8], hash: i32) {
+fn sign_message(message: &[u8], hash: i32, scheme: Option<Scheme>) {
     if let Some(h) = not_internal(tss_node::request::hash_algo(hash)) {
-        not_internal(tss_node::request::decode::message(h, message));
+        not_internal(tss_node::request::decode::message(h, message, scheme));
     }
 }
 
 fn ethereum(tx: &[u8], chain_id: u64) {
-    not_internal(tss_node::request::decode::ethereum(tx, chain_id, &common::BTC_PUBKEY));
+    not_internal(tss_node::request::decode::ethereum(
+        tx,
+        chain_id,
+        &common::BTC_PUBKEY,
+    ));
 }
 
 fn psbt(bytes: &[u8], chain: &str) {
-    if let Some(summary) = not_internal(tss_node::request::decode::psbt(bytes, chain, &common::BTC_PUBKEY)) {
+    if let Some(summary) = not_internal(tss_node::request::decode::psbt(
+        bytes,
+        chain,
+        &common::BTC_PUBKEY,
+    )) {
         for i in 0..summary.inputs.len() {
             not_internal(tss_node::request::decode::bitcoin_input(&summary, i));
         }
     }
 }
 
-fn from_wire(message: &[u8], hash: i32, payload: Option<&pb::SignPayload>) {
+fn from_wire(message: &[u8], hash: i32, payload: Option<&pb::SignPayload>, scheme: Option<Scheme>) {
     not_internal(tss_node::request::decode::from_wire(
         message,
         hash,
         payload,
         &common::BTC_PUBKEY,
+        scheme,
     ));
 }
 
@@ -64,11 +75,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, b)) = data.split_first() else {
         return;
     };
+    // The key's scheme for message requests: ECDSA, Ed25519 or Taproot.
+    let scheme = [None, Some(Scheme::Ed25519), Some(Scheme::Taproot)][usize::from(which / 10) % 3];
     match which % 10 {
         0 => {
             if let Ok(r) = pb::SignRequest::decode(b) {
                 key_id(&r.key_id);
-                sign_message(&r.message, r.hash);
+                sign_message(&r.message, r.hash, scheme);
             }
         }
         1 => {
@@ -101,14 +114,14 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(p) = pb::Proposal::decode(b) {
                 if let Some(pb::proposal::Kind::Sign(s)) = &p.kind {
                     key_id(&s.key_id);
-                    from_wire(&s.message, s.hash, s.payload.as_ref());
+                    from_wire(&s.message, s.hash, s.payload.as_ref(), scheme);
                 }
             }
         }
         6 => {
             if let Ok(r) = pb::PresignSignRequest::decode(b) {
                 key_id(&r.key_id);
-                from_wire(&r.message, r.hash, r.payload.as_ref());
+                from_wire(&r.message, r.hash, r.payload.as_ref(), scheme);
             }
         }
         7 => {

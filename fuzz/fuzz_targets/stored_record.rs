@@ -7,7 +7,8 @@
 //! `keygen::record::KeyRecord::decode`, `tss_node::policy::audit::decode` and
 //! `verify_chain`, `tss_node::policy::spend::decode_record`, the
 //! `presignature_used` JSON record, the identity secret of `node_secret`,
-//! and `tss_core::frost::FrostShare::decode` (a FROST key's share).
+//! `tss_core::frost::FrostShare::decode` (a FROST key's share) and
+//! `tss_core::frost::pool::PoolEntry::decode` (a pooled FROST nonce).
 #![no_main]
 
 use keygen::record::{AuxRecord, KeyRecord};
@@ -22,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, b)) = data.split_first() else {
         return;
     };
-    match which % 10 {
+    match which % 11 {
         0 => {
             if let Ok(share) = ecdsa::decode_share(b) {
                 let _ = ecdsa::public_key(&share);
@@ -62,9 +63,21 @@ fuzz_target!(|data: &[u8]| {
         }
         9 => {
             if let Ok(share) = tss_core::frost::FrostShare::decode(b) {
-                let _ = (share.public_key(), share.verifying_shares(), share.threshold());
+                let _ = (
+                    share.public_key(),
+                    share.verifying_shares(),
+                    share.threshold(),
+                );
                 let again = tss_core::frost::FrostShare::decode(share.encode().expose());
                 assert!(again.is_ok_and(|s| s.public_key() == share.public_key()));
+            }
+        }
+        10 => {
+            if let Ok(entry) = tss_core::frost::pool::PoolEntry::decode(b) {
+                let again = tss_core::frost::pool::PoolEntry::decode(entry.encode().expose());
+                assert!(again
+                    .is_ok_and(|e| e.signers() == entry.signers()
+                        && e.commitments() == entry.commitments()));
             }
         }
         _ => {

@@ -8,7 +8,8 @@
 //! seeds && target/x86_64-unknown-linux-gnu/release/seeds` (the aux-info
 //! run proves three Paillier keys: several minutes under the coverage
 //! instrumentation). `--no-protocols` writes only the seeds that need no
-//! protocol run. Seeds are
+//! protocol run; `--frost-only` also writes the FROST ones (no Paillier
+//! work), and stops there. Seeds are
 //! named `seed-<what>` so that they survive next to what the fuzzer adds;
 //! the identity keys, PSBT key and storage key are fixed, as in
 //! `fuzz_targets/common.rs`.
@@ -810,6 +811,71 @@ per_24h = "5_000"
     );
 }
 
+/// FROST seeds: envelopes and payloads of a real FROST DKG, two-round
+/// signing and a nonce-pool batch for each scheme, and the share and pool
+/// entries they leave.
+fn frost_seeds(net: &Net) {
+    use tss_core::frost::{keygen as fk, pool, sign as fs, Scheme};
+    for scheme in [Scheme::Ed25519, Scheme::Taproot] {
+        let sid = [21u8; 32];
+        let (shares, kg_envs) = net.run_recorded(
+            Protocol::FrostKeygen,
+            sid,
+            &[0, 1, 2],
+            move |i, party| async move { fk::run(&sid, scheme, i, 3, 2, party).await },
+        );
+        let shares: Vec<_> = shares
+            .into_iter()
+            .map(|s| s.expect("FROST keygen"))
+            .collect();
+        let pair = [0u16, 2];
+        let ss = vec![shares[0].clone(), shares[2].clone()];
+        let s2 = ss.clone();
+        let (_, sign_envs) =
+            net.run_recorded(Protocol::FrostSign, [22u8; 32], &[0, 2], move |i, party| {
+                let share = s2[usize::from(i)].clone();
+                async move { fs::run(&share, i, &pair, &[7u8; 32], None, party).await }
+            });
+        let (batches, pool_envs) = net.run_recorded(
+            Protocol::FrostPresign,
+            [23u8; 32],
+            &[0, 2],
+            move |i, party| {
+                let share = ss[usize::from(i)].clone();
+                async move { pool::precommit(&share, i, &pair, 2, party).await }
+            },
+        );
+        for (what, envs, tag) in [
+            ("keygen", &kg_envs, 3u8),
+            ("sign", &sign_envs, 4),
+            ("pool", &pool_envs, 5),
+        ] {
+            for (k, e) in pick(envs, 6).into_iter().enumerate() {
+                let n = format!("frost-{scheme}-{what}-{k}-from{}", e.sender);
+                write("envelope", &n, &e.encode());
+                write("peer_payload", &n, &with_tag(tag, &e.payload));
+            }
+        }
+        let mut share_seed = vec![9u8];
+        share_seed.extend_from_slice(shares[1].encode().expose());
+        write(
+            "stored_record",
+            &format!("frost-{scheme}-share"),
+            &share_seed,
+        );
+        for (k, b) in batches.into_iter().enumerate() {
+            let entry = b.expect("FROST pool batch").remove(0);
+            let mut seed = vec![10u8];
+            seed.extend_from_slice(entry.encode().expose());
+            write(
+                "stored_record",
+                &format!("frost-{scheme}-pool-entry-{k}"),
+                &seed,
+            );
+        }
+    }
+}
+
 fn main() {
     // Seeds that need no protocol run first.
     let (txs, psbts) = chain_requests();
@@ -826,6 +892,10 @@ fn main() {
     let net = Net {
         keys: (0..3).map(|i| Arc::new(identity(i))).collect(),
     };
+    frost_seeds(&net);
+    if std::env::args().any(|a| a == "--frost-only") {
+        return;
+    }
     let mut runs = run_protocols(&net);
     let (file, cert, entries) = transcript(&net, &mut runs);
     envelopes_and_payloads(&runs);

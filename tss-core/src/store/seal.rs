@@ -59,7 +59,7 @@ impl fmt::Debug for StorageKey {
 
 /// Argon2id cost parameters, as stored in the KDF record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KdfParams {
+pub struct KdfParams {
     /// Memory in KiB.
     pub(crate) m_kib: u32,
     /// Passes.
