@@ -12,6 +12,7 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod btc_consensus;
 mod cli;
 mod frost;
 mod frost_pool;

@@ -707,17 +707,11 @@ fn check_tx(tx_hex: &str, txid: &str, prev: &[&bitcoin::Transaction]) {
     let raw = hex::decode(tx_hex).unwrap();
     let tx: bitcoin::Transaction = bitcoin::consensus::deserialize(&raw).unwrap();
     assert_eq!(tx.compute_txid().to_string(), txid);
-    let spent = |o: &bitcoin::OutPoint| {
-        prev.iter()
-            .find(|p| p.compute_txid() == o.txid)
-            .map(|p| p.output[o.vout as usize].clone())
-    };
-    bitcoin::consensus::validation::verify_transaction(&tx, spent)
-        .expect("passes libbitcoinconsensus");
+    crate::btc_consensus::verify(&tx, prev).expect("passes libbitcoinconsensus");
     let mut tampered = tx.clone();
     tampered.output[0].value += bitcoin::Amount::from_sat(1);
     assert!(
-        bitcoin::consensus::validation::verify_transaction(&tampered, spent).is_err(),
+        crate::btc_consensus::verify(&tampered, prev).is_err(),
         "the script check can fail"
     );
 }

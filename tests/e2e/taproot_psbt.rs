@@ -1,8 +1,9 @@
 //! SignBitcoinPsbt on a FROST Taproot key through real nodes: two P2TR
 //! key-path inputs of the key with change back to it and a whitelisted
 //! payment, signed, finalised, extracted and checked outside the node
-//! (BIP341 sighash from the funding transactions, k256's BIP340
-//! verification of every witness, a tampered copy that fails); SIGHASH_NONE
+//! (BIP341 sighash from the funding transactions and k256's BIP340
+//! verification of every witness; libbitcoinconsensus 26 with the Taproot
+//! rules and every spent output; a tampered copy that fails both); SIGHASH_NONE
 //! refused; a destination the co-signers' own policies do not whitelist
 //! refused by them; an Ed25519 key refused for PSBTs.
 
@@ -207,16 +208,11 @@ async fn taproot_psbt__should_sign_key_path_inputs_under_each_nodes_policy() {
             &[&f1, &f2],
             &key.public_key
         ));
-        // libbitcoinconsensus 25.1 (rust-bitcoin 0.32) checks the
-        // transaction's form here but passes any Taproot witness: it has
-        // no Taproot flag (see tss-core's taproot tests).
-        let spent = |o: &bitcoin::OutPoint| {
-            [&f1, &f2]
-                .iter()
-                .find(|p| p.compute_txid() == o.txid)
-                .map(|p| p.output[0].clone())
-        };
-        bitcoin::consensus::validation::verify_transaction(&tx, spent).expect("well formed");
+        // And libbitcoinconsensus 26 (Taproot rules, every spent output)
+        // accepts the spends and refuses the tampered copy
+        crate::btc_consensus::verify(&tx, &[&f1, &f2]).expect("passes libbitcoinconsensus");
+        let e = crate::btc_consensus::verify(&tampered, &[&f1, &f2]).expect_err("tampered");
+        assert!(e.contains("input 0"), "{e}");
     }
 
     step(t0, "When a PSBT asks for SIGHASH_NONE, then it is refused");

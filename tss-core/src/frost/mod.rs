@@ -137,3 +137,5 @@ pub(crate) fn decode_canonical<T, E>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;

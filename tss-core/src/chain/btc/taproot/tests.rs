@@ -358,17 +358,12 @@ fn add_taproot_signatures__should_finalise_key_path_witnesses_that_verify() {
         let digest = bip341_by_hand(&tampered, &prevouts(&psbt), 0, hash_type);
         let sig = tx.input[0].witness.nth(0).unwrap();
         assert!(!k256_verifies(&key, &digest, &sig[..64]));
-        // libbitcoinconsensus 25.1 (rust-bitcoin 0.32's) has no Taproot
-        // flag and takes no spent outputs: it passes any witness v1 spend,
-        // the tampered one too. Taproot spends are checked above instead;
-        // when a Taproot-aware script check is available this fails, and
-        // should become that check.
-        let spent = |o: &OutPoint| {
-            (psbt.unsigned_tx.input.iter().zip(prevouts(&psbt)))
-                .find(|(i, _)| i.previous_output == *o)
-                .map(|(_, p)| p)
-        };
-        assert!(bitcoin::consensus::validation::verify_transaction(&tampered, spent).is_ok());
+        // And libbitcoinconsensus 26 (Taproot rules, every spent output)
+        // accepts the finalised spends and refuses the tampered copy
+        let spent = prevouts(&psbt);
+        crate::chain::btc::tests::consensus_verify(&tx, &spent).unwrap();
+        let e = crate::chain::btc::tests::consensus_verify(&tampered, &spent).unwrap_err();
+        assert!(e.starts_with("input 0"), "{e}");
     }
 }
 
