@@ -495,8 +495,13 @@ pub(crate) async fn pool_fill(
     started: Instant,
     f: &mut Fields,
 ) -> anyhow::Result<()> {
+    // A FROST key's pool holds round-1 nonces.
+    let what = match ctx.key.scheme() {
+        None => "presignatures",
+        Some(_) => "nonces",
+    };
     progress(&format!(
-        "pool fill: waiting until every pair holds {} presignatures",
+        "pool fill: waiting until every pair holds {} {what}",
         ctx.plan.presign_target
     ));
     let (_, _, after) =
@@ -511,7 +516,7 @@ pub(crate) async fn pool_fill(
     );
     f.insert("pool_levels_after_fill".into(), after.to_json());
     progress(&format!(
-        "  {count} presignatures in {secs:.1} s from start-up ({:.2}/s)",
+        "  {count} {what} in {secs:.1} s from start-up ({:.2}/s)",
         count as f64 / secs.max(1e-9)
     ));
     Ok(())
