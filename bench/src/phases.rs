@@ -572,7 +572,13 @@ pub(crate) async fn pool_sign(
     if refill {
         // Each pair serves about a third of the calls; a quarter more for
         // an uneven spread.
-        let need = u32::try_from(n.div_ceil(3) * 5 / 4).unwrap_or(u32::MAX);
+        let mut need = n.div_ceil(3) * 5 / 4;
+        if ctx.key.scheme().is_some() {
+            // A FROST pair refills only once it is a quarter below target:
+            // three quarters is as full as it is kept between batches.
+            need = need.min(ctx.plan.presign_target * 3 / 4);
+        }
+        let need = u32::try_from(need).unwrap_or(u32::MAX);
         progress(&format!(
             "sign {label}: waiting until every pair holds {need} presignatures (or its target)"
         ));
