@@ -50,6 +50,28 @@ impl Cluster {
     /// (`target` per key and signer pair, `parallel` sessions led at once);
     /// takes effect at the next start.
     pub fn configure(&self, target: usize, parallel: usize) -> anyhow::Result<()> {
+        self.rewrite(|cfg| {
+            cfg.presign.target = target;
+            cfg.presign.parallel = parallel;
+        })
+    }
+
+    /// Rewrites each `node.toml` for a FROST run: the ECDSA pool off,
+    /// `frost_target` pooled nonces per FROST key and signer pair (0: every
+    /// signature runs both rounds), the other pool settings the daemon's
+    /// defaults; takes effect at the next start.
+    pub fn configure_frost(&self, frost_target: usize) -> anyhow::Result<()> {
+        self.rewrite(|cfg| {
+            let defaults = tss_node::config::PresignConfig::default();
+            cfg.presign.target = 0;
+            cfg.presign.frost_target = frost_target;
+            cfg.presign.parallel = defaults.parallel;
+        })
+    }
+
+    /// Rewrites each `node.toml`: relocatable paths, this node's metrics
+    /// listener, the gateway's policy, then `pool`'s changes.
+    fn rewrite(&self, pool: impl Fn(&mut NodeConfig)) -> anyhow::Result<()> {
         for (i, dir) in self.dirs.parties.iter().enumerate() {
             let path = dir.join("node.toml");
             let mut cfg = NodeConfig::load(&path)?;
@@ -59,8 +81,7 @@ impl Cluster {
             cfg.tls_cert = "tls.crt".into();
             cfg.passphrase_file = Some("passphrase".into());
             cfg.metrics_listen = Some(self.metrics[i]);
-            cfg.presign.target = target;
-            cfg.presign.parallel = parallel;
+            pool(&mut cfg);
             cfg.policy = Some("policy.toml".into());
             std::fs::write(
                 dir.join("policy.toml"),

@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo run --release --features gmp --bin tss-bench -- [--quick] --out FILE.json  # GMP daemons
 //! cargo run --release --bin tss-bench -- [--quick] --out FILE.json                 # pure-Rust daemons
+//! cargo run --release --bin tss-bench -- --scheme ed25519 [--quick] --out FILE.json  # FROST Ed25519
+//! cargo run --release --bin tss-bench -- --scheme taproot [--quick] --out FILE.json  # FROST Taproot
 //! ```
 //!
 //! (`--features gmp` from the workspace root also reaches tss-node and
@@ -10,7 +12,8 @@
 //! does no Paillier work; the daemons are built separately as below.)
 //!
 //! Progress goes to stderr, a table to stdout, the figures (milliseconds
-//! unless the name says otherwise) to `FILE.json`. Steps:
+//! unless the name says otherwise) to `FILE.json`. `--scheme ecdsa` (the
+//! default) measures CGGMP24 keys in these steps ([`phases`]):
 //!
 //! 1. Builds `tss-node` and `tss-fixtures` (release) with the backend this
 //!    bench was built for: feature `gmp` means `--no-default-features
@@ -43,34 +46,46 @@
 //!
 //! Every signature is checked with `k256` (digest, public key, DER against
 //! `r || s || v`, low S, recovery id); one that does not verify stops the
-//! run. Any other failure names its phase, stops the daemons and makes the
+//! run.
+//!
+//! `--scheme ed25519` or `--scheme taproot` measures FROST keys
+//! ([`frost`]): only `tss-node` is built, there are no primes, no `k256`
+//! limit and no aux info; cluster A runs with the nonce pool off
+//! (`presign.frost_target = 0`: DKG, two-round Sign, sustained load without
+//! a pool), cluster B with it on (one-round Sign at 1, 8 and 64 at once,
+//! sustained load after a drain). Each signature is checked with
+//! ed25519-dalek `verify_strict` or BIP340 under the x-only output key. The
+//! table shows the FROST targets on 2 cores (pool Sign p50 ≤ 2 ms, two-round
+//! Sign p50 ≤ 5 ms, sustained ≥ 200 signatures/s) and whether they were met.
+//!
+//! Any other failure names its phase, stops the daemons and makes the
 //! exit status non-zero (`--keep-going` goes on with the later phases
 //! first). All processes, this client included, share the machine's cores;
 //! the load average at start and end is recorded.
 
 mod cluster;
+mod frost;
 mod metrics;
+mod phases;
 mod pool;
+mod report;
 mod sign;
 mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use clap::Parser;
-use proto::v1 as pb;
+use clap::{Parser, ValueEnum};
 use serde_json::{json, Map, Value};
-use tss_node::client::Client;
+use tss_core::frost::Scheme;
 use tss_node::cluster::Daemon;
 
 use crate::cluster::Cluster;
 use crate::pool::FillLimits;
-use crate::sign::{Hashing, Key, Load};
-use crate::stats::{round3, Summary};
+use crate::stats::round3;
 
 #[derive(Parser)]
 #[command(
@@ -78,17 +93,24 @@ use crate::stats::{round3, Summary};
     about = "Measures a local three-node tss-node cluster: primes, aux info, DKG, presignatures, Sign"
 )]
 struct Cli {
-    /// Fewer iterations and a smaller pool (under 10 minutes on 2 cores);
-    /// one safe-prime run.
+    /// Key scheme under measurement: ecdsa (CGGMP24), or ed25519 / taproot
+    /// (FROST: no safe primes or aux info; the pool holds round-1 nonces).
+    #[arg(long, value_enum, default_value_t = SchemeArg::Ecdsa)]
+    scheme: SchemeArg,
+    /// Fewer iterations and a smaller pool (ECDSA: under 10 minutes on 2
+    /// cores, one safe-prime run; FROST: about a minute).
     #[arg(long)]
     quick: bool,
     /// Where to write the figures (JSON).
     #[arg(long)]
     out: PathBuf,
     /// Safe-prime runs (default 1 with --quick, else 5; 0 skips them).
+    /// ECDSA only.
     #[arg(long)]
     prime_runs: Option<usize>,
-    /// Presignatures per key and signer pair (default 24 with --quick, else 100).
+    /// Presignatures per key and signer pair (default 24 with --quick, else
+    /// 100); with a FROST scheme, pooled nonces (`presign.frost_target`,
+    /// default 256, the daemon's default).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     presign_target: Option<u32>,
     /// Keep the work folder (binaries, configs, stores, logs) here instead
@@ -102,8 +124,32 @@ struct Cli {
     keep_going: bool,
 }
 
+/// `--scheme`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SchemeArg {
+    /// CGGMP24 threshold ECDSA on secp256k1.
+    Ecdsa,
+    /// FROST Ed25519.
+    Ed25519,
+    /// FROST BIP340 Schnorr on secp256k1 (Taproot key path).
+    Taproot,
+}
+
+impl SchemeArg {
+    /// The FROST scheme (`None`: ECDSA).
+    fn frost(self) -> Option<Scheme> {
+        match self {
+            SchemeArg::Ecdsa => None,
+            SchemeArg::Ed25519 => Some(Scheme::Ed25519),
+            SchemeArg::Taproot => Some(Scheme::Taproot),
+        }
+    }
+}
+
 /// Iterations and sizes of one run.
 struct Plan {
+    /// FROST scheme, or `None` for ECDSA.
+    scheme: Option<Scheme>,
     k256_iters: usize,
     rtt_samples: usize,
     prime_runs: usize,
@@ -121,11 +167,19 @@ struct Plan {
 
 impl Plan {
     fn new(cli: &Cli) -> Self {
+        match cli.scheme.frost() {
+            None => Self::ecdsa(cli),
+            Some(s) => Self::frost(cli, s),
+        }
+    }
+
+    fn ecdsa(cli: &Cli) -> Self {
         let q = cli.quick;
         let pick = |quick: usize, full: usize| if q { quick } else { full };
         let secs = |quick: u64, full: u64| Duration::from_secs(if q { quick } else { full });
         let presign_target = cli.presign_target.map_or(pick(24, 100), |t| t as usize);
         Plan {
+            scheme: None,
             k256_iters: pick(2_000, 20_000),
             rtt_samples: pick(200, 1_000),
             prime_runs: cli.prime_runs.unwrap_or(pick(1, 5)),
@@ -147,7 +201,56 @@ impl Plan {
         }
     }
 
+    /// FROST: no primes, no `k256` limit; many more Sign samples (a call
+    /// takes milliseconds), the daemon's default nonce pool.
+    fn frost(cli: &Cli, scheme: Scheme) -> Self {
+        let q = cli.quick;
+        let pick = |quick: usize, full: usize| if q { quick } else { full };
+        let secs = |quick: u64, full: u64| Duration::from_secs(if q { quick } else { full });
+        let presign_target = cli.presign_target.map_or(
+            tss_node::config::PresignConfig::default().frost_target,
+            |t| t as usize,
+        );
+        Plan {
+            scheme: Some(scheme),
+            k256_iters: 0,
+            rtt_samples: pick(200, 1_000),
+            prime_runs: 0,
+            full_signs: pick(30, 100),
+            dkg_keygens: pick(5, 20),
+            presign_target,
+            presign_parallel: tss_node::config::PresignConfig::default().parallel,
+            c1_signs: pick(50, 200).min(presign_target * 3 / 2),
+            c8_signs: pick(96, 400).min(presign_target * 3 / 2),
+            c64_signs: pick(192, 640).min(presign_target * 3),
+            sustained: secs(10, 30),
+            drain_max: secs(15, 30),
+            fill: FillLimits {
+                cap: secs(60, 120),
+                stall: Duration::from_secs(30),
+                none: Duration::from_secs(30),
+            },
+        }
+    }
+
     fn to_json(&self) -> Value {
+        if let Some(scheme) = self.scheme {
+            return json!({
+                "scheme": scheme.name(),
+                "rtt_samples": self.rtt_samples,
+                "full_signs": self.full_signs,
+                "dkg_keygens": self.dkg_keygens,
+                "frost_target": self.presign_target,
+                "presign_parallel": self.presign_parallel,
+                "c1_signs": self.c1_signs,
+                "c8_signs": self.c8_signs,
+                "c64_signs": self.c64_signs,
+                "sustained_s": self.sustained.as_secs(),
+                "drain_max_s": self.drain_max.as_secs(),
+                "fill_cap_s": self.fill.cap.as_secs(),
+                "fill_stall_s": self.fill.stall.as_secs(),
+            });
+        }
         json!({
             "k256_iters": self.k256_iters,
             "rtt_samples": self.rtt_samples,
@@ -166,25 +269,6 @@ impl Plan {
         })
     }
 }
-
-/// The figures every run writes (null when not measured).
-const REQUIRED: [&str; 15] = [
-    "safe_primes_s_per_party_median",
-    "aux_info_s",
-    "dkg_p50_ms",
-    "presign_cpu_s_per_signer",
-    "presign_wall_ms",
-    "sign_full_p50_ms",
-    "sign_pool_p50_ms",
-    "sign_pool_p99_ms",
-    "sign_pool_rps_c1",
-    "sign_pool_rps_c8",
-    "sign_pool_rps_c64",
-    "sign_sustained_rps",
-    "limit_k256_sign_ms",
-    "limit_grpc_rtt_p50_ms",
-    "ratio_pool_p50_to_limit",
-];
 
 static T0: OnceLock<Instant> = OnceLock::new();
 
@@ -259,7 +343,7 @@ async fn main() -> ExitCode {
         "pure-rust"
     };
     let mut run = Run {
-        fields: REQUIRED
+        fields: report::required(plan.scheme)
             .iter()
             .map(|k| (k.to_string(), Value::Null))
             .collect(),
@@ -271,13 +355,15 @@ async fn main() -> ExitCode {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     run.fields.insert("date".into(), stats::utc_iso(now).into());
+    let scheme_name = plan.scheme.map_or("ecdsa", Scheme::name);
+    run.fields.insert("scheme".into(), scheme_name.into());
     run.fields.insert("build".into(), build.into());
     run.fields.insert("quick".into(), cli.quick.into());
-    run.fields.insert("machine".into(), machine());
-    run.fields.insert("loadavg_start".into(), loadavg());
+    run.fields.insert("machine".into(), report::machine());
+    run.fields.insert("loadavg_start".into(), report::loadavg());
     run.fields.insert("plan".into(), plan.to_json());
     progress(&format!(
-        "tss-bench: {build} daemons, {} run",
+        "tss-bench: {scheme_name}, {build} daemons, {} run",
         if cli.quick { "quick" } else { "full" }
     ));
 
@@ -290,18 +376,8 @@ async fn main() -> ExitCode {
         }
     }
 
-    let ratio = match (
-        run.fields["sign_pool_p50_ms"].as_f64(),
-        run.fields["limit_k256_sign_ms"].as_f64(),
-        run.fields["limit_grpc_rtt_p50_ms"].as_f64(),
-    ) {
-        (Some(p), Some(k), Some(rtt)) if k + 2.0 * rtt > 0.0 => {
-            json!(round3(p / (k + 2.0 * rtt)))
-        }
-        _ => Value::Null,
-    };
-    run.fields.insert("ratio_pool_p50_to_limit".into(), ratio);
-    run.fields.insert("loadavg_end".into(), loadavg());
+    report::derived(plan.scheme, &mut run.fields);
+    run.fields.insert("loadavg_end".into(), report::loadavg());
     run.fields.insert(
         "total_s".into(),
         json!(round3(T0.get_or_init(Instant::now).elapsed().as_secs_f64())),
@@ -318,7 +394,7 @@ async fn main() -> ExitCode {
             std::fs::write(&cli.out, s + "\n")
                 .with_context(|| format!("cannot write {}", cli.out.display()))
         });
-    print_table(&report);
+    report::print_table(plan.scheme, &report);
     match &written {
         Ok(()) => progress(&format!("figures written to {}", cli.out.display())),
         Err(e) => eprintln!("tss-bench: {e:#}"),
@@ -357,7 +433,7 @@ async fn bench(cli: &Cli, plan: &Plan, run: &mut Run) -> anyhow::Result<()> {
     // Private copies: a rebuild in the shared target folder during the run
     // must not swap the binaries under the bench.
     let t = Instant::now();
-    let built = build_binaries(gmp, &root.join("bin"));
+    let built = build_binaries(gmp, plan.scheme.is_none(), &root.join("bin"));
     let (daemon, fixtures) = run.required("build", built)?;
     run.fields
         .insert("build_s".into(), json!(round3(t.elapsed().as_secs_f64())));
@@ -367,24 +443,18 @@ async fn bench(cli: &Cli, plan: &Plan, run: &mut Run) -> anyhow::Result<()> {
         daemon.display()
     ));
 
-    let mut f = Fields::new();
-    let r = limit_k256(plan.k256_iters, &mut f);
-    run.finish("limit_k256", f, r)?;
-
-    if plan.prime_runs == 0 {
-        run.note("safe-prime timing skipped (--prime-runs 0)".into());
-    } else {
-        let mut f = Fields::new();
-        let r = safe_primes(&fixtures, &root, plan.prime_runs, &mut f).await;
-        run.finish("safe_primes", f, r)?;
-        if plan.prime_runs == 1 {
-            run.note("safe primes: a single run (the median of one)".into());
-        }
+    if let Some(fixtures) = &fixtures {
+        phases::limits_and_primes(plan, run, fixtures, &root).await?;
+    } else if cli.prime_runs.is_some() {
+        run.note("--prime-runs ignored: FROST keys use no safe primes".into());
     }
 
     let created = Cluster::create(&root.join("cluster"), Daemon::Binary(daemon));
     let mut cluster = run.required("cluster_create", created)?;
-    let r = with_cluster(plan, run, &mut cluster).await;
+    let r = match plan.scheme {
+        None => phases::with_cluster(plan, run, &mut cluster).await,
+        Some(scheme) => frost::with_cluster(plan, run, &mut cluster, scheme).await,
+    };
     if r.is_err() {
         eprintln!("{}", cluster.log_tails(15));
     }
@@ -393,9 +463,20 @@ async fn bench(cli: &Cli, plan: &Plan, run: &mut Run) -> anyhow::Result<()> {
     r
 }
 
-fn build_binaries(gmp: bool, bin: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Builds `tss-node` and, for ECDSA, `tss-fixtures` (the safe-prime
+/// timing), and copies them into `bin`.
+fn build_binaries(
+    gmp: bool,
+    with_fixtures: bool,
+    bin: &Path,
+) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     progress(&format!(
-        "building tss-node and tss-fixtures (release{})",
+        "building tss-node{} (release{})",
+        if with_fixtures {
+            " and tss-fixtures"
+        } else {
+            ""
+        },
         if gmp {
             ", --no-default-features --features gmp"
         } else {
@@ -405,813 +486,22 @@ fn build_binaries(gmp: bool, bin: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let Daemon::Binary(daemon) = Daemon::build(gmp)? else {
         bail!("Daemon::build did not give a tss-node binary");
     };
-    let fixtures = tss_node::cluster::cargo_build_release("tss-core", "tss-fixtures", gmp)?;
+    let fixtures = if with_fixtures {
+        Some(tss_node::cluster::cargo_build_release(
+            "tss-core",
+            "tss-fixtures",
+            gmp,
+        )?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(bin)?;
-    let mut copies = Vec::new();
-    for src in [&daemon, &fixtures] {
+    let copy = |src: &Path| -> anyhow::Result<PathBuf> {
         let dst = bin.join(src.file_name().context("binary without a name")?);
         std::fs::copy(src, &dst).with_context(|| format!("cannot copy {}", src.display()))?;
-        copies.push(dst);
-    }
-    let fixtures = copies.pop().context("no copies")?;
-    let daemon = copies.pop().context("no copies")?;
+        Ok(dst)
+    };
+    let daemon = copy(&daemon)?;
+    let fixtures = fixtures.as_deref().map(copy).transpose()?;
     Ok((daemon, fixtures))
-}
-
-/// Everything that needs the daemons.
-async fn with_cluster(plan: &Plan, run: &mut Run, cluster: &mut Cluster) -> anyhow::Result<()> {
-    progress("cluster A: starting three nodes (TEST-ONLY fixture primes, pool off)");
-    let r = cluster.start().await;
-    run.required("cluster_start", r)?;
-    let admin = cluster.admin_clients().await?;
-    let gw = cluster.gateway_clients().await?;
-
-    let mut f = Fields::new();
-    let r = grpc_rtt(&gw[0], plan.rtt_samples, &mut f).await;
-    run.finish("health_rtt", f, r)?;
-
-    let mut f = Fields::new();
-    let r = first_keygen(&admin[0], &mut f).await;
-    run.fields.extend(f);
-    let key = Arc::new(run.required("aux_info", r)?);
-
-    let mut f = Fields::new();
-    let r = sign_full(&gw, key.clone(), plan.full_signs, &mut f).await;
-    run.finish("sign_full", f, r)?;
-
-    // Keep a copy holding only the benchmark key for the pool phase.
-    cluster.stop();
-    let r = cluster.snapshot_stores("bench");
-    run.required("snapshot", r)?;
-    let r = cluster.start().await;
-    run.required("cluster_restart", r)?;
-    let admin = cluster.admin_clients().await?;
-
-    let mut f = Fields::new();
-    let r = dkg(&admin[0], plan.dkg_keygens, &mut f).await;
-    run.finish("dkg", f, r)?;
-
-    cluster.stop();
-    progress(&format!(
-        "cluster B: benchmark key only, pool on (target {} per pair, parallel {})",
-        plan.presign_target, plan.presign_parallel
-    ));
-    let r = cluster
-        .restore_stores("bench")
-        .and_then(|()| cluster.configure(plan.presign_target, plan.presign_parallel));
-    run.required("pool_config", r)?;
-    let started = Instant::now();
-    let r = cluster.start().await;
-    run.required("pool_cluster_start", r)?;
-    let gw = cluster.gateway_clients().await?;
-    let ctx = PoolCtx {
-        gw: &gw,
-        metrics: &cluster.metrics,
-        key,
-        plan,
-    };
-
-    let mut f = Fields::new();
-    let r = pool_fill(&ctx, started, &mut f).await;
-    let pool_ok = run.finish("pool_fill", f, r)?;
-
-    let mut f = Fields::new();
-    let r = presign_metrics(&cluster.metrics, &mut f).await;
-    run.finish("presign_metrics", f, r)?;
-
-    let mut f = Fields::new();
-    let r = getkey_rtt(&gw[0], &ctx.key.id, plan.rtt_samples, &mut f).await;
-    run.finish("limit_grpc_rtt", f, r)?;
-
-    for (label, n, conc) in [
-        ("c1", plan.c1_signs, 1),
-        ("c8", plan.c8_signs, 8),
-        ("c64", plan.c64_signs, 64),
-    ] {
-        let mut f = Fields::new();
-        let refill = label != "c1" && pool_ok;
-        let r = pool_sign(&ctx, run, label, n, conc, refill, &mut f).await;
-        run.finish(&format!("sign_pool_{label}"), f, r)?;
-    }
-
-    settle(&ctx, run, "sustained").await;
-    let mut f = Fields::new();
-    let r = sustained(&ctx, &mut f).await;
-    run.finish("sign_sustained", f, r)?;
-
-    let mut f = Fields::new();
-    let r = counters(cluster, &mut f).await;
-    run.finish("counters", f, r)?;
-    Ok(())
-}
-
-fn machine() -> Value {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let cpu_model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned());
-    let os_release = read("/etc/os-release");
-    let pretty = os_release
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_owned())
-        .unwrap_or_else(|| std::env::consts::OS.to_owned());
-    let kernel = read("/proc/sys/kernel/osrelease");
-    let mem_gib = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kib| (kib / 1_048_576.0 * 10.0).round() / 10.0);
-    json!({
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "cpu_model": cpu_model,
-        "os": if kernel.trim().is_empty() { pretty } else { format!("{pretty}, kernel {}", kernel.trim()) },
-        "arch": std::env::consts::ARCH,
-        "mem_gib": mem_gib,
-    })
-}
-
-/// `/proc/loadavg`'s 1, 5 and 15 minute figures (other work on the machine
-/// shows here).
-fn loadavg() -> Value {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .take(3)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() == 3 {
-        json!(v)
-    } else {
-        Value::Null
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn summary_json(samples: &[f64]) -> Value {
-    Summary::of(samples).map_or(Value::Null, |s| s.to_json())
-}
-
-fn p50(samples: &[f64]) -> Value {
-    stats::median(samples).map_or(Value::Null, |v| json!(round3(v)))
-}
-
-/// In-process `k256` signing and verification of a 32-byte digest.
-fn limit_k256(iters: usize, f: &mut Fields) -> anyhow::Result<()> {
-    use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-    use k256::ecdsa::{Signature, SigningKey};
-    progress(&format!("limit: k256 signing in process ({iters} digests)"));
-    let sk = SigningKey::random(&mut rand::thread_rng());
-    let digests: Vec<[u8; 32]> = (0..iters).map(|_| rand::random()).collect();
-    let mut sign_ms = Vec::with_capacity(iters);
-    let mut verify_ms = Vec::with_capacity(iters);
-    for (i, d) in digests.iter().enumerate() {
-        let t = Instant::now();
-        let sig: Signature = sk.sign_prehash(d)?;
-        let signed = t.elapsed();
-        let t = Instant::now();
-        sk.verifying_key().verify_prehash(d, &sig)?;
-        // The first few warm caches up.
-        if i >= 20.min(iters / 10) {
-            sign_ms.push(ms(signed));
-            verify_ms.push(ms(t.elapsed()));
-        }
-    }
-    f.insert("limit_k256_sign_ms".into(), p50(&sign_ms));
-    f.insert("limit_k256_sign".into(), summary_json(&sign_ms));
-    f.insert("limit_k256_verify_ms".into(), p50(&verify_ms));
-    progress(&format!("  k256 sign p50 {} ms", f["limit_k256_sign_ms"]));
-    Ok(())
-}
-
-/// Round trips of an RPC over one connection, after a warm-up.
-async fn rtt<F, Fut>(samples: usize, mut call: F) -> anyhow::Result<Vec<f64>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
-{
-    for _ in 0..20 {
-        call().await?;
-    }
-    let mut out = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = Instant::now();
-        call().await?;
-        out.push(ms(t.elapsed()));
-    }
-    Ok(out)
-}
-
-async fn grpc_rtt(c: &Client, samples: usize, f: &mut Fields) -> anyhow::Result<()> {
-    progress(&format!(
-        "extra: Health round trips to one node ({samples}; Health also pings the peers)"
-    ));
-    let c = c.clone();
-    let v = rtt(samples, || {
-        let mut c = c.clone();
-        async move { c.health(pb::HealthRequest {}).await.map(|_| ()) }
-    })
-    .await?;
-    f.insert("health_rtt_p50_ms".into(), p50(&v));
-    f.insert("health_rtt".into(), summary_json(&v));
-    progress(&format!("  Health p50 {} ms", f["health_rtt_p50_ms"]));
-    Ok(())
-}
-
-async fn getkey_rtt(
-    c: &Client,
-    key_id: &str,
-    samples: usize,
-    f: &mut Fields,
-) -> anyhow::Result<()> {
-    progress(&format!(
-        "limit: GetKey round trips to one node over one mTLS connection ({samples})"
-    ));
-    let c = c.clone();
-    let v = rtt(samples, || {
-        let mut c = c.clone();
-        let key_id = key_id.to_owned();
-        async move { c.get_key(pb::GetKeyRequest { key_id }).await.map(|_| ()) }
-    })
-    .await?;
-    // The limit: a plain RPC round trip (Health also pings the peers).
-    f.insert("limit_grpc_rtt_p50_ms".into(), p50(&v));
-    f.insert("limit_grpc_rtt".into(), summary_json(&v));
-    progress(&format!("  GetKey p50 {} ms", f["limit_grpc_rtt_p50_ms"]));
-    Ok(())
-}
-
-async fn safe_primes(exe: &Path, root: &Path, runs: usize, f: &mut Fields) -> anyhow::Result<()> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    progress(&format!(
-        "safe primes: {runs} run(s) of `tss-fixtures primes 1` ({threads} threads)"
-    ));
-    f.insert("safe_primes_threads".into(), threads.into());
-    let mut secs = Vec::new();
-    for i in 0..runs {
-        let file = root.join(format!("primes-{i}.txt"));
-        let t = Instant::now();
-        let out = tokio::process::Command::new(exe)
-            .arg("primes")
-            .arg("1")
-            .arg(&file)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .with_context(|| format!("cannot run {}", exe.display()))?;
-        let s = t.elapsed().as_secs_f64();
-        if !out.status.success() {
-            bail!(
-                "tss-fixtures failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let _ = std::fs::remove_file(&file);
-        secs.push(round3(s));
-        progress(&format!("  run {}/{runs}: {s:.1} s", i + 1));
-        f.insert("safe_primes_runs_s".into(), json!(secs));
-        f.insert(
-            "safe_primes_s_per_party_median".into(),
-            json!(stats::median(&secs).map(round3)),
-        );
-    }
-    Ok(())
-}
-
-/// The first Keygen: aux info, then the benchmark key.
-async fn first_keygen(admin: &Client, f: &mut Fields) -> anyhow::Result<Key> {
-    progress("aux info + first keygen (benchmark key `bench`)");
-    let run = sign::keygen(
-        &mut admin.clone(),
-        "bench",
-        Duration::from_secs(1_800),
-        true,
-    )
-    .await?;
-    let aux = run.aux_info().context(
-        "the progress stream has no aux_info start and done: was aux info already there?",
-    )?;
-    f.insert("aux_info_s".into(), json!(round3(aux.as_secs_f64())));
-    f.insert(
-        "first_keygen_s".into(),
-        json!(round3(run.total.as_secs_f64())),
-    );
-    f.insert(
-        "first_keygen_dkg_reported_ms".into(),
-        json!(run.dkg_reported_ms()),
-    );
-    progress(&format!(
-        "  aux info {:.1} s, first keygen {:.1} s at the client",
-        aux.as_secs_f64(),
-        run.total.as_secs_f64()
-    ));
-    Key::from_info(&run.key)
-}
-
-/// Further Keygens: DKG only (aux info reused), end to end at the client.
-async fn dkg(admin: &Client, n: usize, f: &mut Fields) -> anyhow::Result<()> {
-    progress(&format!("DKG: {n} more keygens (aux info reused)"));
-    let mut total = Vec::new();
-    let mut reported = Vec::new();
-    for i in 1..=n {
-        let run = sign::keygen(
-            &mut admin.clone(),
-            &format!("dkg-{i}"),
-            Duration::from_secs(300),
-            false,
-        )
-        .await?;
-        if run.aux_info().is_some() {
-            bail!("keygen dkg-{i} ran aux info again: aux info was not reused");
-        }
-        total.push(ms(run.total));
-        reported.extend(run.dkg_reported_ms());
-    }
-    f.insert("dkg_p50_ms".into(), p50(&total));
-    f.insert("dkg_ms".into(), summary_json(&total));
-    f.insert("dkg_coordinator_reported_p50_ms".into(), p50(&reported));
-    progress(&format!("  Keygen (DKG) p50 {} ms", f["dkg_p50_ms"]));
-    Ok(())
-}
-
-/// Details of a batch of Sign calls.
-fn load_json(l: &Load, n: usize, concurrency: usize) -> Value {
-    let all: Vec<f64> = l.signed.iter().map(|s| s.ms).collect();
-    let pool: Vec<f64> = l.signed.iter().filter(|s| s.pool()).map(|s| s.ms).collect();
-    let full: Vec<f64> = l
-        .signed
-        .iter()
-        .filter(|s| !s.pool())
-        .map(|s| s.ms)
-        .collect();
-    let mut paths = std::collections::BTreeMap::<&str, usize>::new();
-    for s in &l.signed {
-        let p = if s.path.is_empty() { "(none)" } else { &s.path };
-        *paths.entry(p).or_default() += 1;
-    }
-    json!({
-        "requests": n,
-        "concurrency": concurrency,
-        "signed": l.signed.len(),
-        "pool_path": pool.len(),
-        "full_path": full.len(),
-        "paths": paths,
-        "rejected_resource_exhausted": l.rejected,
-        "failed": l.failed,
-        "errors": l.errors,
-        "elapsed_s": round3(l.elapsed.as_secs_f64()),
-        "rps_all_paths": round3(rps(l)),
-        "rps_pool_path": l.pool_rps().map(round3),
-        "latency_ms": summary_json(&all),
-        "pool_latency_ms": summary_json(&pool),
-        "pool_latency_p50_ms_by_node": (0..tss_node::cluster::NAMES.len())
-            .map(|n| {
-                let v: Vec<f64> = l
-                    .signed
-                    .iter()
-                    .filter(|s| s.pool() && s.node == n)
-                    .map(|s| s.ms)
-                    .collect();
-                p50(&v)
-            })
-            .collect::<Vec<_>>(),
-        "full_latency_ms": summary_json(&full),
-    })
-}
-
-fn rps(l: &Load) -> f64 {
-    l.signed.len() as f64 / l.elapsed.as_secs_f64().max(1e-9)
-}
-
-fn check_failures(l: &Load, n: usize) -> anyhow::Result<()> {
-    if l.failed > 0 {
-        bail!(
-            "{} of {n} Sign calls failed; first: {}",
-            l.failed,
-            l.errors.first().map_or("", String::as_str)
-        );
-    }
-    Ok(())
-}
-
-/// Full protocol: raw digests, sequential, round robin over the nodes.
-async fn sign_full(gw: &[Client], key: Arc<Key>, n: usize, f: &mut Fields) -> anyhow::Result<()> {
-    progress(&format!(
-        "Sign, full protocol: {n} random raw digests (HASH_ALGORITHM_NONE), sequential"
-    ));
-    let l = sign::load(gw, key, Hashing::RawDigest, n, 1).await?;
-    let v: Vec<f64> = l.signed.iter().map(|s| s.ms).collect();
-    f.insert("sign_full_p50_ms".into(), p50(&v));
-    f.insert("sign_full".into(), load_json(&l, n, 1));
-    check_failures(&l, n)?;
-    if l.rejected > 0 {
-        bail!(
-            "{} of {n} sequential Sign calls were refused (RESOURCE_EXHAUSTED)",
-            l.rejected
-        );
-    }
-    if l.pool_count() > 0 {
-        bail!(
-            "{} raw-digest signatures came from a presignature (path \"pool\"): \
-             a raw digest must always take the full protocol",
-            l.pool_count()
-        );
-    }
-    progress(&format!(
-        "  full-protocol Sign p50 {} ms",
-        f["sign_full_p50_ms"]
-    ));
-    Ok(())
-}
-
-/// What the pool phases share.
-struct PoolCtx<'a> {
-    gw: &'a [Client],
-    metrics: &'a [std::net::SocketAddr],
-    key: Arc<Key>,
-    plan: &'a Plan,
-}
-
-/// Waits (up to `max`) until no node runs a signing session, so that one
-/// batch does not measure the tail of the previous one. Reads
-/// `tss_sessions_running{kind="sign"}`, else Health's count of all sessions.
-async fn settle(ctx: &PoolCtx<'_>, run: &mut Run, before: &str) {
-    let max = Duration::from_secs(90);
-    let t = Instant::now();
-    loop {
-        let mut busy = Vec::new();
-        for (i, c) in ctx.gw.iter().enumerate() {
-            let sign = match metrics::fetch(ctx.metrics[i]).await {
-                Ok(m) => m.sum("tss_sessions_running", &[("kind", "sign")]),
-                Err(_) => None,
-            };
-            let n = match sign {
-                Some(n) => Some(n as u64),
-                None => c
-                    .clone()
-                    .health(pb::HealthRequest {})
-                    .await
-                    .ok()
-                    .map(|h| u64::from(h.into_inner().sessions_running)),
-            };
-            match n {
-                Some(0) => {}
-                Some(n) => busy.push(format!("{}: {n}", tss_node::cluster::NAMES[i])),
-                None => busy.push(format!("{}: no answer", tss_node::cluster::NAMES[i])),
-            }
-        }
-        if busy.is_empty() {
-            return;
-        }
-        if t.elapsed() > max {
-            run.note(format!(
-                "before {before}: sessions still running after {} s ({}); measuring anyway",
-                max.as_secs(),
-                busy.join(", ")
-            ));
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn pool_fill(ctx: &PoolCtx<'_>, started: Instant, f: &mut Fields) -> anyhow::Result<()> {
-    progress(&format!(
-        "pool fill: waiting until every pair holds {} presignatures",
-        ctx.plan.presign_target
-    ));
-    let (_, _, after) =
-        pool::wait_for(ctx.gw, &ctx.key.id, None, ctx.plan.fill, "pool fill").await?;
-    let secs = started.elapsed().as_secs_f64();
-    let count = after.total();
-    f.insert("pool_fill_s".into(), json!(round3(secs)));
-    f.insert("presign_fill_count".into(), count.into());
-    f.insert(
-        "presign_fill_per_s".into(),
-        json!(round3(count as f64 / secs.max(1e-9))),
-    );
-    f.insert("pool_levels_after_fill".into(), after.to_json());
-    progress(&format!(
-        "  {count} presignatures in {secs:.1} s from start-up ({:.2}/s)",
-        count as f64 / secs.max(1e-9)
-    ));
-    Ok(())
-}
-
-/// Presignature CPU and wall time per signer from each node's metrics.
-async fn presign_metrics(addrs: &[std::net::SocketAddr], f: &mut Fields) -> anyhow::Result<()> {
-    progress("presign CPU and wall time per signer from the nodes' /metrics");
-    let mut cpu = Vec::new();
-    let mut wall = Vec::new();
-    let mut per_node = Vec::new();
-    for addr in addrs {
-        let s = metrics::fetch(*addr).await?;
-        let c = s.sum_count("tss_presign_cpu_seconds", &[]);
-        let w = s.sum_count("tss_presign_wall_seconds", &[]);
-        let avg = |x: Option<(f64, f64)>| x.filter(|(_, n)| *n > 0.0).map(|(s, n)| s / n);
-        cpu.extend(avg(c));
-        wall.extend(avg(w).map(|s| s * 1000.0));
-        per_node.push(json!({
-            "metrics": addr.to_string(),
-            "cpu_s_sum_count": c.map(|(s, n)| json!([round3(s), n])),
-            "wall_s_sum_count": w.map(|(s, n)| json!([round3(s), n])),
-        }));
-    }
-    f.insert("presign_metrics_per_node".into(), json!(per_node));
-    let mean = |v: &[f64]| (!v.is_empty()).then(|| round3(v.iter().sum::<f64>() / v.len() as f64));
-    f.insert("presign_cpu_s_per_signer".into(), json!(mean(&cpu)));
-    f.insert("presign_wall_ms".into(), json!(mean(&wall)));
-    if cpu.is_empty() || wall.is_empty() {
-        bail!(
-            "no node reports tss_presign_cpu_seconds and tss_presign_wall_seconds \
-             with a non-zero _count"
-        );
-    }
-    progress(&format!(
-        "  presign CPU {} s per signer, wall {} ms",
-        f["presign_cpu_s_per_signer"], f["presign_wall_ms"]
-    ));
-    Ok(())
-}
-
-/// One batch of SHA-256 Sign calls; first, if asked, the pools refilled to
-/// hold enough for it.
-async fn pool_sign(
-    ctx: &PoolCtx<'_>,
-    run: &mut Run,
-    label: &str,
-    n: usize,
-    concurrency: usize,
-    refill: bool,
-    f: &mut Fields,
-) -> anyhow::Result<()> {
-    if refill {
-        // Each pair serves about a third of the calls; a quarter more for
-        // an uneven spread.
-        let need = u32::try_from(n.div_ceil(3) * 5 / 4).unwrap_or(u32::MAX);
-        progress(&format!(
-            "sign {label}: waiting until every pair holds {need} presignatures (or its target)"
-        ));
-        let what = format!("refill before {label}");
-        match pool::wait_for(ctx.gw, &ctx.key.id, Some(need), ctx.plan.fill, &what).await {
-            Ok((t, _, _)) => {
-                f.insert(
-                    format!("pool_refill_before_{label}_s"),
-                    json!(round3(t.as_secs_f64())),
-                );
-            }
-            Err(e) => run.note(format!(
-                "{e:#}; measuring {label} with the pools as they are"
-            )),
-        }
-    }
-    settle(ctx, run, label).await;
-    progress(&format!(
-        "sign {label}: {n} Sign calls (SHA-256 of random messages), {concurrency} at a time"
-    ));
-    let l = sign::load(ctx.gw, ctx.key.clone(), Hashing::Sha256, n, concurrency).await?;
-    let pool: Vec<f64> = l.signed.iter().filter(|s| s.pool()).map(|s| s.ms).collect();
-    // Pool-path answers only (the batch's rate over all paths stays in
-    // its details); null without any.
-    f.insert(
-        format!("sign_pool_rps_{label}"),
-        json!(l.pool_rps().map(round3)),
-    );
-    f.insert(format!("sign_pool_{label}"), load_json(&l, n, concurrency));
-    if label == "c1" {
-        let s = Summary::of(&pool);
-        f.insert(
-            "sign_pool_p50_ms".into(),
-            json!(s.as_ref().map(|s| round3(s.p50))),
-        );
-        f.insert(
-            "sign_pool_p90_ms".into(),
-            json!(s.as_ref().map(|s| round3(s.p90))),
-        );
-        f.insert(
-            "sign_pool_p99_ms".into(),
-            json!(s.as_ref().map(|s| round3(s.p99))),
-        );
-    }
-    progress(&format!(
-        "  {} signed ({} pool, {} full), {} refused, {} failed; {:.2}/s (pool path {:.2}/s){}",
-        l.signed.len(),
-        pool.len(),
-        l.signed.len() - pool.len(),
-        l.rejected,
-        l.failed,
-        rps(&l),
-        l.pool_rps().unwrap_or(0.0),
-        stats::median(&pool).map_or(String::new(), |m| format!("; pool p50 {m:.1} ms"))
-    ));
-    check_failures(&l, n)?;
-    if concurrency == 1 && l.rejected > 0 {
-        bail!(
-            "{} of {n} sequential Sign calls were refused (RESOURCE_EXHAUSTED)",
-            l.rejected
-        );
-    }
-    if pool.is_empty() {
-        bail!(
-            "no Sign call took the pool path ({} full): the nodes hold no presignatures for {}",
-            l.signed.len(),
-            ctx.key.id
-        );
-    }
-    Ok(())
-}
-
-/// Eight at a time for a fixed duration, after the pools are drained.
-async fn sustained(ctx: &PoolCtx<'_>, f: &mut Fields) -> anyhow::Result<()> {
-    const CONCURRENCY: usize = 8;
-    let window = ctx.plan.sustained;
-    progress(&format!(
-        "sustained: drain the pools, then {} s at {CONCURRENCY} at a time (any path counts)",
-        window.as_secs()
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Mutex::new(Load::default()));
-    let controller = async {
-        let t = Instant::now();
-        let drained = loop {
-            let stopped = stop.load(Ordering::Relaxed);
-            let recent_all_full = shared
-                .lock()
-                .map(|l| {
-                    let v = &l.signed;
-                    v.len() >= 16 && v[v.len() - 16..].iter().all(|s| !s.pool())
-                })
-                .unwrap_or(false);
-            let low = match pool::levels(ctx.gw, &ctx.key.id).await {
-                Ok(l) => l.total() <= l.pairs().len() as u64,
-                Err(_) => false,
-            };
-            if stopped || recent_all_full || low {
-                break true;
-            }
-            if t.elapsed() > ctx.plan.drain_max {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        let drain = t.elapsed();
-        let start = Instant::now();
-        while start.elapsed() < window && !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        stop.store(true, Ordering::Relaxed);
-        (drained, drain, start)
-    };
-    let grace = Duration::from_secs(2);
-    let (abandoned, (drained, drain, start)) = tokio::join!(
-        sign::load_until(
-            ctx.gw,
-            ctx.key.clone(),
-            CONCURRENCY,
-            stop.clone(),
-            shared.clone(),
-            grace
-        ),
-        controller
-    );
-    let abandoned = abandoned?;
-    let l = std::mem::take(
-        &mut *shared
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a load task panicked"))?,
-    );
-    let end = start + window;
-    let in_window: Vec<&sign::Signed> = l
-        .signed
-        .iter()
-        .filter(|s| s.at >= start && s.at <= end)
-        .collect();
-    let pool = in_window.iter().filter(|s| s.pool()).count();
-    let rate = in_window.len() as f64 / window.as_secs_f64();
-    let lat: Vec<f64> = in_window.iter().map(|s| s.ms).collect();
-    f.insert("sign_sustained_rps".into(), json!(round3(rate)));
-    f.insert(
-        "sign_sustained".into(),
-        json!({
-            "concurrency": CONCURRENCY,
-            "window_s": window.as_secs(),
-            "drain_s": round3(drain.as_secs_f64()),
-            "drained": drained,
-            "signed_in_window": in_window.len(),
-            "pool_path": pool,
-            "full_path": in_window.len() - pool,
-            "latency_ms": summary_json(&lat),
-            "signed_in_all": l.signed.len(),
-            "abandoned_at_end": abandoned,
-            "rejected_resource_exhausted": l.rejected,
-            "failed": l.failed,
-            "errors": l.errors,
-        }),
-    );
-    progress(&format!(
-        "  {:.2}/s over {} s ({} pool, {} full; drain took {:.1} s{})",
-        rate,
-        window.as_secs(),
-        pool,
-        in_window.len() - pool,
-        drain.as_secs_f64(),
-        if drained { "" } else { ", pools NOT drained" }
-    ));
-    check_failures(&l, l.signed.len() + l.failed + l.rejected)?;
-    if in_window.is_empty() {
-        bail!(
-            "no Sign call succeeded in the {} s window",
-            window.as_secs()
-        );
-    }
-    Ok(())
-}
-
-/// The nodes' own counters at the end: Health.presign and the server-side
-/// Sign durations by path.
-async fn counters(cluster: &Cluster, f: &mut Fields) -> anyhow::Result<()> {
-    let mut nodes = Vec::new();
-    for (i, mut c) in cluster.admin_clients().await?.into_iter().enumerate() {
-        let h = c.health(pb::HealthRequest {}).await?.into_inner();
-        let m = metrics::fetch(cluster.metrics[i]).await.ok();
-        let sign_s = |path: &str| {
-            m.as_ref()
-                .and_then(|m| m.sum_count("tss_sign_duration_seconds", &[("path", path)]))
-                .filter(|(_, n)| *n > 0.0)
-                .map(|(s, n)| json!({"count": n, "mean_ms": round3(s / n * 1000.0)}))
-        };
-        nodes.push(json!({
-            "party": h.party,
-            "presign": h.presign.map(|p| json!({
-                "generated": p.generated,
-                "consumed": p.consumed,
-                "pool_signs": p.pool_signs,
-                "full_signs": p.full_signs,
-                "fallbacks": p.fallbacks,
-            })),
-            "server_sign_pool": sign_s("pool"),
-            "server_sign_full": sign_s("full"),
-        }));
-    }
-    f.insert("node_counters".into(), json!(nodes));
-    Ok(())
-}
-
-fn print_table(report: &Value) {
-    let rows: [(&str, &str); 22] = [
-        ("build", ""),
-        ("safe_primes_s_per_party_median", "s"),
-        ("aux_info_s", "s"),
-        ("dkg_p50_ms", "ms"),
-        ("presign_cpu_s_per_signer", "s"),
-        ("presign_wall_ms", "ms"),
-        ("pool_fill_s", "s"),
-        ("presign_fill_per_s", "/s"),
-        ("sign_full_p50_ms", "ms"),
-        ("sign_pool_p50_ms", "ms"),
-        ("sign_pool_p90_ms", "ms"),
-        ("sign_pool_p99_ms", "ms"),
-        ("sign_pool_rps_c1", "/s"),
-        ("sign_pool_rps_c8", "/s"),
-        ("sign_pool_rps_c64", "/s"),
-        ("sign_sustained_rps", "/s"),
-        ("limit_k256_sign_ms", "ms"),
-        ("limit_grpc_rtt_p50_ms", "ms"),
-        ("health_rtt_p50_ms", "ms"),
-        ("ratio_pool_p50_to_limit", ""),
-        ("total_s", "s"),
-        ("complete", ""),
-    ];
-    println!("{:<34} {:>12}  unit", "figure", "value");
-    for (k, unit) in rows {
-        let v = match report.get(k) {
-            None | Some(Value::Null) => "-".to_owned(),
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-        };
-        println!("{k:<34} {v:>12}  {unit}");
-    }
-    for (label, k) in [
-        ("c1", "sign_pool_c1"),
-        ("c8", "sign_pool_c8"),
-        ("c64", "sign_pool_c64"),
-        ("sustained", "sign_sustained"),
-        ("full", "sign_full"),
-    ] {
-        if let Some(d) = report.get(k).filter(|d| d.is_object()) {
-            println!(
-                "paths {label:<9}: {} pool, {} full, {} refused, {} failed",
-                d["pool_path"], d["full_path"], d["rejected_resource_exhausted"], d["failed"]
-            );
-        }
-    }
 }

@@ -1,5 +1,8 @@
 //! Client calls under measurement: Keygen with its progress stream, Sign
-//! with independent `k256` verification, and load at a given concurrency.
+//! with independent verification (ECDSA with `k256`; FROST Ed25519 with
+//! ed25519-dalek's strict check, Taproot with BIP340 under the x-only output
+//! key, both through [`tss_node::client::verify_frost_signature`]), and load
+//! at a given concurrency.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +13,7 @@ use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use proto::v1 as pb;
 use sha2::Digest;
+use tss_core::frost::Scheme;
 use tss_node::client::Client;
 
 /// Longest a single Sign may take before the bench calls it failed.
@@ -20,17 +24,50 @@ pub struct Key {
     /// Key id.
     pub id: String,
     /// Its public key.
-    pub vk: VerifyingKey,
+    pub public: PublicKey,
+}
+
+/// A key's public key, by scheme.
+pub enum PublicKey {
+    /// CGGMP24 threshold ECDSA on secp256k1.
+    Ecdsa(VerifyingKey),
+    /// FROST: the 32-byte Ed25519 key, or the x-only Taproot output key
+    /// (BIP86-tweaked), as `KeyInfo.public_key` gives it.
+    Frost(Scheme, [u8; 32]),
 }
 
 impl Key {
-    /// From the node's key info.
+    /// From the node's key info (`scheme` "" or "ecdsa", "ed25519", "taproot").
     pub fn from_info(info: &pb::KeyInfo) -> anyhow::Result<Self> {
+        let public = match info.scheme.as_str() {
+            "" | "ecdsa" => PublicKey::Ecdsa(
+                VerifyingKey::from_sec1_bytes(&info.public_key)
+                    .context("the node returned an invalid public key")?,
+            ),
+            name => {
+                let scheme = Scheme::from_name(name)
+                    .with_context(|| format!("the node returned unknown scheme {name:?}"))?;
+                let pk = info.public_key.as_slice().try_into().with_context(|| {
+                    format!(
+                        "the node returned a {}-byte {name} public key (expected 32)",
+                        info.public_key.len()
+                    )
+                })?;
+                PublicKey::Frost(scheme, pk)
+            }
+        };
         Ok(Key {
             id: info.key_id.clone(),
-            vk: VerifyingKey::from_sec1_bytes(&info.public_key)
-                .context("the node returned an invalid public key")?,
+            public,
         })
+    }
+
+    /// The key's FROST scheme (`None`: ECDSA).
+    pub fn scheme(&self) -> Option<Scheme> {
+        match self.public {
+            PublicKey::Ecdsa(_) => None,
+            PublicKey::Frost(s, _) => Some(s),
+        }
     }
 }
 
@@ -54,10 +91,22 @@ pub fn is_bad_signature(e: &anyhow::Error) -> bool {
 /// How the message is given to Sign.
 #[derive(Clone, Copy, Debug)]
 pub enum Hashing {
-    /// A random 32-byte digest with `HASH_ALGORITHM_NONE` (full protocol).
+    /// A random 32-byte digest with `HASH_ALGORITHM_NONE` (ECDSA: always the
+    /// full protocol; FROST: a chain sighash, signed as given, from the
+    /// nonce pool when it holds one).
     RawDigest,
     /// A random 64-byte message the node hashes with SHA-256.
     Sha256,
+}
+
+impl Hashing {
+    /// For progress lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hashing::RawDigest => "random 32-byte digests, HASH_ALGORITHM_NONE",
+            Hashing::Sha256 => "SHA-256 of random messages",
+        }
+    }
 }
 
 /// One successful Sign.
@@ -100,6 +149,7 @@ pub async fn sign_once(
             (m, pb::HashAlgorithm::Sha256, d)
         }
     };
+    let req_message = message.clone();
     let req = pb::SignRequest {
         key_id: key.id.clone(),
         message,
@@ -114,7 +164,10 @@ pub async fn sign_once(
         .into_inner();
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     let at = Instant::now();
-    verify(key, &digest, &r)?;
+    match &key.public {
+        PublicKey::Ecdsa(vk) => verify(vk, &digest, &r)?,
+        PublicKey::Frost(scheme, pk) => verify_frost(*scheme, pk, &req_message, &r)?,
+    }
     Ok(Signed {
         ms,
         path: r.path,
@@ -126,7 +179,11 @@ pub async fn sign_once(
 /// Checks a Sign answer independently: the digest is ours, the public key
 /// is the key's, DER and `r || s || v` agree, S is low, the signature
 /// verifies and `v` recovers the public key.
-pub fn verify(key: &Key, digest: &[u8; 32], r: &pb::SignResponse) -> Result<(), BadSignature> {
+pub fn verify(
+    vk: &VerifyingKey,
+    digest: &[u8; 32],
+    r: &pb::SignResponse,
+) -> Result<(), BadSignature> {
     let bad = |m: String| Err(BadSignature(m));
     if r.digest != digest {
         return bad(format!(
@@ -135,8 +192,7 @@ pub fn verify(key: &Key, digest: &[u8; 32], r: &pb::SignResponse) -> Result<(), 
             hex::encode(digest)
         ));
     }
-    if !r.public_key.is_empty() && VerifyingKey::from_sec1_bytes(&r.public_key).ok() != Some(key.vk)
-    {
+    if !r.public_key.is_empty() && VerifyingKey::from_sec1_bytes(&r.public_key).ok() != Some(*vk) {
         return bad(format!(
             "response public key {} is not the key's",
             hex::encode(&r.public_key)
@@ -155,17 +211,71 @@ pub fn verify(key: &Key, digest: &[u8; 32], r: &pb::SignResponse) -> Result<(), 
     if sig.normalize_s().is_some() {
         return bad("S is not low".into());
     }
-    if let Err(e) = key.vk.verify_prehash(digest, &sig) {
+    if let Err(e) = vk.verify_prehash(digest, &sig) {
         return bad(format!("k256 rejects the signature: {e}"));
     }
     let recovered = u8::try_from(r.v)
         .ok()
         .and_then(RecoveryId::from_byte)
         .and_then(|rid| VerifyingKey::recover_from_prehash(digest, &sig, rid).ok());
-    if recovered != Some(key.vk) {
+    if recovered != Some(*vk) {
         return bad(format!("recovery id {} does not recover the key", r.v));
     }
     Ok(())
+}
+
+/// Checks a FROST key's Sign answer independently: the scheme and public
+/// key are the key's, the digest is what the node should have derived
+/// (Taproot: the 32 bytes sent; Ed25519 with `HASH_ALGORITHM_NONE`: their
+/// SHA-256, as the request's name), `r || s` is the 64-byte signature, and
+/// the signature verifies over the message sent: ed25519-dalek
+/// `verify_strict`, or BIP340 (libsecp256k1 through rust-bitcoin) under the
+/// x-only output key.
+pub fn verify_frost(
+    scheme: Scheme,
+    pk: &[u8; 32],
+    message: &[u8],
+    r: &pb::SignResponse,
+) -> Result<(), BadSignature> {
+    let bad = |m: String| Err(BadSignature(m));
+    if r.scheme != scheme.name() {
+        return bad(format!(
+            "the node answered for scheme {:?}, the key is {scheme}",
+            r.scheme
+        ));
+    }
+    let digest: [u8; 32] = match scheme {
+        Scheme::Ed25519 => sha2::Sha256::digest(message).into(),
+        Scheme::Taproot => message
+            .try_into()
+            .map_err(|_| BadSignature(format!("a {}-byte Taproot message", message.len())))?,
+    };
+    if r.digest != digest {
+        return bad(format!(
+            "the node signed digest {}, expected {}",
+            hex::encode(&r.digest),
+            hex::encode(digest)
+        ));
+    }
+    if !r.public_key.is_empty() && r.public_key != pk {
+        return bad(format!(
+            "response public key {} is not the key's",
+            hex::encode(&r.public_key)
+        ));
+    }
+    if r.signature.len() != 64 || r.signature[..32] != r.r[..] || r.signature[32..] != r.s[..] {
+        return bad(format!(
+            "signature {} is not 64 bytes r || s",
+            hex::encode(&r.signature)
+        ));
+    }
+    tss_node::client::verify_frost_signature(scheme, pk, message, &r.signature).map_err(|e| {
+        BadSignature(format!(
+            "{e:#} (signature {}, message {})",
+            hex::encode(&r.signature),
+            hex::encode(message)
+        ))
+    })
 }
 
 /// A finished Keygen: client-side duration, progress as it arrived, the key.
@@ -201,10 +311,12 @@ impl KeygenRun {
     }
 }
 
-/// Runs Keygen for `key_id`; `echo` prints each progress event.
+/// Runs Keygen for `key_id` (`scheme`: "" for ECDSA, or a FROST scheme's
+/// name); `echo` prints each progress event.
 pub async fn keygen(
     c: &mut Client,
     key_id: &str,
+    scheme: &str,
     timeout: Duration,
     echo: bool,
 ) -> anyhow::Result<KeygenRun> {
@@ -213,6 +325,7 @@ pub async fn keygen(
         let mut stream = c
             .keygen(pb::KeygenRequest {
                 key_id: key_id.into(),
+                scheme: scheme.into(),
                 ..Default::default()
             })
             .await?
@@ -360,6 +473,7 @@ pub async fn load(
 pub async fn load_until(
     clients: &[Client],
     key: Arc<Key>,
+    hashing: Hashing,
     concurrency: usize,
     stop: Arc<AtomicBool>,
     shared: Arc<Mutex<Load>>,
@@ -380,7 +494,7 @@ pub async fn load_until(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let node = i % clients.len();
                 let mut c = clients[node].clone();
-                let r = sign_once(&mut c, node, &key, Hashing::Sha256).await;
+                let r = sign_once(&mut c, node, &key, hashing).await;
                 shared
                     .lock()
                     .map_err(|_| anyhow::anyhow!("a load task panicked"))?

@@ -242,3 +242,42 @@ pub fn eip1559_transfer(
     tx.encode_for_signing(&mut out);
     Ok(out)
 }
+
+/// Checks a FROST key's 64-byte signature with a verifier independent of
+/// the FROST engines that made it (for `tssctl demo` and `tss-bench`):
+/// Ed25519 with ed25519-dalek's strict verification over `message` as given;
+/// Taproot with rust-bitcoin's (libsecp256k1) BIP340 verification of the
+/// 32-byte `message` under the x-only output key `public_key`.
+pub fn verify_frost_signature(
+    scheme: tss_core::frost::Scheme,
+    public_key: &[u8; 32],
+    message: &[u8],
+    signature: &[u8],
+) -> anyhow::Result<()> {
+    use tss_core::frost::Scheme;
+    let signature: &[u8; 64] = signature
+        .try_into()
+        .with_context(|| format!("a {}-byte signature (expected 64)", signature.len()))?;
+    match scheme {
+        Scheme::Ed25519 => {
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key)
+                .context("not an Ed25519 public key")?;
+            vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+                .context("ed25519-dalek verify_strict rejects the signature")
+        }
+        Scheme::Taproot => {
+            use bitcoin::secp256k1::{schnorr, Message, Secp256k1, XOnlyPublicKey};
+            let digest: [u8; 32] = message.try_into().with_context(|| {
+                format!(
+                    "a {}-byte Taproot message (BIP340 signs a 32-byte digest)",
+                    message.len()
+                )
+            })?;
+            let q = XOnlyPublicKey::from_slice(public_key).context("not an x-only public key")?;
+            let s = schnorr::Signature::from_slice(signature).context("not a BIP340 signature")?;
+            Secp256k1::verification_only()
+                .verify_schnorr(&s, &Message::from_digest(digest), &q)
+                .context("BIP340 verification (libsecp256k1) rejects the signature")
+        }
+    }
+}

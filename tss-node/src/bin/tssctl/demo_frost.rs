@@ -62,7 +62,9 @@ pub async fn sign_and_check(
         .as_slice()
         .try_into()
         .context("the key is not 32 bytes")?;
-    let verified = sig.digest == message && verify(scheme, &public_key, &message, &signature);
+    let verified = sig.digest == message
+        && tss_node::client::verify_frost_signature(scheme, &public_key, &message, &signature)
+            .is_ok();
     step(
         t0,
         &format!(
@@ -99,26 +101,4 @@ pub async fn sign_and_check(
         out["address"] = address.into();
     }
     Ok(out)
-}
-
-fn verify(scheme: Scheme, key: &[u8; 32], msg: &[u8; 32], sig: &[u8; 64]) -> bool {
-    match scheme {
-        Scheme::Ed25519 => ed25519_dalek::VerifyingKey::from_bytes(key).is_ok_and(|vk| {
-            vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
-                .is_ok()
-        }),
-        Scheme::Taproot => {
-            use bitcoin::secp256k1::{schnorr, Message, Secp256k1, XOnlyPublicKey};
-            let secp = Secp256k1::verification_only();
-            match (
-                XOnlyPublicKey::from_slice(key),
-                schnorr::Signature::from_slice(sig),
-            ) {
-                (Ok(q), Ok(s)) => secp
-                    .verify_schnorr(&s, &Message::from_digest(*msg), &q)
-                    .is_ok(),
-                _ => false,
-            }
-        }
-    }
 }
