@@ -106,3 +106,53 @@ async fn tssctl__should_call_the_client_api() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"));
 }
+
+#[test]
+fn tssctl_demo__should_print_a_verified_frost_signature_for_each_scheme() {
+    for scheme in ["ed25519", "taproot"] {
+        // When the demo runs with a FROST key (seconds: no aux info)
+        let out = Command::new(env!("CARGO_BIN_EXE_tssctl"))
+            .args(["demo", "--scheme", scheme])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "demo --scheme {scheme}: {stderr}");
+
+        // Then its last line is the JSON the README names, and the
+        // signature verifies here too, independently of the demo
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().expect("a JSON line");
+        let j: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(j["scheme"], scheme);
+        assert_eq!(j["verified"], true, "{stderr}");
+        let hex_of = |f: &str| hex::decode(j[f].as_str().unwrap()).unwrap();
+        let (key, msg, sig) = (hex_of("public_key"), hex_of("message"), hex_of("signature"));
+        assert_eq!((key.len(), msg.len(), sig.len()), (32, 32, 64));
+        let key: [u8; 32] = key.try_into().unwrap();
+        let sig: [u8; 64] = sig.try_into().unwrap();
+        let verifies = |sig: &[u8; 64]| match scheme {
+            "ed25519" => ed25519_dalek::VerifyingKey::from_bytes(&key)
+                .unwrap()
+                .verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(sig))
+                .is_ok(),
+            _ => {
+                use bitcoin::secp256k1::{schnorr, Message, Secp256k1, XOnlyPublicKey};
+                Secp256k1::verification_only()
+                    .verify_schnorr(
+                        &schnorr::Signature::from_slice(sig).unwrap(),
+                        &Message::from_digest(msg.as_slice().try_into().unwrap()),
+                        &XOnlyPublicKey::from_slice(&key).unwrap(),
+                    )
+                    .is_ok()
+            }
+        };
+        assert!(verifies(&sig), "{scheme} signature verifies");
+        let mut bad = sig;
+        bad[40] ^= 1;
+        assert!(!verifies(&bad), "a tampered signature fails");
+        match scheme {
+            "taproot" => assert!(j["address"].as_str().unwrap().starts_with("bc1p")),
+            _ => assert!(j.get("address").is_none()),
+        }
+    }
+}

@@ -28,8 +28,12 @@ pub async fn sign_and_check(
     step(
         t0,
         &format!(
-            "signing SHA-256({text:?}) = {} as a 32-byte sighash through {}",
+            "signing SHA-256({text:?}) = {} ({}) through {}",
             hex::encode(message),
+            match scheme {
+                Scheme::Ed25519 => "as the message bytes; Ed25519 hashes them itself",
+                Scheme::Taproot => "as the 32-byte BIP340 message",
+            },
             NAMES[1]
         ),
     );
@@ -62,7 +66,14 @@ pub async fn sign_and_check(
         .as_slice()
         .try_into()
         .context("the key is not 32 bytes")?;
-    let verified = sig.digest == message
+    // The digest that names the request: an Ed25519 key signs the message
+    // bytes as given and names them by their SHA-256; a Taproot key signs
+    // the 32-byte digest itself.
+    let digest: [u8; 32] = match scheme {
+        Scheme::Ed25519 => sha2::Sha256::digest(message).into(),
+        Scheme::Taproot => message,
+    };
+    let verified = sig.digest == digest
         && tss_node::client::verify_frost_signature(scheme, &public_key, &message, &signature)
             .is_ok();
     step(
