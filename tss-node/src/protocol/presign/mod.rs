@@ -418,6 +418,19 @@ pub(crate) async fn accept(
             Ok(x) => x,
             Err(why) => return Ok(decline(why)),
         };
+    // A pool turned off for this kind of key (`target` for ECDSA keys,
+    // `frost_target` for FROST keys) takes no entries, even while the
+    // other kind's pool runs.
+    if node.cfg().presign.target_for(record.scheme) == 0 {
+        return Ok(decline(format!(
+            "the {} pool is off at {}",
+            match record.scheme {
+                None => "presignature",
+                Some(_) => "nonce",
+            },
+            node.cfg().name
+        )));
+    }
     // The party with the lower index of the pair leads its presign runs.
     if signers.first() == Some(&record.my_index) {
         return Ok(decline("this node leads presigning for this pair"));
