@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use frost_core::keys::PublicKeyPackage;
 use frost_core::round1::{SigningCommitments, SigningNonces};
 use frost_core::round2::SignatureShare;
 use frost_core::{Ciphersuite, Identifier, SigningPackage};
@@ -226,6 +227,20 @@ fn verify_share_as<C: Ciphersuite>(
     bytes: &[u8],
 ) -> Result<(Identifier<C>, SignatureShare<C>), EngineError> {
     let (package, _) = signing.package::<C>(share)?;
+    let pkp = share.public_package::<C>()?;
+    check_share(&package, &pkp, signing, position, bytes)
+}
+
+/// [`verify_share`] against an already decoded signing package and public
+/// key package (decoding an Ed25519 point checks its torsion with a scalar
+/// multiplication: decode them once per signature, not once per share).
+fn check_share<C: Ciphersuite>(
+    package: &SigningPackage<C>,
+    pkp: &PublicKeyPackage<C>,
+    signing: &Signing<'_>,
+    position: u16,
+    bytes: &[u8],
+) -> Result<(Identifier<C>, SignatureShare<C>), EngineError> {
     let blame = |reason: &str| EngineError::Misbehaved {
         culprit: position,
         reason: reason.to_owned(),
@@ -239,11 +254,10 @@ fn verify_share_as<C: Ciphersuite>(
         Ok::<_, frost_core::Error<C>>(s.serialize())
     })
     .ok_or_else(|| blame("its signature share does not decode"))?;
-    let pkp = share.public_package::<C>()?;
     let vs = pkp.verifying_shares().get(&id).ok_or_else(|| {
         EngineError::InvalidInput(format!("no verifying share for party {signer}"))
     })?;
-    frost_core::verify_signature_share(id, vs, &s, &package, pkp.verifying_key())
+    frost_core::verify_signature_share(id, vs, &s, package, pkp.verifying_key())
         .map_err(|_| blame("its signature share does not verify under its verifying share"))?;
     Ok((id, s))
 }
@@ -271,14 +285,14 @@ fn aggregate_as<C: Ciphersuite>(
             signing.signers.len()
         )));
     }
+    let (package, by_id) = signing.package::<C>(share)?;
+    let pkp = share.public_package::<C>()?;
     let mut all = BTreeMap::new();
     for (pos, s) in shares.iter().enumerate() {
         let pos = u16::try_from(pos).unwrap_or(u16::MAX);
-        let (id, s) = verify_share_as::<C>(share, signing, pos, s)?;
+        let (id, s) = check_share(&package, &pkp, signing, pos, s)?;
         all.insert(id, s);
     }
-    let (package, by_id) = signing.package::<C>(share)?;
-    let pkp = share.public_package::<C>()?;
     let sig = frost_core::aggregate(&package, &all, &pkp)
         .map_err(|e| engine_error(e, &by_id, "aggregate"))?;
     pkp.verifying_key()
