@@ -82,18 +82,7 @@ pub(crate) async fn with_cluster(
     run.finish("sign_sustained_nopool", f, r)?;
 
     // Keep a copy holding only the benchmark key for the pool phase.
-    cluster.stop();
-    let r = cluster.snapshot_stores("bench");
-    run.required("snapshot", r)?;
-    let r = cluster.start().await;
-    run.required("cluster_restart", r)?;
-    let admin = cluster.admin_clients().await?;
-
-    let mut f = Fields::new();
-    let r = phases::dkg(&admin[0], scheme.name(), plan.dkg_keygens, &mut f).await;
-    run.finish("dkg", f, r)?;
-
-    cluster.stop();
+    phases::snapshot_then_dkg(cluster, run, scheme.name(), plan.dkg_keygens).await?;
     progress(&format!(
         "cluster B: benchmark key only, nonce pool on (frost_target {} per pair)",
         plan.presign_target

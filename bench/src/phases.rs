@@ -71,18 +71,7 @@ pub(crate) async fn with_cluster(
     run.finish("sign_full", f, r)?;
 
     // Keep a copy holding only the benchmark key for the pool phase.
-    cluster.stop();
-    let r = cluster.snapshot_stores("bench");
-    run.required("snapshot", r)?;
-    let r = cluster.start().await;
-    run.required("cluster_restart", r)?;
-    let admin = cluster.admin_clients().await?;
-
-    let mut f = Fields::new();
-    let r = dkg(&admin[0], "", plan.dkg_keygens, &mut f).await;
-    run.finish("dkg", f, r)?;
-
-    cluster.stop();
+    snapshot_then_dkg(cluster, run, "", plan.dkg_keygens).await?;
     progress(&format!(
         "cluster B: benchmark key only, pool on (target {} per pair, parallel {})",
         plan.presign_target, plan.presign_parallel
@@ -303,6 +292,28 @@ async fn first_keygen(admin: &Client, f: &mut Fields) -> anyhow::Result<Key> {
         run.total.as_secs_f64()
     ));
     Key::from_info(&run.key)
+}
+
+/// Snapshots the stores (holding only the benchmark key so far), then times
+/// `n` further Keygens of `scheme` ("": ECDSA) on the restarted cluster and
+/// stops it: the pool phase restores the snapshot, without those keys.
+pub(crate) async fn snapshot_then_dkg(
+    cluster: &mut Cluster,
+    run: &mut Run,
+    scheme: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    cluster.stop();
+    let r = cluster.snapshot_stores("bench");
+    run.required("snapshot", r)?;
+    let r = cluster.start().await;
+    run.required("cluster_restart", r)?;
+    let admin = cluster.admin_clients().await?;
+    let mut f = Fields::new();
+    let r = dkg(&admin[0], scheme, n, &mut f).await;
+    run.finish("dkg", f, r)?;
+    cluster.stop();
+    Ok(())
 }
 
 /// Further Keygens of `scheme` ("": ECDSA): DKG only (ECDSA: aux info

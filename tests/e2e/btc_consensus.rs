@@ -6,17 +6,7 @@
 /// Verifies every input of `tx` against the output it spends, found among
 /// the funding transactions `prev`; the error names the input.
 pub fn verify(tx: &bitcoin::Transaction, prev: &[&bitcoin::Transaction]) -> Result<(), String> {
-    let spent: Vec<bitcoin::TxOut> = tx
-        .input
-        .iter()
-        .map(|i| {
-            prev.iter()
-                .find(|p| p.compute_txid() == i.previous_output.txid)
-                .and_then(|p| p.output.get(i.previous_output.vout as usize))
-                .cloned()
-                .ok_or_else(|| format!("no funding output for {}", i.previous_output))
-        })
-        .collect::<Result<_, _>>()?;
+    let spent = spent_outputs(tx, prev)?;
     // The library reads the spent outputs through these pointers during
     // each call; `spent` outlives them.
     let utxos: Vec<bitcoinconsensus::Utxo> = spent
@@ -39,4 +29,22 @@ pub fn verify(tx: &bitcoin::Transaction, prev: &[&bitcoin::Transaction]) -> Resu
         .map_err(|e| format!("input {i}: {e:?}"))?;
     }
     Ok(())
+}
+
+/// The output each input of `tx` spends, in input order, found among the
+/// funding transactions `prev`.
+pub fn spent_outputs(
+    tx: &bitcoin::Transaction,
+    prev: &[&bitcoin::Transaction],
+) -> Result<Vec<bitcoin::TxOut>, String> {
+    tx.input
+        .iter()
+        .map(|i| {
+            prev.iter()
+                .find(|p| p.compute_txid() == i.previous_output.txid)
+                .and_then(|p| p.output.get(i.previous_output.vout as usize))
+                .cloned()
+                .ok_or_else(|| format!("no funding output for {}", i.previous_output))
+        })
+        .collect()
 }

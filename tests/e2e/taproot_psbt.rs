@@ -110,17 +110,7 @@ fn key_path_spends_verify(
     prev: &[&bitcoin::Transaction],
     key: &[u8],
 ) -> bool {
-    let spent: Vec<bitcoin::TxOut> = tx
-        .input
-        .iter()
-        .map(|i| {
-            prev.iter()
-                .find(|p| p.compute_txid() == i.previous_output.txid)
-                .expect("a funding transaction")
-                .output[i.previous_output.vout as usize]
-                .clone()
-        })
-        .collect();
+    let spent = crate::btc_consensus::spent_outputs(tx, prev).expect("a funding transaction");
     let mut cache = SighashCache::new(tx);
     (0..tx.input.len()).all(|i| {
         let w = &tx.input[i].witness;
