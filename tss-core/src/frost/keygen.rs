@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 
 use frost_core::keys::dkg::{self, round1, round2};
 use frost_core::keys::PublicKeyPackage;
-use frost_core::Ciphersuite;
 use futures::SinkExt;
 use round_based::rounds_router::simple_store::RoundInput;
 use round_based::rounds_router::RoundsRouter;
@@ -110,7 +109,7 @@ where
     with_suite!(scheme, C => run_as::<C, M>(eid, scheme, i, n, t, party).await)
 }
 
-async fn run_as<C: Ciphersuite, M>(
+async fn run_as<C: super::share::Suite, M>(
     eid: &[u8; 32],
     scheme: Scheme,
     i: u16,

@@ -173,6 +173,36 @@ impl PoolEntry {
         };
         sign::sign_share(share, &signing, nonces)
     }
+
+    /// The signature over `message`, as the signer that collects the
+    /// shares: this signer's share with the entry (consumed: the caller
+    /// has deleted it from its store first) and the aggregate with the
+    /// other signers' shares `theirs` (in `signers` order, without ours),
+    /// each checked (a wrong one names its signer).
+    pub fn sign_and_aggregate(
+        self,
+        share: &FrostShare,
+        message: &[u8],
+        theirs: &[&[u8]],
+    ) -> Result<[u8; 64], EngineError> {
+        if self.scheme != share.scheme() || !self.signers.contains(&share.index()) {
+            return Err(EngineError::InvalidInput(
+                "the pool entry belongs to another key or party".into(),
+            ));
+        }
+        let PoolEntry {
+            signers,
+            commitments,
+            nonces,
+            ..
+        } = self;
+        let signing = Signing {
+            signers: &signers,
+            commitments: &commitments,
+            message,
+        };
+        sign::sign_and_aggregate(share, &signing, nonces, theirs)
+    }
 }
 
 /// The pool round as signer `i` (a position in `signers`): `count` fresh

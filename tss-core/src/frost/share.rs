@@ -8,7 +8,7 @@ use frost_core::Ciphersuite;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{decode_canonical, identifier, with_suite, Scheme};
+use super::{decode_canonical, identifier, with_suite, Ed, Scheme, Tr};
 use crate::ecdsa::EngineError;
 use crate::secret::SecretBytes;
 
@@ -32,6 +32,87 @@ pub struct FrostShare {
     /// Signers needed and parties, from the public package (set by `check`).
     pub(super) threshold: u16,
     pub(super) parties: u16,
+    /// Both packages decoded once, when the share is built or loaded:
+    /// decoding an Ed25519 point checks its torsion with a scalar
+    /// multiplication, too slow to repeat on every signature.
+    pub(super) decoded: Decoded,
+    /// The group key in the suite's encoding (see [`FrostShare::group_key`]).
+    pub(super) group_key: Vec<u8>,
+}
+
+/// A share's key package (secret; zeroized on drop by the crate) and
+/// public package, decoded.
+pub(crate) struct Packages<C: Ciphersuite> {
+    pub(crate) key: KeyPackage<C>,
+    pub(crate) public: PublicKeyPackage<C>,
+}
+
+impl<C: Ciphersuite> Clone for Packages<C> {
+    fn clone(&self) -> Self {
+        Packages {
+            key: self.key.clone(),
+            public: self.public.clone(),
+        }
+    }
+}
+
+/// [`Packages`] of either suite.
+#[derive(Clone)]
+pub(crate) enum Decoded {
+    Ed25519(Box<Packages<Ed>>),
+    Taproot(Box<Packages<Tr>>),
+}
+
+/// A ciphersuite this crate signs with: reaches its decoded packages.
+pub(crate) trait Suite: Ciphersuite {
+    /// The packages, if `d` is of this suite.
+    fn packages(d: &Decoded) -> Option<&Packages<Self>>;
+    /// Wraps this suite's packages.
+    fn wrap(p: Packages<Self>) -> Decoded;
+}
+
+impl Suite for Ed {
+    fn packages(d: &Decoded) -> Option<&Packages<Self>> {
+        match d {
+            Decoded::Ed25519(p) => Some(p),
+            Decoded::Taproot(_) => None,
+        }
+    }
+    fn wrap(p: Packages<Self>) -> Decoded {
+        Decoded::Ed25519(Box::new(p))
+    }
+}
+
+impl Suite for Tr {
+    fn packages(d: &Decoded) -> Option<&Packages<Self>> {
+        match d {
+            Decoded::Taproot(p) => Some(p),
+            Decoded::Ed25519(_) => None,
+        }
+    }
+    fn wrap(p: Packages<Self>) -> Decoded {
+        Decoded::Taproot(Box::new(p))
+    }
+}
+
+/// Decodes both packages of `scheme` (each checked to be canonical).
+fn decode_packages(scheme: Scheme, key: &[u8], public: &[u8]) -> Result<Decoded, EngineError> {
+    fn as_suite<C: Suite>(key: &[u8], public: &[u8]) -> Result<Decoded, EngineError> {
+        let key = decode_canonical(
+            key,
+            KeyPackage::<C>::deserialize,
+            KeyPackage::<C>::serialize,
+        )
+        .ok_or_else(|| EngineError::InvalidInput("the key package does not decode".into()))?;
+        let public = decode_canonical(
+            public,
+            PublicKeyPackage::<C>::deserialize,
+            PublicKeyPackage::<C>::serialize,
+        )
+        .ok_or_else(|| EngineError::InvalidInput("the public package does not decode".into()))?;
+        Ok(C::wrap(Packages { key, public }))
+    }
+    with_suite!(scheme, C => as_suite::<C>(key, public))
 }
 
 impl fmt::Debug for FrostShare {
@@ -66,7 +147,7 @@ impl Drop for Stored {
 impl FrostShare {
     /// Builds a share from a DKG's output (checked as [`FrostShare::decode`]
     /// checks a stored one).
-    pub(crate) fn from_parts<C: Ciphersuite>(
+    pub(crate) fn from_parts<C: Suite>(
         scheme: Scheme,
         index: u16,
         key_package: &KeyPackage<C>,
@@ -74,14 +155,34 @@ impl FrostShare {
         internal_key: Vec<u8>,
     ) -> Result<Self, EngineError> {
         let bug = |e: frost_core::Error<C>| EngineError::InvalidInput(format!("{e}"));
+        Self::checked(
+            scheme,
+            index,
+            Zeroizing::new(key_package.serialize().map_err(bug)?),
+            public_package.serialize().map_err(bug)?,
+            internal_key,
+        )
+    }
+
+    /// Decodes the packages and checks that the parts fit together.
+    fn checked(
+        scheme: Scheme,
+        index: u16,
+        key_package: Zeroizing<Vec<u8>>,
+        public_package: Vec<u8>,
+        internal_key: Vec<u8>,
+    ) -> Result<Self, EngineError> {
+        let decoded = decode_packages(scheme, &key_package, &public_package)?;
         let mut share = FrostShare {
             scheme,
             index,
-            key_package: Zeroizing::new(key_package.serialize().map_err(bug)?),
-            public_package: public_package.serialize().map_err(bug)?,
+            key_package,
+            public_package,
             internal_key,
             threshold: 0,
             parties: 0,
+            decoded,
+            group_key: Vec::new(),
         };
         share.check()?;
         Ok(share)
@@ -120,10 +221,7 @@ impl FrostShare {
     /// The group key in the suite's own encoding (32 bytes for Ed25519,
     /// 33-byte SEC1 for Taproot's output key).
     pub fn group_key(&self) -> Vec<u8> {
-        with_suite!(self.scheme, C => self.public_package::<C>()
-            .ok()
-            .and_then(|p| p.verifying_key().serialize().ok())
-            .unwrap_or_default())
+        self.group_key.clone()
     }
 
     /// Taproot: the x-only internal key P (BIP86: the output key is P
@@ -174,29 +272,27 @@ impl FrostShare {
         if s.v != FROST_SHARE_VERSION {
             return Err(bad(format!("unknown format version {}", s.v)));
         }
-        let mut share = FrostShare {
-            scheme: s.scheme,
-            index: s.index,
-            key_package: Zeroizing::new(s.key_package.clone()),
-            public_package: s.public_package.clone(),
-            internal_key: s.internal_key.clone(),
-            threshold: 0,
-            parties: 0,
-        };
-        share.check().map_err(|e| bad(e.to_string()))?;
-        Ok(share)
+        Self::checked(
+            s.scheme,
+            s.index,
+            Zeroizing::new(s.key_package.clone()),
+            s.public_package.clone(),
+            s.internal_key.clone(),
+        )
+        .map_err(|e| bad(e.to_string()))
     }
 
-    /// Checks the parts fit together and records the threshold and the
-    /// number of parties (so signing does not decode the package for them).
+    /// Checks the parts fit together and records the threshold, the
+    /// number of parties and the group key's encoding.
     fn check(&mut self) -> Result<(), EngineError> {
-        let (t, n) = with_suite!(self.scheme, C => self.check_as::<C>())?;
+        let (t, n, key) = with_suite!(self.scheme, C => self.check_as::<C>())?;
         self.threshold = t;
         self.parties = n;
+        self.group_key = key;
         Ok(())
     }
 
-    fn check_as<C: Ciphersuite>(&self) -> Result<(u16, u16), EngineError> {
+    fn check_as<C: Suite>(&self) -> Result<(u16, u16, Vec<u8>), EngineError> {
         let bad = |what: &str| EngineError::InvalidInput(what.to_owned());
         let kp = self.key_package::<C>()?;
         let pkp = self.public_package::<C>()?;
@@ -221,28 +317,25 @@ impl FrostShare {
         }
         let n = u16::try_from(pkp.verifying_shares().len())
             .map_err(|_| bad("too many verifying shares"))?;
-        Ok((*kp.min_signers(), n))
+        let key = pkp
+            .verifying_key()
+            .serialize()
+            .map_err(|_| bad("the group key does not encode"))?;
+        Ok((*kp.min_signers(), n, key))
     }
 
-    /// The key package, decoded (checked to be canonical).
-    pub(crate) fn key_package<C: Ciphersuite>(&self) -> Result<KeyPackage<C>, EngineError> {
-        decode_canonical(
-            &self.key_package,
-            KeyPackage::<C>::deserialize,
-            KeyPackage::<C>::serialize,
-        )
-        .ok_or_else(|| EngineError::InvalidInput("the key package does not decode".into()))
+    /// The key package, decoded (checked to be canonical when loaded).
+    pub(crate) fn key_package<C: Suite>(&self) -> Result<&KeyPackage<C>, EngineError> {
+        self.packages::<C>().map(|p| &p.key)
     }
 
-    /// The public package, decoded (checked to be canonical).
-    pub(crate) fn public_package<C: Ciphersuite>(
-        &self,
-    ) -> Result<PublicKeyPackage<C>, EngineError> {
-        decode_canonical(
-            &self.public_package,
-            PublicKeyPackage::<C>::deserialize,
-            PublicKeyPackage::<C>::serialize,
-        )
-        .ok_or_else(|| EngineError::InvalidInput("the public package does not decode".into()))
+    /// The public package, decoded (checked to be canonical when loaded).
+    pub(crate) fn public_package<C: Suite>(&self) -> Result<&PublicKeyPackage<C>, EngineError> {
+        self.packages::<C>().map(|p| &p.public)
+    }
+
+    fn packages<C: Suite>(&self) -> Result<&Packages<C>, EngineError> {
+        C::packages(&self.decoded)
+            .ok_or_else(|| EngineError::InvalidInput("the share is of another scheme".into()))
     }
 }

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 
-use frost_core::keys::PublicKeyPackage;
 use frost_core::round1::{SigningCommitments, SigningNonces};
 use frost_core::round2::SignatureShare;
 use frost_core::{Ciphersuite, Identifier, SigningPackage};
@@ -28,6 +27,7 @@ use round_based::rounds_router::RoundsRouter;
 use round_based::{Delivery, Mpc, MpcParty, Outgoing, ProtocolMessage};
 use serde::{Deserialize, Serialize};
 
+use super::share::Suite;
 use super::{decode_canonical, engine_error, identifier, with_suite, FrostShare};
 use crate::ecdsa::sign::BeforeRelease;
 use crate::ecdsa::EngineError;
@@ -86,7 +86,7 @@ pub fn commit(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineError> {
     with_suite!(share.scheme(), C => commit_as::<C>(share))
 }
 
-fn commit_as<C: Ciphersuite>(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineError> {
+fn commit_as<C: Suite>(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineError> {
     let kp = share.key_package::<C>()?;
     let (nonces, commitments) =
         frost_core::round1::commit(kp.signing_share(), &mut rand_core::OsRng);
@@ -187,13 +187,23 @@ pub fn sign_share(
     with_suite!(share.scheme(), C => sign_share_as::<C>(share, signing, nonces))
 }
 
-fn sign_share_as<C: Ciphersuite>(
+fn sign_share_as<C: Suite>(
     share: &FrostShare,
     signing: &Signing<'_>,
     nonces: Nonces,
 ) -> Result<Vec<u8>, EngineError> {
     signing.position(share)?;
     let (package, by_id) = signing.package::<C>(share)?;
+    sign_with(share, &package, &by_id, nonces)
+}
+
+/// [`sign_share`] over an already decoded signing package.
+fn sign_with<C: Suite>(
+    share: &FrostShare,
+    package: &SigningPackage<C>,
+    by_id: &Positions<C>,
+    nonces: Nonces,
+) -> Result<Vec<u8>, EngineError> {
     let nonces = decode_canonical(
         nonces.expose(),
         SigningNonces::<C>::deserialize,
@@ -204,8 +214,8 @@ fn sign_share_as<C: Ciphersuite>(
     })
     .ok_or_else(|| EngineError::InvalidInput("stored nonces are unusable".into()))?;
     let kp = share.key_package::<C>()?;
-    let s = frost_core::round2::sign(&package, &nonces, &kp)
-        .map_err(|e| engine_error(e, &by_id, "signature share"))?;
+    let s = frost_core::round2::sign(package, &nonces, kp)
+        .map_err(|e| engine_error(e, by_id, "signature share"))?;
     Ok(s.serialize())
 }
 
@@ -217,34 +227,36 @@ pub fn verify_share(
     position: u16,
     signature_share: &[u8],
 ) -> Result<(), EngineError> {
-    with_suite!(share.scheme(), C => verify_share_as::<C>(share, signing, position, signature_share).map(|_| ()))
+    with_suite!(share.scheme(), C => verify_share_as::<C>(share, signing, position, signature_share))
 }
 
-fn verify_share_as<C: Ciphersuite>(
+fn verify_share_as<C: Suite>(
     share: &FrostShare,
     signing: &Signing<'_>,
     position: u16,
     bytes: &[u8],
-) -> Result<(Identifier<C>, SignatureShare<C>), EngineError> {
+) -> Result<(), EngineError> {
     let (package, _) = signing.package::<C>(share)?;
     let pkp = share.public_package::<C>()?;
-    check_share(&package, &pkp, signing, position, bytes)
+    let (id, s) = decode_share::<C>(signing, position, bytes)?;
+    let vs = pkp.verifying_shares().get(&id).ok_or_else(|| {
+        EngineError::InvalidInput(format!("no verifying share for signer at {position}"))
+    })?;
+    frost_core::verify_signature_share(id, vs, &s, &package, pkp.verifying_key()).map_err(|_| {
+        EngineError::Misbehaved {
+            culprit: position,
+            reason: "its signature share does not verify under its verifying share".into(),
+        }
+    })
 }
 
-/// [`verify_share`] against an already decoded signing package and public
-/// key package (decoding an Ed25519 point checks its torsion with a scalar
-/// multiplication: decode them once per signature, not once per share).
-fn check_share<C: Ciphersuite>(
-    package: &SigningPackage<C>,
-    pkp: &PublicKeyPackage<C>,
+/// Signer `position`'s identifier and signature share, decoded (a share
+/// that does not decode, or not canonically, is blamed on that signer).
+fn decode_share<C: Suite>(
     signing: &Signing<'_>,
     position: u16,
     bytes: &[u8],
 ) -> Result<(Identifier<C>, SignatureShare<C>), EngineError> {
-    let blame = |reason: &str| EngineError::Misbehaved {
-        culprit: position,
-        reason: reason.to_owned(),
-    };
     let &signer = signing
         .signers
         .get(usize::from(position))
@@ -253,29 +265,36 @@ fn check_share<C: Ciphersuite>(
     let s = decode_canonical(bytes, SignatureShare::<C>::deserialize, |s| {
         Ok::<_, frost_core::Error<C>>(s.serialize())
     })
-    .ok_or_else(|| blame("its signature share does not decode"))?;
-    let vs = pkp.verifying_shares().get(&id).ok_or_else(|| {
-        EngineError::InvalidInput(format!("no verifying share for party {signer}"))
+    .ok_or_else(|| EngineError::Misbehaved {
+        culprit: position,
+        reason: "its signature share does not decode".into(),
     })?;
-    frost_core::verify_signature_share(id, vs, &s, package, pkp.verifying_key())
-        .map_err(|_| blame("its signature share does not verify under its verifying share"))?;
     Ok((id, s))
 }
 
 /// Combines every signer's share (in `signers` order) into the 64-byte
-/// signature, after checking each share (a wrong one names its signer) and
-/// the signature itself under the key.
+/// signature, checked under the key. The crate's aggregation verifies the
+/// signature and, only if it fails, every share under its signer's
+/// verifying share, naming the first wrong one: a signature that verifies
+/// proves each share right (with every other share right, a share is the
+/// signature's `z` less theirs), so the common case costs one
+/// verification instead of one per share.
 pub fn aggregate(
     share: &FrostShare,
     signing: &Signing<'_>,
     shares: &[Vec<u8>],
 ) -> Result<[u8; 64], EngineError> {
-    with_suite!(share.scheme(), C => aggregate_as::<C>(share, signing, shares))
+    with_suite!(share.scheme(), C => {
+        let (package, by_id) = signing.package::<C>(share)?;
+        aggregate_with::<C>(share, signing, &package, &by_id, shares)
+    })
 }
 
-fn aggregate_as<C: Ciphersuite>(
+fn aggregate_with<C: Suite>(
     share: &FrostShare,
     signing: &Signing<'_>,
+    package: &SigningPackage<C>,
+    by_id: &Positions<C>,
     shares: &[Vec<u8>],
 ) -> Result<[u8; 64], EngineError> {
     if shares.len() != signing.signers.len() {
@@ -285,27 +304,60 @@ fn aggregate_as<C: Ciphersuite>(
             signing.signers.len()
         )));
     }
-    let (package, by_id) = signing.package::<C>(share)?;
     let pkp = share.public_package::<C>()?;
     let mut all = BTreeMap::new();
     for (pos, s) in shares.iter().enumerate() {
         let pos = u16::try_from(pos).unwrap_or(u16::MAX);
-        let (id, s) = check_share(&package, &pkp, signing, pos, s)?;
+        let (id, s) = decode_share::<C>(signing, pos, s)?;
         all.insert(id, s);
     }
-    let sig = frost_core::aggregate(&package, &all, &pkp)
-        .map_err(|e| engine_error(e, &by_id, "aggregate"))?;
-    pkp.verifying_key()
-        .verify(signing.message, &sig)
-        .map_err(|e| {
-            EngineError::Protocol(format!("the aggregate signature does not verify: {e}"))
-        })?;
+    let sig = frost_core::aggregate(package, &all, pkp).map_err(|e| {
+        match (&e, e.culprits().first().and_then(|id| by_id.get(id))) {
+            (frost_core::Error::InvalidSignatureShare { .. }, Some(&culprit)) => {
+                EngineError::Misbehaved {
+                    culprit,
+                    reason: "its signature share does not verify under its verifying share".into(),
+                }
+            }
+            _ => engine_error(e, by_id, "aggregate"),
+        }
+    })?;
     let bytes = sig
         .serialize()
         .map_err(|e| EngineError::Protocol(e.to_string()))?;
     bytes
         .try_into()
         .map_err(|_| EngineError::Protocol("a signature that is not 64 bytes".into()))
+}
+
+/// One signer's last step with pooled nonces, as the party that collects
+/// the shares: its own share with `nonces` over `signing`, then the
+/// aggregate with the other signers' `theirs` (in `signers` order, without
+/// its own), decoding the commitments once for both.
+pub fn sign_and_aggregate(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    nonces: Nonces,
+    theirs: &[&[u8]],
+) -> Result<[u8; 64], EngineError> {
+    let me = signing.position(share)?;
+    with_suite!(share.scheme(), C => {
+        let (package, by_id) = signing.package::<C>(share)?;
+        let mine = sign_with::<C>(share, &package, &by_id, nonces)?;
+        let mut others = theirs.iter();
+        let shares: Vec<Vec<u8>> = (0..signing.signers.len())
+            .map(|pos| {
+                if pos == me {
+                    Ok(mine.clone())
+                } else {
+                    others.next().map(|s| s.to_vec()).ok_or_else(|| {
+                        EngineError::InvalidInput("fewer signature shares than signers".into())
+                    })
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        aggregate_with::<C>(share, signing, &package, &by_id, &shares)
+    })
 }
 
 /// Both rounds as signer `i` (a position in `signers`) of `message`;

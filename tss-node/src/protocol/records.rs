@@ -169,6 +169,7 @@ pub fn retire_unfinished(node: &Node, key_id: &str) -> Result<(), ApiError> {
     s.take(RecordKind::Transcript, &crate::keys::certificate(key_id))?;
     s.take(RecordKind::KeyShare, crate::keys::key(key_id))?;
     s.flush()?;
+    node.forget_frost_share(key_id);
     tracing::warn!(
         key_id,
         "an unfinished earlier keygen of this key id was put aside (share kept as retired)"

@@ -67,6 +67,8 @@ pub struct Node {
     policy: PolicyState,
     ledger: Arc<Ledger>,
     audit: AuditLog,
+    /// FROST shares decoded once, by key id (`protocol::frost::sign::load`).
+    frost_shares: Mutex<HashMap<String, Arc<tss_core::frost::FrostShare>>>,
 }
 
 /// Reads the policy file named by the config (none: nothing is signed).
@@ -159,6 +161,7 @@ impl Node {
             },
             ledger: Arc::default(),
             audit,
+            frost_shares: Mutex::default(),
             cfg,
         }))
     }
@@ -231,6 +234,32 @@ impl Node {
     /// The audit log of policy decisions.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The FROST share of `key_id` decoded earlier, if any (the caller
+    /// checks it against the key's record).
+    pub fn cached_frost_share(&self, key_id: &str) -> Option<Arc<tss_core::frost::FrostShare>> {
+        self.frost_shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+            .cloned()
+    }
+
+    /// Keeps a decoded FROST share of `key_id` for later requests.
+    pub fn cache_frost_share(&self, key_id: &str, share: Arc<tss_core::frost::FrostShare>) {
+        self.frost_shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id.to_owned(), share);
+    }
+
+    /// Drops the decoded share of `key_id` (its stored share was put aside).
+    pub fn forget_frost_share(&self, key_id: &str) {
+        self.frost_shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_id);
     }
 
     /// The policy in force.

@@ -27,13 +27,17 @@ pub fn load_share(store: &Store, record: &KeyRecord) -> Result<FrostShare, ApiEr
         .ok_or_else(|| ApiError::NotFound(format!("no share of key {key_id} at this node")))?;
     let share = FrostShare::decode(b.expose())
         .map_err(|e| ApiError::Internal(format!("share of {key_id} is unusable: {e}")))?;
-    if Some(share.scheme()) != record.scheme
-        || hex::encode(share.public_key()) != record.public_key
-        || share.index() != record.my_index
-    {
+    if !fits(&share, record) {
         return Err(ApiError::Internal(format!(
             "the share of key {key_id} does not match its record"
         )));
     }
     Ok(share)
+}
+
+/// Whether `share` is the share `record` names (scheme, public key, index).
+pub fn fits(share: &FrostShare, record: &KeyRecord) -> bool {
+    Some(share.scheme()) == record.scheme
+        && hex::encode(share.public_key()) == record.public_key
+        && share.index() == record.my_index
 }

@@ -47,12 +47,20 @@ pub async fn run_engine(
     r
 }
 
-/// The FROST share of a key (loaded off the reactor).
+/// The FROST share of a key: unsealed, decoded and checked against its
+/// record once (off the reactor), then kept decoded in memory (zeroized on
+/// drop like the store's copy) while it still matches the record.
 pub async fn load(node: &Arc<Node>, record: &KeyRecord) -> Result<Arc<FrostShare>, ApiError> {
+    if let Some(s) = node
+        .cached_frost_share(&record.key_id)
+        .filter(|s| super::fits(s, record))
+    {
+        return Ok(s);
+    }
     let (n, rec) = (node.clone(), record.clone());
-    Ok(Arc::new(
-        blocking(move || super::load_share(n.store(), &rec)).await?,
-    ))
+    let share = Arc::new(blocking(move || super::load_share(n.store(), &rec)).await?);
+    node.cache_frost_share(&record.key_id, share.clone());
+    Ok(share)
 }
 
 /// Both rounds with co-signer `cand`, as coordinator. Errors are one line

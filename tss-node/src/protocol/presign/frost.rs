@@ -113,30 +113,19 @@ pub(crate) async fn sign_from_pool(
     if entry.signers() != drawn.signers.as_slice() {
         return Err(unusable("it belongs to another signer pair".into()));
     }
-    let message = job.message.as_slice();
-    let (signers, commitments) = (entry.signers().to_vec(), entry.commitments().to_vec());
-    let mine = entry
-        .sign_share(&share, message)
-        .map_err(|e| unusable(e.to_string()))?;
-    let signing = tss_core::frost::sign::Signing {
-        signers: &signers,
-        commitments: &commitments,
-        message,
-    };
-    let shares: Vec<Vec<u8>> = signers
-        .iter()
-        .map(|&s| {
-            if s == job.record.my_index {
-                mine.clone()
-            } else {
-                drawn.theirs.to_vec()
+    let signers = entry.signers().to_vec();
+    let theirs_at = signers.iter().position(|&s| s == cand);
+    let sig = entry
+        .sign_and_aggregate(&share, &job.message, &[&drawn.theirs])
+        .map_err(|e| match e {
+            tss_core::ecdsa::EngineError::Misbehaved { culprit, .. }
+                if theirs_at == Some(usize::from(culprit)) =>
+            {
+                tracing::error!(co_signer = %name, error = %e, "invalid signature share");
+                PoolMiss::Failed(format!("{name}: {e}"))
             }
-        })
-        .collect();
-    let sig = tss_core::frost::sign::aggregate(&share, &signing, &shares).map_err(|e| {
-        tracing::error!(co_signer = %name, error = %e, "invalid signature share");
-        PoolMiss::Failed(format!("{name}: {e}"))
-    })?;
+            e => unusable(e.to_string()),
+        })?;
     let mut resp = crate::request::retry::schnorr_response(
         &job.record,
         &sig,
