@@ -649,6 +649,30 @@ impl Store {
             .collect()
     }
 
+    /// Up to `k` keys from each end of those starting with `prefix` (all
+    /// of them if there are at most `2k`), in order: what a caller that
+    /// takes from the front or the back needs, without listing a long run.
+    pub fn keys_at_ends(
+        &self,
+        kind: RecordKind,
+        prefix: &[u8],
+        k: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let listing = |e| self.io("listing", kind, e);
+        let mut iter = self.tree(kind).scan_prefix(prefix).keys();
+        let mut front = Vec::with_capacity(k);
+        for key in iter.by_ref().take(k) {
+            front.push(key.map_err(listing)?.to_vec());
+        }
+        let mut back = Vec::with_capacity(k);
+        for key in iter.rev().take(k) {
+            back.push(key.map_err(listing)?.to_vec());
+        }
+        back.reverse();
+        front.extend(back);
+        Ok(front)
+    }
+
     /// Stores `value` under `key` only if `key` is absent, atomically.
     /// Returns `false` (and changes nothing) if a value already existed.
     /// Durable after [`Store::flush`].

@@ -602,3 +602,28 @@ fn debug__should_print_only_the_directory() {
     let s = format!("{store:?}");
     assert_eq!(s, format!("Store {{ dir: {:?}, .. }}", store.dir()));
 }
+
+#[test]
+fn keys_at_ends__should_list_both_ends_of_a_prefix_in_order() {
+    // Given ten keys under one prefix and one under another
+    let (_dir, store) = new_store();
+    for i in 0u8..10 {
+        store
+            .put(RecordKind::Presignature, &[b'k', 0, i], b"v")
+            .unwrap();
+    }
+    store.put(RecordKind::Presignature, b"l\0x", b"v").unwrap();
+    let key = |i: u8| vec![b'k', 0, i];
+    // When three are asked from each end
+    let ends = store
+        .keys_at_ends(RecordKind::Presignature, b"k\0", 3)
+        .unwrap();
+    // Then the first three and the last three come, in order
+    let want: Vec<Vec<u8>> = [0, 1, 2, 7, 8, 9].into_iter().map(key).collect();
+    assert_eq!(ends, want);
+    // And a short run is listed once, whole
+    let all = store
+        .keys_at_ends(RecordKind::Presignature, b"k\0", 6)
+        .unwrap();
+    assert_eq!(all, (0..10).map(key).collect::<Vec<_>>());
+}

@@ -67,12 +67,19 @@ pub fn level(node: &Node, key_id: &str, signers: &[u16]) -> Result<usize, ApiErr
         .len())
 }
 
-/// Ids of the presignatures ready here for a key and pair.
+/// How many ready ids a signing request looks at from each end of a pair's
+/// pool ([`ready_ids`]): enough for the requests one node has in flight,
+/// without listing a full pool on every request.
+pub const READY_AT_ENDS: usize = 32;
+
+/// Ids of presignatures ready here for a key and pair, in order: up to
+/// [`READY_AT_ENDS`] from each end (the pair's leader draws from the front,
+/// the other party from the back).
 pub fn ready_ids(node: &Node, key_id: &str, signers: &[u16]) -> Result<Vec<[u8; 32]>, ApiError> {
     let p = crate::keys::presignature_prefix(key_id, signers);
     Ok(node
         .store()
-        .keys_with_prefix(RecordKind::Presignature, &p)?
+        .keys_at_ends(RecordKind::Presignature, &p, READY_AT_ENDS)?
         .into_iter()
         .filter_map(|k| crate::keys::presignature_id(&p, &k))
         .collect())

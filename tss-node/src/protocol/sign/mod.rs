@@ -185,8 +185,9 @@ pub async fn sign_decoded(
         started,
     };
     let record = &job.record;
-    // Co-signers with presignatures ready first, the fullest pool first (not
-    // counting those our other requests hold right now); on a tie, pairs
+    // Co-signers with presignatures ready first, the fullest pool first
+    // (counting up to `2 * READY_AT_ENDS`, not those our other requests
+    // hold right now); on a tie, pairs
     // this node leads, so that the two parties of a pair seldom draw from
     // its pool at the same moment.
     let mut candidates = Vec::new();
