@@ -282,3 +282,68 @@ async fn frost_pool__should_name_a_cosigner_whose_signature_share_is_wrong_and_f
     assert!(named, "alice names bob:\n{log}");
     cluster.assert_no_panics();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frost_pool__should_name_a_peer_whose_nonce_batch_is_bad_and_store_nothing() {
+    let t0 = Instant::now();
+    // Given a Taproot key whose party bob sends a commitment that is not a
+    // curve point in every pool batch, and charlie a batch one short
+    let mut cluster = Cluster::start_with(|i, cfg| {
+        cfg.presign.target = 0;
+        cfg.presign.frost_target = 3;
+        cfg.presign.idle_priority = false;
+        cfg.test_hooks = match i {
+            1 => Some(tss_node::config::TestHooks {
+                corrupt_frost_commitment: true,
+                ..Default::default()
+            }),
+            2 => Some(tss_node::config::TestHooks {
+                short_frost_batch: true,
+                ..Default::default()
+            }),
+            _ => None,
+        };
+    })
+    .await;
+    let (key, _) = cluster.keygen_scheme(0, "hostile-batch", "taproot").await;
+    // When alice's pool sessions with each of them run
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
+        let named = |who: &str, what: &str| {
+            log.lines()
+                .any(|l| l.contains("sent an invalid batch") && l.contains(who) && l.contains(what))
+        };
+        if named(NAMES[1], "do not decode") && named(NAMES[2], "nonce commitments for a batch") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "alice names neither:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    step(t0, "alice named bob and charlie");
+    // Then alice names bob's commitment and charlie's short batch (above)
+    // and holds no pool entry with either
+    let k = cluster
+        .client(0, "gateway")
+        .await
+        .get_key(pb::GetKeyRequest {
+            key_id: "hostile-batch".into(),
+        })
+        .await
+        .expect("get key")
+        .into_inner();
+    assert!(!k.pool.is_empty(), "alice reports her pools");
+    assert!(k.pool.iter().all(|p| p.ready == 0), "{:?}\n{log}", k.pool);
+    // And a request is still signed, in two rounds
+    let msg = b"signed despite hostile pools".to_vec();
+    let r = cluster
+        .client(0, "gateway")
+        .await
+        .sign(sign_request("hostile-batch", &msg))
+        .await
+        .expect("sign")
+        .into_inner();
+    assert_frost_valid("taproot", &key.public_key, &msg, &r);
+    assert_eq!(r.path, "full");
+    cluster.assert_no_panics();
+}

@@ -162,6 +162,11 @@ pub struct TestHooks {
     /// As co-signer on the pool path of a FROST key: send a signature share
     /// with one bit flipped (a hostile co-signer, for blame tests).
     pub corrupt_frost_share: bool,
+    /// In FROST nonce-pool sessions: send a batch whose first commitment is
+    /// not a curve point (a hostile peer, for blame tests).
+    pub corrupt_frost_commitment: bool,
+    /// In FROST nonce-pool sessions: send a batch one commitment short.
+    pub short_frost_batch: bool,
 }
 
 /// Per-phase timeouts.

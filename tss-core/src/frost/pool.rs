@@ -220,6 +220,24 @@ pub async fn precommit<M>(
 where
     M: Mpc<ProtocolMessage = Msg>,
 {
+    precommit_sending(share, i, signers, count, party, |_| {}).await
+}
+
+/// [`precommit`], with `edit` applied to this signer's batch as it is sent
+/// (its own entries keep the true commitments). For fault tests only: a
+/// daemon's test hook plays a peer that sends bad commitments or a short
+/// batch; [`precommit`] sends the batch unchanged.
+pub async fn precommit_sending<M>(
+    share: &FrostShare,
+    i: u16,
+    signers: &[u16],
+    count: u16,
+    party: M,
+    edit: impl FnOnce(&mut BatchMsg),
+) -> Result<Vec<PoolEntry>, EngineError>
+where
+    M: Mpc<ProtocolMessage = Msg>,
+{
     let n = u16::try_from(signers.len())
         .map_err(|_| EngineError::InvalidInput("too many signers".into()))?;
     if signers.get(usize::from(i)) != Some(&share.index())
@@ -251,10 +269,12 @@ where
         nonces.push(secret);
         mine.push(serde_bytes::ByteBuf::from(public));
     }
+    let mut sent = BatchMsg {
+        commitments: mine.clone(),
+    };
+    edit(&mut sent);
     outgoing
-        .send(Outgoing::broadcast(Msg::Batch(BatchMsg {
-            commitments: mine.clone(),
-        })))
+        .send(Outgoing::broadcast(Msg::Batch(sent)))
         .await
         .map_err(|_| EngineError::Closed)?;
     let theirs = rounds

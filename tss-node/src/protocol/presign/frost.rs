@@ -49,16 +49,27 @@ pub async fn run_and_store(
     let me = reg.info.me;
     let started = Instant::now();
     let sg = signers.clone();
-    let (entries, cpu) = reg
+    let edit = batch_edit(&node);
+    let ran = reg
         .run(
             Duration::from_millis(node.cfg().timeouts.sign_ms),
             move |party| async move {
                 let cpu0 = crate::metrics::thread_cpu_time();
-                let e = pool::precommit(&share, me, &sg, count, party).await?;
+                let e = pool::precommit_sending(&share, me, &sg, count, party, edit).await?;
                 Ok((e, crate::metrics::thread_cpu_time().saturating_sub(cpu0)))
             },
         )
-        .await?;
+        .await;
+    let (entries, cpu) = match ran {
+        Ok(r) => r,
+        Err(f) => {
+            if let SessionFailure::Misbehaved { culprit, reason } = &f {
+                tracing::error!(key_id = %record.key_id, culprit = %culprit, reason = %reason,
+                    "nonce pool session: a party sent an invalid batch; nothing stored");
+            }
+            return Err(f);
+        }
+    };
     let n = node.clone();
     let key_id = record.key_id.clone();
     let sg = signers.clone();
@@ -87,6 +98,32 @@ pub async fn run_and_store(
     }
     node.metrics().observe_presign(cpu, started.elapsed());
     Ok(())
+}
+
+/// What this node does to its batch as it sends it: nothing, except in
+/// test builds whose config plays a hostile peer (`[test_hooks]`).
+fn batch_edit(node: &Node) -> impl FnOnce(&mut pool::BatchMsg) {
+    #[cfg(debug_assertions)]
+    let (corrupt, short) = node.cfg().test_hooks.as_ref().map_or((false, false), |h| {
+        (h.corrupt_frost_commitment, h.short_frost_batch)
+    });
+    #[cfg(not(debug_assertions))]
+    let (corrupt, short) = {
+        let _ = node;
+        (false, false)
+    };
+    move |b: &mut pool::BatchMsg| {
+        if corrupt {
+            tracing::warn!("TEST HOOK: sending a nonce commitment that is not a point");
+            if let Some(c) = b.commitments.first_mut() {
+                c.iter_mut().for_each(|x| *x = 0xff);
+            }
+        }
+        if short {
+            tracing::warn!("TEST HOOK: sending a nonce batch one commitment short");
+            b.commitments.pop();
+        }
+    }
 }
 
 /// Signs `job` from a pooled nonce this node and `cand` hold: both consume
