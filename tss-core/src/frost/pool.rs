@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use super::sign::{self, Nonces, Signing};
+use super::sign::{self, Nonces, OwnShare, Signing};
 use super::{FrostShare, Scheme};
 use crate::ecdsa::EngineError;
 use crate::secret::SecretBytes;
@@ -171,20 +171,16 @@ impl PoolEntry {
             commitments: &commitments,
             message,
         };
-        sign::sign_share(share, &signing, nonces)
+        // Checked when the batch was made ([`precommit`]), sealed since.
+        sign::sign_share_checked_before(share, &signing, nonces)
     }
 
-    /// The signature over `message`, as the signer that collects the
-    /// shares: this signer's share with the entry (consumed: the caller
-    /// has deleted it from its store first) and the aggregate with the
-    /// other signers' shares `theirs` (in `signers` order, without ours),
-    /// each checked (a wrong one names its signer).
-    pub fn sign_and_aggregate(
-        self,
-        share: &FrostShare,
-        message: &[u8],
-        theirs: &[&[u8]],
-    ) -> Result<[u8; 64], EngineError> {
+    /// This signer's share over `message` with the entry (consumed: the
+    /// caller has deleted it from its store first), as the signer that
+    /// collects the shares: made before the other shares arrive, it then
+    /// aggregates them ([`sign::OwnShare::aggregate`], each checked, a wrong
+    /// one naming its signer).
+    pub fn sign_own(self, share: &FrostShare, message: &[u8]) -> Result<OwnShare, EngineError> {
         if self.scheme != share.scheme() || !self.signers.contains(&share.index()) {
             return Err(EngineError::InvalidInput(
                 "the pool entry belongs to another key or party".into(),
@@ -201,7 +197,18 @@ impl PoolEntry {
             commitments: &commitments,
             message,
         };
-        sign::sign_and_aggregate(share, &signing, nonces, theirs)
+        sign::sign_own(share, &signing, nonces)
+    }
+
+    /// [`PoolEntry::sign_own`], then the aggregate with the other signers'
+    /// shares `theirs` (in `signers` order, without ours).
+    pub fn sign_and_aggregate(
+        self,
+        share: &FrostShare,
+        message: &[u8],
+        theirs: &[&[u8]],
+    ) -> Result<[u8; 64], EngineError> {
+        self.sign_own(share, message)?.aggregate(share, theirs)
     }
 }
 
@@ -305,9 +312,9 @@ where
             commitments,
             nonces: secret,
         };
-        // Every commitment must decode (a peer's that does not is named
-        // now, not when the entry is used).
-        sign::check_commitments(share, &entry.signing(&[]))?;
+        // Every peer's commitment must decode (one that does not is named
+        // now, not when the entry is used); ours were made here.
+        sign::check_commitments_of_others(share, i, &entry.signing(&[]))?;
         out.push(entry);
     }
     Ok(out)

@@ -2,9 +2,11 @@
 //! the party's index, its key package (secret) and the key's public package.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use frost_core::keys::{KeyPackage, PublicKeyPackage, VerifyingShare};
-use frost_core::Ciphersuite;
+use frost_core::round1::{NonceCommitment, SigningCommitments};
+use frost_core::{Ciphersuite, Element, Group, Scalar};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -65,13 +67,52 @@ pub(crate) enum Decoded {
 
 /// A ciphersuite this crate signs with: reaches its decoded packages.
 pub(crate) trait Suite: Ciphersuite {
+    /// Length of an encoded group element.
+    const ELEMENT_LEN: usize;
     /// The packages, if `d` is of this suite.
     fn packages(d: &Decoded) -> Option<&Packages<Self>>;
     /// Wraps this suite's packages.
     fn wrap(p: Packages<Self>) -> Decoded;
+    /// A point this node decoded and checked before and kept sealed since,
+    /// decoded again without repeating the checks (for Ed25519, the
+    /// torsion check, a scalar multiplication); `None` if it is not a
+    /// point at all.
+    fn element_checked_before(bytes: &[u8]) -> Option<Element<Self>>;
+    /// What the crate's `SigningCommitments` encoding puts before the two
+    /// points.
+    fn commitments_header() -> &'static [u8];
+    /// `k * G` by the suite's precomputed table of the generator (the
+    /// crate's generic product does without one).
+    fn mul_generator(k: &Scalar<Self>) -> Element<Self>;
+}
+
+/// [`Suite::commitments_header`], computed from an encoding of the
+/// generator twice.
+fn commitments_header_of<C: Suite>() -> Vec<u8> {
+    let g = NonceCommitment::<C>::new(<C::Group as Group>::generator());
+    match SigningCommitments::new(g, g).serialize() {
+        Ok(enc) if enc.len() >= 2 * C::ELEMENT_LEN => {
+            enc[..enc.len() - 2 * C::ELEMENT_LEN].to_vec()
+        }
+        // Never for these suites; an empty header then matches nothing.
+        _ => Vec::new(),
+    }
 }
 
 impl Suite for Ed {
+    const ELEMENT_LEN: usize = 32;
+    fn mul_generator(k: &Scalar<Self>) -> Element<Self> {
+        curve25519_dalek::EdwardsPoint::mul_base(k)
+    }
+    fn element_checked_before(bytes: &[u8]) -> Option<Element<Self>> {
+        curve25519_dalek::edwards::CompressedEdwardsY::from_slice(bytes)
+            .ok()?
+            .decompress()
+    }
+    fn commitments_header() -> &'static [u8] {
+        static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
+        HEADER.get_or_init(commitments_header_of::<Self>)
+    }
     fn packages(d: &Decoded) -> Option<&Packages<Self>> {
         match d {
             Decoded::Ed25519(p) => Some(p),
@@ -84,6 +125,22 @@ impl Suite for Ed {
 }
 
 impl Suite for Tr {
+    const ELEMENT_LEN: usize = 33;
+    fn mul_generator(k: &Scalar<Self>) -> Element<Self> {
+        use k256::elliptic_curve::ops::MulByGenerator;
+        k256::ProjectivePoint::mul_by_generator(k)
+    }
+    fn element_checked_before(bytes: &[u8]) -> Option<Element<Self>> {
+        use k256::elliptic_curve::sec1::FromEncodedPoint;
+        let point = k256::EncodedPoint::from_bytes(bytes).ok()?;
+        let affine: Option<k256::AffinePoint> =
+            k256::AffinePoint::from_encoded_point(&point).into();
+        affine.map(k256::ProjectivePoint::from)
+    }
+    fn commitments_header() -> &'static [u8] {
+        static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
+        HEADER.get_or_init(commitments_header_of::<Self>)
+    }
     fn packages(d: &Decoded) -> Option<&Packages<Self>> {
         match d {
             Decoded::Taproot(p) => Some(p),

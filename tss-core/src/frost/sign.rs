@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use frost_core::round1::{SigningCommitments, SigningNonces};
+use frost_core::round1::{Nonce, NonceCommitment, SigningCommitments, SigningNonces};
 use frost_core::round2::SignatureShare;
 use frost_core::{Ciphersuite, Identifier, SigningPackage};
 use futures::SinkExt;
@@ -88,14 +88,53 @@ pub fn commit(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineError> {
 
 fn commit_as<C: Suite>(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineError> {
     let kp = share.key_package::<C>()?;
-    let (nonces, commitments) =
-        frost_core::round1::commit(kp.signing_share(), &mut rand_core::OsRng);
+    // RFC 9591's nonce_generate, as frost-core's `round1::commit` does it,
+    // with the commitments by the generator's precomputed table.
+    let hiding =
+        zeroize::Zeroizing::new(Nonce::<C>::new(kp.signing_share(), &mut rand_core::OsRng));
+    let binding =
+        zeroize::Zeroizing::new(Nonce::<C>::new(kp.signing_share(), &mut rand_core::OsRng));
+    let commitments = SigningCommitments::<C>::new(
+        NonceCommitment::new(C::mul_generator(&hiding.to_scalar())),
+        NonceCommitment::new(C::mul_generator(&binding.to_scalar())),
+    );
     let bug = |e: frost_core::Error<C>| EngineError::Protocol(e.to_string());
-    let secret = zeroize::Zeroizing::new(nonces.serialize().map_err(bug)?);
+    // The two nonce scalars (hiding, binding); their commitments are
+    // recomputed when they sign.
+    let mut secret = zeroize::Zeroizing::new(Vec::with_capacity(2 * NONCE_LEN));
+    for n in [&*hiding, &*binding] {
+        let b = zeroize::Zeroizing::new(n.serialize());
+        secret.extend_from_slice(&b);
+    }
     Ok((
         Nonces(SecretBytes::from(secret)),
         commitments.serialize().map_err(bug)?,
     ))
+}
+
+/// Length of an encoded nonce scalar (both suites).
+const NONCE_LEN: usize = 32;
+
+/// Decodes a signer's nonces: the two scalars [`commit`] writes (their
+/// commitments recomputed), or the crate's `SigningNonces` encoding of
+/// pool entries made before (its commitments checked against the scalars).
+fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<SigningNonces<C>> {
+    if bytes.len() == 2 * NONCE_LEN {
+        let (h, b) = bytes.split_at(NONCE_LEN);
+        let (h, b) = (
+            Nonce::<C>::deserialize(h).ok()?,
+            Nonce::<C>::deserialize(b).ok()?,
+        );
+        return Some(SigningNonces::from_nonces(h, b));
+    }
+    decode_canonical(
+        bytes,
+        SigningNonces::<C>::deserialize,
+        SigningNonces::<C>::serialize,
+    )
+    .filter(|n| {
+        SigningNonces::from_nonces(*n.hiding(), *n.binding()).commitments() == n.commitments()
+    })
 }
 
 /// Each signer's position in `signers`, by identifier (to name a culprit).
@@ -121,6 +160,56 @@ impl Signing<'_> {
         &self,
         share: &FrostShare,
     ) -> Result<(SigningPackage<C>, Positions<C>), EngineError> {
+        self.check_signers(share)?;
+        let mut map = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
+        for (pos, (&s, c)) in self.signers.iter().zip(self.commitments).enumerate() {
+            let pos = u16::try_from(pos).unwrap_or(u16::MAX);
+            let c = decode_commitments::<C>(pos, c)?;
+            let id = identifier::<C>(s)?;
+            map.insert(id, c);
+            by_id.insert(id, pos);
+        }
+        Ok((SigningPackage::new(map, self.message), by_id))
+    }
+
+    /// [`Signing::package`] of commitments this node checked with
+    /// [`check_commitments`] when they were made and kept sealed since (a
+    /// pool entry): each point is decoded without repeating the checks
+    /// ([`Suite::element_checked_before`]).
+    fn package_checked_before<C: Suite>(
+        &self,
+        share: &FrostShare,
+    ) -> Result<(SigningPackage<C>, Positions<C>), EngineError> {
+        self.check_signers(share)?;
+        let header = C::commitments_header();
+        let len = header.len() + 2 * C::ELEMENT_LEN;
+        let mut map = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
+        for (pos, (&s, c)) in self.signers.iter().zip(self.commitments).enumerate() {
+            let c = (c.len() == len && c.starts_with(header))
+                .then(|| {
+                    let (h, b) = c[header.len()..].split_at(C::ELEMENT_LEN);
+                    Some(SigningCommitments::<C>::new(
+                        NonceCommitment::new(C::element_checked_before(h)?),
+                        NonceCommitment::new(C::element_checked_before(b)?),
+                    ))
+                })
+                .flatten()
+                .ok_or_else(|| {
+                    EngineError::InvalidInput(format!(
+                        "the stored nonce commitments of signer {s} do not decode"
+                    ))
+                })?;
+            let id = identifier::<C>(s)?;
+            map.insert(id, c);
+            by_id.insert(id, u16::try_from(pos).unwrap_or(u16::MAX));
+        }
+        Ok((SigningPackage::new(map, self.message), by_id))
+    }
+
+    /// Refuses signers that do not fit `share`'s key.
+    fn check_signers(&self, share: &FrostShare) -> Result<(), EngineError> {
         let t = usize::from(share.threshold());
         let increasing = self.signers.windows(2).all(|w| w[0] < w[1]);
         if self.signers.len() != t
@@ -136,24 +225,7 @@ impl Signing<'_> {
                 share.parties()
             )));
         }
-        let mut map = BTreeMap::new();
-        let mut by_id = BTreeMap::new();
-        for (pos, (&s, c)) in self.signers.iter().zip(self.commitments).enumerate() {
-            let pos = u16::try_from(pos).unwrap_or(u16::MAX);
-            let c = decode_canonical(
-                c,
-                SigningCommitments::<C>::deserialize,
-                SigningCommitments::<C>::serialize,
-            )
-            .ok_or_else(|| EngineError::Misbehaved {
-                culprit: pos,
-                reason: "its nonce commitments do not decode".into(),
-            })?;
-            let id = identifier::<C>(s)?;
-            map.insert(id, c);
-            by_id.insert(id, pos);
-        }
-        Ok((SigningPackage::new(map, self.message), by_id))
+        Ok(())
     }
 
     /// Position of `share`'s party among the signers.
@@ -177,6 +249,46 @@ pub fn check_commitments(share: &FrostShare, signing: &Signing<'_>) -> Result<()
     with_suite!(share.scheme(), C => signing.package::<C>(share).map(|_| ()))
 }
 
+/// [`check_commitments`] for every signer but the one at position `me`
+/// (whose commitments this node made itself).
+pub fn check_commitments_of_others(
+    share: &FrostShare,
+    me: u16,
+    signing: &Signing<'_>,
+) -> Result<(), EngineError> {
+    fn as_suite<C: Suite>(
+        share: &FrostShare,
+        me: u16,
+        signing: &Signing<'_>,
+    ) -> Result<(), EngineError> {
+        signing.check_signers(share)?;
+        for (pos, c) in signing.commitments.iter().enumerate() {
+            let pos = u16::try_from(pos).unwrap_or(u16::MAX);
+            if pos != me {
+                decode_commitments::<C>(pos, c)?;
+            }
+        }
+        Ok(())
+    }
+    with_suite!(share.scheme(), C => as_suite::<C>(share, me, signing))
+}
+
+/// Signer `pos`'s commitments, decoded canonically (blamed on it if not).
+fn decode_commitments<C: Ciphersuite>(
+    pos: u16,
+    c: &[u8],
+) -> Result<SigningCommitments<C>, EngineError> {
+    decode_canonical(
+        c,
+        SigningCommitments::<C>::deserialize,
+        SigningCommitments::<C>::serialize,
+    )
+    .ok_or_else(|| EngineError::Misbehaved {
+        culprit: pos,
+        reason: "its nonce commitments do not decode".into(),
+    })
+}
+
 /// Round 2: this signer's signature share over `signing`, with the nonces
 /// whose commitments it listed for this signer (refused otherwise).
 pub fn sign_share(
@@ -197,6 +309,25 @@ fn sign_share_as<C: Suite>(
     sign_with(share, &package, &by_id, nonces)
 }
 
+/// [`sign_share`] with commitments this node checked when they were made
+/// and kept sealed since (a pool entry's).
+pub fn sign_share_checked_before(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    nonces: Nonces,
+) -> Result<Vec<u8>, EngineError> {
+    fn as_suite<C: Suite>(
+        share: &FrostShare,
+        signing: &Signing<'_>,
+        nonces: Nonces,
+    ) -> Result<Vec<u8>, EngineError> {
+        signing.position(share)?;
+        let (package, by_id) = signing.package_checked_before::<C>(share)?;
+        sign_with(share, &package, &by_id, nonces)
+    }
+    with_suite!(share.scheme(), C => as_suite::<C>(share, signing, nonces))
+}
+
 /// [`sign_share`] over an already decoded signing package.
 fn sign_with<C: Suite>(
     share: &FrostShare,
@@ -204,15 +335,8 @@ fn sign_with<C: Suite>(
     by_id: &Positions<C>,
     nonces: Nonces,
 ) -> Result<Vec<u8>, EngineError> {
-    let nonces = decode_canonical(
-        nonces.expose(),
-        SigningNonces::<C>::deserialize,
-        SigningNonces::<C>::serialize,
-    )
-    .filter(|n| {
-        SigningNonces::from_nonces(*n.hiding(), *n.binding()).commitments() == n.commitments()
-    })
-    .ok_or_else(|| EngineError::InvalidInput("stored nonces are unusable".into()))?;
+    let nonces = decode_nonces::<C>(nonces.expose())
+        .ok_or_else(|| EngineError::InvalidInput("stored nonces are unusable".into()))?;
     let kp = share.key_package::<C>()?;
     let s = frost_core::round2::sign(package, &nonces, kp)
         .map_err(|e| engine_error(e, by_id, "signature share"))?;
@@ -238,7 +362,7 @@ fn verify_share_as<C: Suite>(
 ) -> Result<(), EngineError> {
     let (package, _) = signing.package::<C>(share)?;
     let pkp = share.public_package::<C>()?;
-    let (id, s) = decode_share::<C>(signing, position, bytes)?;
+    let (id, s) = decode_share::<C>(signing.signers, position, bytes)?;
     let vs = pkp.verifying_shares().get(&id).ok_or_else(|| {
         EngineError::InvalidInput(format!("no verifying share for signer at {position}"))
     })?;
@@ -253,12 +377,11 @@ fn verify_share_as<C: Suite>(
 /// Signer `position`'s identifier and signature share, decoded (a share
 /// that does not decode, or not canonically, is blamed on that signer).
 fn decode_share<C: Suite>(
-    signing: &Signing<'_>,
+    signers: &[u16],
     position: u16,
     bytes: &[u8],
 ) -> Result<(Identifier<C>, SignatureShare<C>), EngineError> {
-    let &signer = signing
-        .signers
+    let &signer = signers
         .get(usize::from(position))
         .ok_or_else(|| EngineError::InvalidInput(format!("no signer at position {position}")))?;
     let id = identifier::<C>(signer)?;
@@ -286,29 +409,29 @@ pub fn aggregate(
 ) -> Result<[u8; 64], EngineError> {
     with_suite!(share.scheme(), C => {
         let (package, by_id) = signing.package::<C>(share)?;
-        aggregate_with::<C>(share, signing, &package, &by_id, shares)
+        aggregate_with::<C>(share, signing.signers, &package, &by_id, shares)
     })
 }
 
 fn aggregate_with<C: Suite>(
     share: &FrostShare,
-    signing: &Signing<'_>,
+    signers: &[u16],
     package: &SigningPackage<C>,
     by_id: &Positions<C>,
     shares: &[Vec<u8>],
 ) -> Result<[u8; 64], EngineError> {
-    if shares.len() != signing.signers.len() {
+    if shares.len() != signers.len() {
         return Err(EngineError::InvalidInput(format!(
             "{} signature shares for {} signers",
             shares.len(),
-            signing.signers.len()
+            signers.len()
         )));
     }
     let pkp = share.public_package::<C>()?;
     let mut all = BTreeMap::new();
     for (pos, s) in shares.iter().enumerate() {
         let pos = u16::try_from(pos).unwrap_or(u16::MAX);
-        let (id, s) = decode_share::<C>(signing, pos, s)?;
+        let (id, s) = decode_share::<C>(signers, pos, s)?;
         all.insert(id, s);
     }
     let sig = frost_core::aggregate(package, &all, pkp).map_err(|e| {
@@ -330,34 +453,121 @@ fn aggregate_with<C: Suite>(
         .map_err(|_| EngineError::Protocol("a signature that is not 64 bytes".into()))
 }
 
+/// A signer's own share over a decoded signing package, made before the
+/// other signers' shares arrive ([`sign_own`]); [`OwnShare::aggregate`]
+/// adds theirs. Public data only: the nonces are spent.
+pub struct OwnShare(OwnInner);
+
+enum OwnInner {
+    Ed25519(Box<Own<super::Ed>>),
+    Taproot(Box<Own<super::Tr>>),
+}
+
+struct Own<C: Ciphersuite> {
+    signers: Vec<u16>,
+    me: usize,
+    package: SigningPackage<C>,
+    by_id: Positions<C>,
+    mine: Vec<u8>,
+}
+
+impl std::fmt::Debug for OwnShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnShare")
+    }
+}
+
+/// A suite whose [`Own`] an [`OwnShare`] holds.
+trait OwnSuite: Suite {
+    fn wrap_own(o: Own<Self>) -> OwnShare;
+}
+
+impl OwnSuite for super::Ed {
+    fn wrap_own(o: Own<Self>) -> OwnShare {
+        OwnShare(OwnInner::Ed25519(Box::new(o)))
+    }
+}
+
+impl OwnSuite for super::Tr {
+    fn wrap_own(o: Own<Self>) -> OwnShare {
+        OwnShare(OwnInner::Taproot(Box::new(o)))
+    }
+}
+
+/// With pooled nonces, as the signer that collects the shares: this
+/// signer's share with `nonces` over `signing`, the commitments decoded
+/// once for this share and the aggregate ([`OwnShare::aggregate`]), so that
+/// the share can be made while the other signers' shares are on their way.
+/// The commitments are a pool entry's, checked when they were made and
+/// kept sealed since.
+pub fn sign_own(
+    share: &FrostShare,
+    signing: &Signing<'_>,
+    nonces: Nonces,
+) -> Result<OwnShare, EngineError> {
+    fn as_suite<C: OwnSuite>(
+        share: &FrostShare,
+        signing: &Signing<'_>,
+        nonces: Nonces,
+    ) -> Result<OwnShare, EngineError> {
+        let me = signing.position(share)?;
+        let (package, by_id) = signing.package_checked_before::<C>(share)?;
+        let mine = sign_with::<C>(share, &package, &by_id, nonces)?;
+        Ok(C::wrap_own(Own {
+            signers: signing.signers.to_vec(),
+            me,
+            package,
+            by_id,
+            mine,
+        }))
+    }
+    with_suite!(share.scheme(), C => as_suite::<C>(share, signing, nonces))
+}
+
+impl OwnShare {
+    /// The signature: this share and the other signers' `theirs` (in
+    /// signer order, without ours), checked under `share`'s key (a wrong
+    /// share names its signer).
+    pub fn aggregate(self, share: &FrostShare, theirs: &[&[u8]]) -> Result<[u8; 64], EngineError> {
+        fn as_suite<C: Suite>(
+            o: &Own<C>,
+            share: &FrostShare,
+            theirs: &[&[u8]],
+        ) -> Result<[u8; 64], EngineError> {
+            let mut others = theirs.iter();
+            let shares: Vec<Vec<u8>> = (0..o.signers.len())
+                .map(|pos| {
+                    if pos == o.me {
+                        Ok(o.mine.clone())
+                    } else {
+                        others.next().map(|s| s.to_vec()).ok_or_else(|| {
+                            EngineError::InvalidInput("fewer signature shares than signers".into())
+                        })
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            aggregate_with::<C>(share, &o.signers, &o.package, &o.by_id, &shares)
+        }
+        match (&self.0, share.scheme()) {
+            (OwnInner::Ed25519(o), super::Scheme::Ed25519) => as_suite(o, share, theirs),
+            (OwnInner::Taproot(o), super::Scheme::Taproot) => as_suite(o, share, theirs),
+            _ => Err(EngineError::InvalidInput(
+                "a signature share of another key's scheme".into(),
+            )),
+        }
+    }
+}
+
 /// One signer's last step with pooled nonces, as the party that collects
-/// the shares: its own share with `nonces` over `signing`, then the
-/// aggregate with the other signers' `theirs` (in `signers` order, without
-/// its own), decoding the commitments once for both.
+/// the shares: [`sign_own`], then [`OwnShare::aggregate`] with the other
+/// signers' `theirs` (in `signers` order, without its own).
 pub fn sign_and_aggregate(
     share: &FrostShare,
     signing: &Signing<'_>,
     nonces: Nonces,
     theirs: &[&[u8]],
 ) -> Result<[u8; 64], EngineError> {
-    let me = signing.position(share)?;
-    with_suite!(share.scheme(), C => {
-        let (package, by_id) = signing.package::<C>(share)?;
-        let mine = sign_with::<C>(share, &package, &by_id, nonces)?;
-        let mut others = theirs.iter();
-        let shares: Vec<Vec<u8>> = (0..signing.signers.len())
-            .map(|pos| {
-                if pos == me {
-                    Ok(mine.clone())
-                } else {
-                    others.next().map(|s| s.to_vec()).ok_or_else(|| {
-                        EngineError::InvalidInput("fewer signature shares than signers".into())
-                    })
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        aggregate_with::<C>(share, signing, &package, &by_id, &shares)
-    })
+    sign_own(share, signing, nonces)?.aggregate(share, theirs)
 }
 
 /// Both rounds as signer `i` (a position in `signers`) of `message`;

@@ -407,3 +407,64 @@ fn frost_pool__should_name_a_signer_with_a_short_batch_or_bad_commitments() {
         assert!(e.sign_share(&shares[2], &[0u8; 32]).is_err());
     }
 }
+
+/// Nonces in the crate's `SigningNonces` encoding, as pool entries made
+/// before the two-scalar encoding hold them.
+fn commit_in_crate_encoding(share: &FrostShare) -> (sign::Nonces, Vec<u8>) {
+    fn as_suite<C: share::Suite>(share: &FrostShare) -> (sign::Nonces, Vec<u8>) {
+        let kp = share.key_package::<C>().unwrap();
+        let (n, c) = frost_core::round1::commit(kp.signing_share(), &mut rand_core::OsRng);
+        let bytes = crate::secret::SecretBytes::new(n.serialize().unwrap());
+        (sign::Nonces::from_stored(bytes), c.serialize().unwrap())
+    }
+    with_suite!(share.scheme(), C => as_suite::<C>(share))
+}
+
+#[test]
+fn frost_pool__should_sign_with_either_nonce_encoding_and_refuse_stored_commitments_that_do_not_decode(
+) {
+    for scheme in SCHEMES {
+        let net = Net::new(3);
+        let shares = keygen(&net, scheme, [16u8; 32]);
+        let msg = [0x17u8; 32];
+        // Given signer 0's nonces as two scalars and signer 2's in the
+        // crate's encoding (a pool entry made by an earlier version)
+        let (n0, c0) = sign::commit(&shares[0]).unwrap();
+        assert_eq!(n0.expose().len(), 64, "{scheme}: two 32-byte scalars");
+        let (n2, c2) = commit_in_crate_encoding(&shares[2]);
+        assert!(n2.expose().len() > 64);
+        let commitments = vec![c0, c2];
+        let signing = Signing {
+            signers: &[0, 2],
+            commitments: &commitments,
+            message: &msg,
+        };
+        // When both sign over commitments checked before (a pool entry's)
+        let s0 = sign::sign_share_checked_before(&shares[0], &signing, n0).unwrap();
+        let s2 = sign::sign_share_checked_before(&shares[2], &signing, n2).unwrap();
+        let sig = sign::aggregate(&shares[0], &signing, &[s0, s2]).unwrap();
+        // Then the signature verifies independently
+        verify_independently(&shares[0], &msg, &sig);
+        // And stored commitments of the wrong length or encoding are
+        // refused, never signed over
+        let mut other_header = commitments[1].clone();
+        other_header[0] ^= 0xff;
+        let mut longer = commitments[1].clone();
+        longer.push(0);
+        for bad in [vec![1u8, 2, 3], other_header, longer] {
+            let broken = vec![commitments[0].clone(), bad];
+            let signing = Signing {
+                commitments: &broken,
+                ..signing
+            };
+            let (n0, _) = sign::commit(&shares[0]).unwrap();
+            let e = sign::sign_share_checked_before(&shares[0], &signing, n0).unwrap_err();
+            assert!(e.to_string().contains("do not decode"), "{scheme}: {e}");
+        }
+        // And nonces that are not two scalars nor the crate's encoding are
+        // refused
+        let junk = sign::Nonces::from_stored(crate::secret::SecretBytes::new(vec![7u8; 50]));
+        let e = sign::sign_share_checked_before(&shares[0], &signing, junk).unwrap_err();
+        assert!(e.to_string().contains("unusable"), "{scheme}: {e}");
+    }
+}
