@@ -223,7 +223,27 @@ impl AuditLog {
 
     /// Appends a decision and flushes it (blocking). `body.seq` and
     /// `body.unix_ms` are set here.
-    pub fn append(&self, store: &Store, mut body: AuditBody) -> Result<u64, StoreError> {
+    pub fn append(&self, store: &Store, body: AuditBody) -> Result<u64, StoreError> {
+        self.append_with(store, body, true)
+    }
+
+    /// Appends a decision without its own flush (blocking): it is durable
+    /// with the store's next flush, and every path that releases any part
+    /// of a signature flushes before the release (`protocol::approve`), so
+    /// an entry that allowed a release is on disk before the release. A
+    /// crash before that flush loses the entry together with every later
+    /// write of the request (the store keeps a prefix of its writes), never
+    /// a release without its entry.
+    pub fn append_unflushed(&self, store: &Store, body: AuditBody) -> Result<u64, StoreError> {
+        self.append_with(store, body, false)
+    }
+
+    fn append_with(
+        &self,
+        store: &Store,
+        mut body: AuditBody,
+        flush: bool,
+    ) -> Result<u64, StoreError> {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let (seq, prev) = *head;
         body.seq = seq;
@@ -248,7 +268,9 @@ impl AuditLog {
                 "an entry already exists at the log's head".into(),
             ));
         }
-        store.flush()?;
+        if flush {
+            store.flush()?;
+        }
         *head = (seq + 1, hash);
         Ok(seq)
     }

@@ -13,8 +13,10 @@ use crate::request::decode::Decoded;
 use crate::state::Node;
 
 /// Evaluates this node's policy for `client` on a decoded request, appends
-/// the decision to the audit log (durably, before anything is signed) and
-/// reserves the amounts it moves. PERMISSION_DENIED names the rule.
+/// the decision to the audit log (durably before anything is released: a
+/// denial at once, an allowed request with the flush that precedes the
+/// release of any part of its signature) and reserves the amounts it
+/// moves. PERMISSION_DENIED names the rule.
 pub async fn check_policy(
     node: &Arc<Node>,
     client: &str,
@@ -51,7 +53,14 @@ pub async fn check_policy(
             reason: d.reason.clone(),
             intent: crate::policy::intent_json(&intent),
         };
-        n.audit().append(n.store(), body)?;
+        // A denial is flushed now (nothing else will be); an allowed
+        // request's entry goes to disk with the flush that precedes any
+        // release of a part of its signature.
+        if d.allow {
+            n.audit().append_unflushed(n.store(), body)?;
+        } else {
+            n.audit().append(n.store(), body)?;
+        }
         if d.allow {
             tracing::info!(client, key_id, reason = %d.reason, "policy allows");
             Ok(reservation)

@@ -110,7 +110,10 @@ pub fn check_binding(
     }
 }
 
-/// Binds the request id to this request durably (first request wins).
+/// Binds the request id to this request (first request wins). Durable
+/// with the store's next flush, which precedes the release of any part of
+/// a signature for it: a crash before then loses the binding with the
+/// rest of the request, which was never signed.
 pub fn bind(
     node: &Node,
     key_id: &str,
@@ -131,7 +134,6 @@ pub fn bind(
         // Bound before (or just now, by a concurrent request).
         return check_binding(node, key_id, request_id, client, request);
     }
-    node.store().flush()?;
     Ok(())
 }
 
@@ -211,7 +213,7 @@ pub async fn check_request_id(
     request_id_binding(node, key_id, request_id, client, request, false).await
 }
 
-/// Binds a client request id to its request durably, once allowed here.
+/// Binds a client request id to its request once allowed here ([`bind`]).
 pub async fn bind_request_id(
     node: &Arc<Node>,
     key_id: &str,

@@ -127,8 +127,9 @@ fn batch_edit(node: &Node) -> impl FnOnce(&mut pool::BatchMsg) {
 }
 
 /// Signs `job` from a pooled nonce this node and `cand` hold: both consume
-/// their entry ([`draw`]); ours gives our share, the co-signer's share is
-/// verified (a wrong one names it) and both aggregate to the signature.
+/// their entry ([`draw`]); ours gives our share as soon as its removal is
+/// durable, while the co-signer's share is on its way; theirs is verified
+/// (a wrong one names it) as both aggregate to the signature.
 pub(crate) async fn sign_from_pool(
     node: &Arc<Node>,
     job: &SignJob,
@@ -138,7 +139,17 @@ pub(crate) async fn sign_from_pool(
     name: &str,
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
 ) -> Result<pb::SignResponse, PoolMiss> {
-    let drawn = draw(node, job, cand, ids, name, client_rpc).await?;
+    let (s, message) = (share.clone(), job.message.clone());
+    let mut pair = vec![job.record.my_index, cand];
+    pair.sort_unstable();
+    let prepare = move |bytes: tss_core::secret::SecretBytes| {
+        let entry = PoolEntry::decode(bytes.expose()).map_err(|e| e.to_string())?;
+        if entry.signers() != pair.as_slice() {
+            return Err("it belongs to another signer pair".to_string());
+        }
+        entry.sign_own(&s, &message).map_err(|e| e.to_string())
+    };
+    let drawn = draw(node, job, cand, ids, name, client_rpc, prepare).await?;
     let unusable = |e: String| {
         PoolMiss::Failed(format!(
             "{}: pooled nonce {} is unusable: {e}",
@@ -146,28 +157,26 @@ pub(crate) async fn sign_from_pool(
             hex::encode(drawn.pid)
         ))
     };
-    let entry = PoolEntry::decode(drawn.ours.expose()).map_err(|e| unusable(e.to_string()))?;
-    if entry.signers() != drawn.signers.as_slice() {
-        return Err(unusable("it belongs to another signer pair".into()));
-    }
-    let signers = entry.signers().to_vec();
-    let theirs_at = signers.iter().position(|&s| s == cand);
-    let sig = entry
-        .sign_and_aggregate(&share, &job.message, &[&drawn.theirs])
-        .map_err(|e| match e {
-            tss_core::ecdsa::EngineError::Misbehaved { culprit, .. }
-                if theirs_at == Some(usize::from(culprit)) =>
-            {
-                tracing::error!(co_signer = %name, error = %e, "invalid signature share");
-                PoolMiss::Failed(format!("{name}: {e}"))
-            }
-            e => unusable(e.to_string()),
-        })?;
+    let own = drawn.ours.map_err(unusable)?;
+    let theirs_at = drawn.signers.iter().position(|&s| s == cand);
+    let theirs = drawn.theirs;
+    let aggregated = blocking(move || Ok(own.aggregate(&share, &[&theirs])))
+        .await
+        .map_err(|e| unusable(e.to_string()))?;
+    let sig = aggregated.map_err(|e| match e {
+        tss_core::ecdsa::EngineError::Misbehaved { culprit, .. }
+            if theirs_at == Some(usize::from(culprit)) =>
+        {
+            tracing::error!(co_signer = %name, error = %e, "invalid signature share");
+            PoolMiss::Failed(format!("{name}: {e}"))
+        }
+        e => unusable(e.to_string()),
+    })?;
     let mut resp = crate::request::retry::schnorr_response(
         &job.record,
         &sig,
         &job.digest,
-        crate::protocol::job::signer_names(&job.record, &signers),
+        crate::protocol::job::signer_names(&job.record, &drawn.signers),
         "pool",
         job.started,
     );

@@ -88,9 +88,13 @@ pub fn ready_ids(node: &Node, key_id: &str, signers: &[u16]) -> Result<Vec<[u8; 
 /// Consumes a pool entry (an ECDSA presignature or a FROST key's pooled
 /// nonces) for signing request (`request_id`, `digest`) of `record`'s key:
 /// removes it, logs its use and records the request as signed, durably, in
-/// one transaction (on a blocking thread), and returns its sealed bytes.
+/// one transaction (on a blocking thread), and returns what `then` makes of
+/// its bytes.
 /// `None` if this node does not hold it (never had it, or consumed it).
-pub async fn consume_entry(
+/// `then` runs on the consumed entry on the same blocking thread once its
+/// removal is durable (the caller's signature share made with it).
+#[allow(clippy::too_many_arguments)]
+pub async fn consume_entry<T: Send + 'static>(
     node: &Arc<Node>,
     record: &KeyRecord,
     signers: &[u16],
@@ -98,7 +102,8 @@ pub async fn consume_entry(
     request_id: &[u8],
     digest: [u8; 32],
     role: &'static str,
-) -> Result<Option<SecretBytes>, ApiError> {
+    then: impl FnOnce(SecretBytes) -> T + Send + 'static,
+) -> Result<Option<T>, ApiError> {
     let used = UsedRecord {
         id: hex::encode(id),
         key_id: record.key_id.clone(),
@@ -114,15 +119,17 @@ pub async fn consume_entry(
     let key = crate::keys::presignature(&record.key_id, signers, &id);
     let n = node.clone();
     let taken = blocking(move || {
-        Ok(n.store().consume(
-            (RecordKind::Presignature, &key),
-            (
-                RecordKind::PresignatureUsed,
-                crate::keys::presignature_used(&id),
-                &used,
-            ),
-            &[(RecordKind::SeenExecution, &signed, &[1])],
-        )?)
+        Ok(n.store()
+            .consume(
+                (RecordKind::Presignature, &key),
+                (
+                    RecordKind::PresignatureUsed,
+                    crate::keys::presignature_used(&id),
+                    &used,
+                ),
+                &[(RecordKind::SeenExecution, &signed, &[1])],
+            )?
+            .map(then))
     })
     .await?;
     if taken.is_some() {

@@ -32,15 +32,16 @@ pub(crate) enum PoolMiss {
     Conflict(String),
 }
 
-/// One pool entry both parties consumed for a request: this node's (its
-/// sealed bytes) and the co-signer's answer.
-pub(crate) struct Drawn {
+/// One pool entry both parties consumed for a request: this node's (what
+/// `prepare` made of its bytes) and the co-signer's answer.
+pub(crate) struct Drawn<T> {
     /// The entry's id.
     pub(crate) pid: [u8; 32],
     /// The signer pair, ascending.
     pub(crate) signers: Vec<u16>,
-    /// This node's entry, consumed durably with the request recorded.
-    pub(crate) ours: tss_core::secret::SecretBytes,
+    /// This node's entry, consumed durably with the request recorded, as
+    /// `prepare` left it.
+    pub(crate) ours: T,
     /// The co-signer's 32-byte partial signature or signature share.
     pub(crate) theirs: [u8; 32],
     _claim: crate::state::claims::Claim<[u8; 32]>,
@@ -50,14 +51,18 @@ pub(crate) struct Drawn {
 /// (durably, with the request recorded as signed) while the co-signer
 /// consumes its own and returns its part (ECDSA keys: a presignature's
 /// partial signature; FROST keys: a signature share from pooled nonces).
-pub(crate) async fn draw(
+/// `prepare` runs on our entry once its removal is durable, while the
+/// co-signer's answer is on its way (our own share, made ahead).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn draw<T: Send + 'static>(
     node: &Arc<Node>,
     job: &SignJob,
     cand: u16,
     ids: Vec<[u8; 32]>,
     name: &str,
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
-) -> Result<Drawn, PoolMiss> {
+    prepare: impl FnOnce(tss_core::secret::SecretBytes) -> T + Send + 'static,
+) -> Result<Drawn<T>, PoolMiss> {
     let me = job.record.my_index;
     let mut signers = vec![me, cand];
     signers.sort_unstable();
@@ -83,6 +88,7 @@ pub(crate) async fn draw(
         &job.request_id,
         job.digest,
         "coordinator",
+        prepare,
     );
     let remote = tokio::time::timeout(
         Duration::from_millis(node.cfg().timeouts.propose_ms),
@@ -161,7 +167,7 @@ pub(crate) async fn sign_from_pool(
     client_rpc: &mut proto::v1::peer_client::PeerClient<tonic::transport::Channel>,
 ) -> Result<pb::SignResponse, PoolMiss> {
     let me = job.record.my_index;
-    let drawn = draw(node, job, cand, ids, name, client_rpc).await?;
+    let drawn = draw(node, job, cand, ids, name, client_rpc, |e| e).await?;
     let ours = StoredPresignature::decode(drawn.ours.expose())
         .ok()
         .filter(|p| p.signers == drawn.signers)
@@ -263,7 +269,44 @@ pub(crate) async fn co_sign(
     if let Some(refusal) = cosign::bind(node, &ask, &authenticated).await? {
         return Ok(refusal.presign_reply());
     }
-    let entry = crate::protocol::presign::consume_entry(
+    // Our part is made on the consuming thread once the entry's removal is
+    // durable, and released below once the amounts are recorded.
+    let message = frost_share.as_ref().map(|share| {
+        crate::request::decode::schnorr_message(
+            share.scheme(),
+            r.hash,
+            r.payload.as_ref(),
+            &r.message,
+            &authenticated.decoded.digest,
+        )
+    });
+    let pair = signers.clone();
+    let part = move |entry: tss_core::secret::SecretBytes| -> Result<Vec<u8>, ApiError> {
+        match (data, frost_share, message) {
+            (Some(data), _, _) => {
+                let presig = StoredPresignature::decode(entry.expose())
+                    .ok()
+                    .filter(|p| p.signers == pair)
+                    .ok_or_else(|| ApiError::Internal("stored presignature is unusable".into()))?;
+                Ok(presig.issue(data).to_vec())
+            }
+            (None, Some(share), Some(message)) => {
+                // Our own copy of the commitments, the digest derived here.
+                let unusable =
+                    |e: String| ApiError::Internal(format!("a pooled nonce is unusable: {e}"));
+                let entry = tss_core::frost::pool::PoolEntry::decode(entry.expose())
+                    .map_err(|e| unusable(e.to_string()))?;
+                if entry.signers() != pair.as_slice() {
+                    return Err(unusable("it belongs to another signer pair".into()));
+                }
+                entry
+                    .sign_share(&share, &message)
+                    .map_err(|e| unusable(e.to_string()))
+            }
+            _ => Err(ApiError::Internal("a key without a share".into())),
+        }
+    };
+    let partial = crate::protocol::presign::consume_entry(
         node,
         &record,
         &signers,
@@ -271,9 +314,10 @@ pub(crate) async fn co_sign(
         &request_id,
         digest,
         "co-signer",
+        part,
     )
     .await?;
-    let Some(entry) = entry else {
+    let Some(partial) = partial else {
         return Ok(refuse(
             format!(
                 "{} holds no presignature {} for this pair (never made, or used)",
@@ -283,6 +327,7 @@ pub(crate) async fn co_sign(
             true,
         ));
     };
+    let partial = partial?;
     // Durably consumed: only now may the partial signature be issued.
     // Test builds only: a release build refuses a config with test hooks.
     #[cfg(debug_assertions)]
@@ -296,36 +341,6 @@ pub(crate) async fn co_sign(
         }
     }
     crate::protocol::approve::commit_spend(node, reservation).await?;
-    let partial = match (data, frost_share) {
-        (Some(data), _) => {
-            let presig = StoredPresignature::decode(entry.expose())
-                .ok()
-                .filter(|p| p.signers == signers)
-                .ok_or_else(|| ApiError::Internal("stored presignature is unusable".into()))?;
-            presig.issue(data).to_vec()
-        }
-        (None, Some(share)) => {
-            // Our own copy of the commitments, the digest derived here.
-            let unusable =
-                |e: String| ApiError::Internal(format!("a pooled nonce is unusable: {e}"));
-            let entry = tss_core::frost::pool::PoolEntry::decode(entry.expose())
-                .map_err(|e| unusable(e.to_string()))?;
-            if entry.signers() != signers.as_slice() {
-                return Err(unusable("it belongs to another signer pair".into()));
-            }
-            let message = crate::request::decode::schnorr_message(
-                share.scheme(),
-                r.hash,
-                r.payload.as_ref(),
-                &r.message,
-                &authenticated.decoded.digest,
-            );
-            entry
-                .sign_share(&share, &message)
-                .map_err(|e| unusable(e.to_string()))?
-        }
-        (None, None) => return Err(ApiError::Internal("a key without a share".into())),
-    };
     // Test builds only: a hostile co-signer's share.
     #[cfg(debug_assertions)]
     let partial = {

@@ -190,25 +190,35 @@ pub async fn sign_decoded(
     // hold right now); on a tie, pairs
     // this node leads, so that the two parties of a pair seldom draw from
     // its pool at the same moment.
-    let mut candidates = Vec::new();
-    for cand in (0..ids.len() as u16).filter(|&c| c != me) {
-        let mut pair = vec![me, cand];
-        pair.sort_unstable();
-        let leads = pair[0] == me;
-        let (n, k) = (node.clone(), record.key_id.clone());
-        // ECDSA keys draw presignatures only for data this node hashed;
-        // FROST keys draw pooled nonces for any request.
-        let pooled = node.cfg().presign.target_for(record.scheme) > 0
-            && (record.scheme.is_some() || matches!(data, ToSign::Hashed(_)));
-        let ready: Vec<[u8; 32]> = if pooled {
-            blocking(move || crate::protocol::presign::ready_ids(&n, &k, &pair))
-                .await?
-                .into_iter()
-                .filter(|id| !node.claims().presignature_claimed(id))
+    let others: Vec<u16> = (0..ids.len() as u16).filter(|&c| c != me).collect();
+    // ECDSA keys draw presignatures only for data this node hashed;
+    // FROST keys draw pooled nonces for any request.
+    let pooled = node.cfg().presign.target_for(record.scheme) > 0
+        && (record.scheme.is_some() || matches!(data, ToSign::Hashed(_)));
+    let ready: Vec<Vec<[u8; 32]>> = if pooled {
+        // Every pair's ready entries in one trip off the reactor.
+        let (n, k, others) = (node.clone(), record.key_id.clone(), others.clone());
+        blocking(move || {
+            others
+                .iter()
+                .map(|&cand| {
+                    let mut pair = vec![me, cand];
+                    pair.sort_unstable();
+                    crate::protocol::presign::ready_ids(&n, &k, &pair)
+                })
                 .collect()
-        } else {
-            vec![]
-        };
+        })
+        .await?
+    } else {
+        vec![vec![]; others.len()]
+    };
+    let mut candidates = Vec::new();
+    for (cand, ready) in others.into_iter().zip(ready) {
+        let leads = me < cand;
+        let ready: Vec<[u8; 32]> = ready
+            .into_iter()
+            .filter(|id| !node.claims().presignature_claimed(id))
+            .collect();
         candidates.push((cand, ready, leads));
     }
     candidates.sort_by_key(|(_, ready, leads)| std::cmp::Reverse((ready.len(), *leads)));
