@@ -76,9 +76,9 @@ impl Registered {
         let job = tokio::task::spawn_blocking(move || {
             futures::executor::block_on(engine(MpcParty::connected((inc, out))))
         });
-        let ended = self.ended.take();
-        let ended = async move {
-            match ended {
+        let mut ended_rx = self.ended.take();
+        let ended = async {
+            match ended_rx.as_mut() {
                 Some(rx) => rx
                     .await
                     .unwrap_or_else(|_| SessionFailure::Aborted("session ended (aborted)".into())),
@@ -87,13 +87,17 @@ impl Registered {
         };
         let job = tokio::time::timeout(timeout, job);
         tokio::pin!(job);
+        let mut engine_failed = None;
         let result = tokio::select! {
             biased;
             r = &mut job => match r {
                 Err(_) => Err(SessionFailure::Timeout(timeout)),
                 Ok(Err(e)) => Err(SessionFailure::Engine(format!("engine task failed: {e}"))),
                 Ok(Ok(Ok(v))) => Ok(v),
-                Ok(Ok(Err(e))) => Err(self.explain(e, &mut fail_rx)),
+                Ok(Ok(Err(e))) => {
+                    engine_failed = Some(e);
+                    Err(SessionFailure::Aborted(String::new()))
+                }
             },
             Some(f) = fail_rx.recv() => {
                 // A peer that refuses our envelopes has often just ended
@@ -111,6 +115,18 @@ impl Registered {
             // the engine stops at its next read of the closed inbox, but
             // the session (its slot, and an aux-info run's claim) ends now.
             why = ended => Err(why),
+        };
+        // An engine that stopped without naming a culprit stopped because
+        // its session was ended: a party's reason (a refused envelope names
+        // its sender) is sent before the inbox closes, so it is here now and
+        // says more than the engine's closed inbox.
+        let result = match engine_failed {
+            Some(e @ EngineError::Misbehaved { .. }) => Err(self.explain(e, &mut fail_rx)),
+            Some(e) => match ended_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                Some(why) => Err(why),
+                None => Err(self.explain(e, &mut fail_rx)),
+            },
+            None => result,
         };
         // Dropping `self` unregisters the session: a still-running engine sees
         // its inbox close and stops.
