@@ -296,16 +296,21 @@ pub fn sign_share(
     signing: &Signing<'_>,
     nonces: Nonces,
 ) -> Result<Vec<u8>, EngineError> {
-    with_suite!(share.scheme(), C => sign_share_as::<C>(share, signing, nonces))
+    with_suite!(share.scheme(), C => sign_share_as::<C>(share, signing, nonces, false))
 }
 
 fn sign_share_as<C: Suite>(
     share: &FrostShare,
     signing: &Signing<'_>,
     nonces: Nonces,
+    checked_before: bool,
 ) -> Result<Vec<u8>, EngineError> {
     signing.position(share)?;
-    let (package, by_id) = signing.package::<C>(share)?;
+    let (package, by_id) = if checked_before {
+        signing.package_checked_before::<C>(share)?
+    } else {
+        signing.package::<C>(share)?
+    };
     sign_with(share, &package, &by_id, nonces)
 }
 
@@ -316,16 +321,7 @@ pub fn sign_share_checked_before(
     signing: &Signing<'_>,
     nonces: Nonces,
 ) -> Result<Vec<u8>, EngineError> {
-    fn as_suite<C: Suite>(
-        share: &FrostShare,
-        signing: &Signing<'_>,
-        nonces: Nonces,
-    ) -> Result<Vec<u8>, EngineError> {
-        signing.position(share)?;
-        let (package, by_id) = signing.package_checked_before::<C>(share)?;
-        sign_with(share, &package, &by_id, nonces)
-    }
-    with_suite!(share.scheme(), C => as_suite::<C>(share, signing, nonces))
+    with_suite!(share.scheme(), C => sign_share_as::<C>(share, signing, nonces, true))
 }
 
 /// [`sign_share`] over an already decoded signing package.

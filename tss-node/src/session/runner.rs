@@ -87,17 +87,14 @@ impl Registered {
         };
         let job = tokio::time::timeout(timeout, job);
         tokio::pin!(job);
-        let mut engine_failed = None;
-        let result = tokio::select! {
+        // `Err(Ok(e))`: the engine's own error, explained below.
+        let result: Result<T, Result<EngineError, SessionFailure>> = tokio::select! {
             biased;
             r = &mut job => match r {
-                Err(_) => Err(SessionFailure::Timeout(timeout)),
-                Ok(Err(e)) => Err(SessionFailure::Engine(format!("engine task failed: {e}"))),
+                Err(_) => Err(Err(SessionFailure::Timeout(timeout))),
+                Ok(Err(e)) => Err(Err(SessionFailure::Engine(format!("engine task failed: {e}")))),
                 Ok(Ok(Ok(v))) => Ok(v),
-                Ok(Ok(Err(e))) => {
-                    engine_failed = Some(e);
-                    Err(SessionFailure::Aborted(String::new()))
-                }
+                Ok(Ok(Err(e))) => Err(Ok(e)),
             },
             Some(f) = fail_rx.recv() => {
                 // A peer that refuses our envelopes has often just ended
@@ -105,29 +102,27 @@ impl Registered {
                 // engine is about to refuse too: its verdict names the
                 // culprit, so it wins if it comes at once.
                 match tokio::time::timeout(BLAME_GRACE, &mut job).await {
-                    Ok(Ok(Ok(Err(e @ EngineError::Misbehaved { .. })))) => {
-                        Err(self.explain(e, &mut fail_rx))
-                    }
-                    _ => Err(f),
+                    Ok(Ok(Ok(Err(e @ EngineError::Misbehaved { .. })))) => Err(Ok(e)),
+                    _ => Err(Err(f)),
                 }
             }
             // Ended by a party (or its restart) while the engine computes:
             // the engine stops at its next read of the closed inbox, but
             // the session (its slot, and an aux-info run's claim) ends now.
-            why = ended => Err(why),
+            why = ended => Err(Err(why)),
         };
         // An engine that stopped without naming a culprit stopped because
         // its session was ended: a party's reason (a refused envelope names
         // its sender) is sent before the inbox closes, so it is here now and
         // says more than the engine's closed inbox.
-        let result = match engine_failed {
-            Some(e @ EngineError::Misbehaved { .. }) => Err(self.explain(e, &mut fail_rx)),
-            Some(e) => match ended_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
-                Some(why) => Err(why),
-                None => Err(self.explain(e, &mut fail_rx)),
+        let result = result.map_err(|failed| match failed {
+            Err(why) => why,
+            Ok(e @ EngineError::Misbehaved { .. }) => self.explain(e, &mut fail_rx),
+            Ok(e) => match ended_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                Some(why) => why,
+                None => self.explain(e, &mut fail_rx),
             },
-            None => result,
-        };
+        });
         // Dropping `self` unregisters the session: a still-running engine sees
         // its inbox close and stops.
         // The pump ends by itself once the engine's sink is dropped and the
