@@ -36,10 +36,32 @@ pub struct ClusterDirs {
     pub addrs: Vec<SocketAddr>,
 }
 
-/// A free loopback port (bound then released).
+/// Local ports handed out by [`free_addr`]: below Linux's ephemeral range
+/// (32768-60999), so no outgoing connection and no `bind(0)` takes one while
+/// its node is stopped for a restart.
+const LOCAL_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback address for a local node: a port in [`LOCAL_PORTS`] that
+/// binds now and that this process has not handed out before (a test that
+/// restarts a node keeps its port while other tests in the same process
+/// create clusters). The start is random so concurrent processes (a test
+/// and a `tssctl demo` it runs) rarely probe the same ports.
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(LOCAL_PORTS.end - LOCAL_PORTS.start);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let start = rand::random::<u32>() % span;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = LOCAL_PORTS.start + n as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(l.local_addr()?);
+        }
+    }
+    bail!("no free loopback port in {LOCAL_PORTS:?}")
 }
 
 /// The demo cluster's signing policy: the `gateway` client may sign
