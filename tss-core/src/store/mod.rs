@@ -588,9 +588,33 @@ impl Store {
     /// consumed value never comes back after a crash.
     pub fn consume(
         &self,
+        entry: (RecordKind, &[u8]),
+        log: (RecordKind, &[u8], &[u8]),
+        also: &[(RecordKind, &[u8], &[u8])],
+    ) -> Result<Option<SecretBytes>, StoreError> {
+        self.consume_then(entry, log, also, true)
+    }
+
+    /// [`Store::consume`] without its flush: the removal is durable with
+    /// the store's next flush, which the caller makes before anything made
+    /// with the value leaves the process (a crash before then brings the
+    /// value back, with nothing made from it ever seen). At most one
+    /// caller of this process gets a given value.
+    pub fn consume_unflushed(
+        &self,
+        entry: (RecordKind, &[u8]),
+        log: (RecordKind, &[u8], &[u8]),
+        also: &[(RecordKind, &[u8], &[u8])],
+    ) -> Result<Option<SecretBytes>, StoreError> {
+        self.consume_then(entry, log, also, false)
+    }
+
+    fn consume_then(
+        &self,
         (kind, key): (RecordKind, &[u8]),
         (log_kind, log_key, log_value): (RecordKind, &[u8], &[u8]),
         also: &[(RecordKind, &[u8], &[u8])],
+        flush: bool,
     ) -> Result<Option<SecretBytes>, StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         use sled::Transactional;
@@ -627,8 +651,11 @@ impl Store {
         let Some(sealed) = taken else {
             return Ok(None);
         };
-        self.flush()?;
-        // Opened after the removal is durable; a record that does not open
+        if flush {
+            self.flush()?;
+        }
+        // Opened after the removal (durable, or flushed by the caller before
+        // anything made with it leaves); a record that does not open
         // is gone either way, and the error says which.
         self.unseal(kind, key, &sealed).map(Some)
     }

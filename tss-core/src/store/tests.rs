@@ -627,3 +627,36 @@ fn keys_at_ends__should_list_both_ends_of_a_prefix_in_order() {
         .unwrap();
     assert_eq!(all, (0..10).map(key).collect::<Vec<_>>());
 }
+
+#[test]
+fn consume_unflushed__should_hand_out_a_value_once_and_keep_its_removal_after_a_flush() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::create_for_tests(&dir, &pass("pw")).unwrap();
+    store
+        .put(RecordKind::Presignature, b"k\0p1", b"secret")
+        .unwrap();
+    store.flush().unwrap();
+    let log = (
+        RecordKind::PresignatureUsed,
+        b"p1".as_slice(),
+        b"used for d".as_slice(),
+    );
+
+    // When it is consumed twice without a flush, then the store flushed
+    let first = store
+        .consume_unflushed((RecordKind::Presignature, b"k\0p1"), log, &[])
+        .unwrap();
+    let second = store
+        .consume_unflushed((RecordKind::Presignature, b"k\0p1"), log, &[])
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+
+    // Then only the first gets it, and after reopening it stays gone
+    assert_eq!(first.unwrap().expose(), b"secret");
+    assert!(second.is_none());
+    let store = Store::open(&dir, &pass("pw")).unwrap();
+    assert!(!store.contains(RecordKind::Presignature, b"k\0p1").unwrap());
+    assert!(store.contains(RecordKind::PresignatureUsed, b"p1").unwrap());
+}

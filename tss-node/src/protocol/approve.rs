@@ -32,22 +32,34 @@ pub async fn check_policy(
         request_id.to_vec(),
         decoded.clone(),
     );
-    blocking(move || {
+    blocking(move || decide(&n, &client, &key_id, &request_id, &decoded, role)).await
+}
+
+/// [`check_policy`] on the calling (blocking) thread.
+pub fn decide(
+    n: &Node,
+    client: &str,
+    key_id: &str,
+    request_id: &[u8],
+    decoded: &Decoded,
+    role: String,
+) -> Result<Option<crate::policy::spend::Reservation>, ApiError> {
+    {
         let policy = n.policy();
         let intent = decoded.intent();
         let (d, reservation) = n
             .ledger()
-            .decide(n.store(), &key_id, decoded.tx_id, |usage| {
-                policy.evaluate(&client, &key_id, &intent, usage)
+            .decide(n.store(), key_id, decoded.tx_id, |usage| {
+                policy.evaluate(client, key_id, &intent, usage)
             });
         let body = crate::policy::audit::AuditBody {
             seq: 0,
             unix_ms: 0,
             node: n.cfg().name.clone(),
             role,
-            client: client.clone(),
-            key_id: key_id.clone(),
-            request_id: hex::encode(&request_id),
+            client: client.to_owned(),
+            key_id: key_id.to_owned(),
+            request_id: hex::encode(request_id),
             decision: if d.allow { "allow" } else { "deny" }.into(),
             rule: d.rule.clone(),
             reason: d.reason.clone(),
@@ -76,8 +88,7 @@ pub async fn check_policy(
                 rule: d.rule,
             })
         }
-    })
-    .await
+    }
 }
 
 /// What a request counts against this node's limits, committed durably at
@@ -151,22 +162,18 @@ impl Release {
 }
 
 /// Records what this node released against the policy limits; a request
-/// whose amounts cannot be recorded is not released.
-pub async fn commit_spend(
-    node: &Arc<Node>,
+/// whose amounts cannot be recorded is not released. Blocking.
+pub fn commit_spend(
+    node: &Node,
     reservation: Option<crate::policy::spend::Reservation>,
 ) -> Result<(), ApiError> {
     let Some(r) = reservation else {
         return Ok(());
     };
-    let n = node.clone();
-    blocking(move || {
-        r.commit(n.store()).map_err(|e| {
-            tracing::error!(error = %e, "cannot record a released amount");
-            ApiError::Internal(format!(
-                "cannot record the amount against the policy limits ({e}); the signature is withheld"
-            ))
-        })
+    r.commit(node.store()).map_err(|e| {
+        tracing::error!(error = %e, "cannot record a released amount");
+        ApiError::Internal(format!(
+            "cannot record the amount against the policy limits ({e}); the signature is withheld"
+        ))
     })
-    .await
 }

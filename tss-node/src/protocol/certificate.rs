@@ -4,11 +4,9 @@
 //! Shared by the ceremony that asks for it ([`super::ceremony`]) and the
 //! co-signer's checks ([`super::cosign`]).
 
-use std::sync::Arc;
-
 use tss_core::store::RecordKind;
 
-use crate::error::{blocking, ApiError};
+use crate::error::ApiError;
 use crate::state::Node;
 
 /// Domain prefix of the message the key signs over its certificate: the key
@@ -56,8 +54,9 @@ pub enum CertificateDecline {
 /// Whether a co-signer may sign `message`, which starts with
 /// [`CERTIFICATE_DOMAIN`]: only SHA-256 over the domain and the certificate
 /// this node signed itself. The inner `Err` is the reason to decline.
-pub async fn check_certificate_message(
-    node: &Arc<Node>,
+/// Blocking.
+pub fn check_certificate_message(
+    node: &Node,
     key_id: &str,
     sha256: bool,
     message: &[u8],
@@ -65,8 +64,7 @@ pub async fn check_certificate_message(
     if !sha256 {
         return Ok(Err(CertificateDecline::NotSha256));
     }
-    let (n, k) = (node.clone(), key_id.to_owned());
-    let Some(body) = blocking(move || load_certificate(&n, &k)).await? else {
+    let Some(body) = load_certificate(node, key_id)? else {
         return Ok(Err(CertificateDecline::NotCertified {
             node: node.cfg().name.clone(),
             key_id: key_id.to_owned(),

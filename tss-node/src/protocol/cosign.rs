@@ -3,14 +3,17 @@
 //! under a certificate pinned here; the node's own decoding of the payload;
 //! retries and reused request ids; then its own policy. Nothing the
 //! coordinator asserts is taken on trust.
-
-use std::sync::Arc;
+//!
+//! The checks read the store and verify signatures: they run on the
+//! calling blocking thread, all of one request's in one hand-off from the
+//! reactor ([`vet`]).
 
 use proto::v1 as pb;
 
-use crate::error::{blocking, ApiError};
+use crate::error::ApiError;
 use crate::protocol::{records, Refusal};
 use crate::request::decode::Decoded;
+use crate::state::claims::RequestClaim;
 use crate::state::Node;
 use crate::transport::peers::Party;
 
@@ -58,9 +61,9 @@ impl Ask<'_> {
 /// coordinator gives) before anything else is done with them, then
 /// decodes the request itself. The key certificate (a message in its
 /// reserved domain) is signed only if it is the one this node signed,
-/// with no client involved.
-pub(crate) async fn authenticate(
-    node: &Arc<Node>,
+/// with no client involved. Blocking.
+pub(crate) fn authenticate(
+    node: &Node,
     from: &Party,
     ask: &Ask<'_>,
     presign: bool,
@@ -113,7 +116,7 @@ pub(crate) async fn authenticate(
                 client.role
             ))));
         }
-        if !records::is_ready_now(node, &ask.record.key_id).await? {
+        if !records::is_ready(node.store(), &ask.record.key_id)? {
             return Ok(Err(Refusal::Declined(
                 crate::protocol::records::unfinished(node, &ask.record.key_id).to_string(),
             )));
@@ -127,28 +130,15 @@ pub(crate) async fn authenticate(
         .record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let decoded = {
-        let (m, h, p, pk, scheme) = (
-            ask.message.to_vec(),
-            ask.hash,
-            ask.payload.cloned(),
-            public_key,
-            ask.record.scheme,
-        );
-        match blocking(move || {
-            Ok(crate::request::decode::from_wire(
-                &m,
-                h,
-                p.as_ref(),
-                &pk,
-                scheme,
-            ))
-        })
-        .await?
-        {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(Refusal::Declined(e.to_string()))),
-        }
+    let decoded = match crate::request::decode::from_wire(
+        ask.message,
+        ask.hash,
+        ask.payload,
+        &public_key,
+        ask.record.scheme,
+    ) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(Refusal::Declined(e.to_string()))),
     };
     // (FROST keys' pooled nonces sign raw digests too: `protocol::frost::pool`.)
     if presign
@@ -171,9 +161,7 @@ pub(crate) async fn authenticate(
             &ask.record.key_id,
             sha256,
             ask.message,
-        )
-        .await?
-        {
+        )? {
             return Ok(Err(Refusal::Declined(why.to_string())));
         }
     }
@@ -187,30 +175,28 @@ pub(crate) async fn authenticate(
 
 /// A retry or a reused request id, as this node knows it: the request
 /// id bound here to another request (a conflict), or this session
-/// signed here before.
-pub(crate) async fn known(
-    node: &Arc<Node>,
+/// signed here before. Blocking.
+pub(crate) fn known(
+    node: &Node,
     ask: &Ask<'_>,
     a: &Authenticated,
 ) -> Result<Option<Refusal>, ApiError> {
     let key_id = &ask.record.key_id;
     if let Some(client) = &a.client {
-        match crate::request::retry::check_request_id(
+        match crate::request::retry::check_binding(
             node,
             key_id,
             ask.request_id,
             &client.name,
-            a.request,
-        )
-        .await
-        {
+            &a.request,
+        ) {
             Err(ApiError::Conflict(m)) => {
                 return Ok(Some(Refusal::Conflict(format!("{}: {m}", node.cfg().name))))
             }
             r => r?,
         }
     }
-    if crate::request::retry::signed_here(node, key_id, &a.request_id, &a.decoded.digest).await? {
+    if crate::request::retry::is_signed(node, key_id, &a.request_id, &a.decoded.digest)? {
         return Ok(Some(Refusal::AlreadySigned(format!(
             "{} signed this request before",
             node.cfg().name
@@ -220,23 +206,22 @@ pub(crate) async fn known(
 }
 
 /// After the policy allowed it: binds the client's request id here.
-pub(crate) async fn bind(
-    node: &Arc<Node>,
+/// Blocking.
+pub(crate) fn bind(
+    node: &Node,
     ask: &Ask<'_>,
     a: &Authenticated,
 ) -> Result<Option<Refusal>, ApiError> {
     let Some(client) = &a.client else {
         return Ok(None);
     };
-    match crate::request::retry::bind_request_id(
+    match crate::request::retry::bind(
         node,
         &ask.record.key_id,
         ask.request_id,
         &client.name,
-        a.request,
-    )
-    .await
-    {
+        &a.request,
+    ) {
         Err(ApiError::Conflict(m)) => {
             Ok(Some(Refusal::Conflict(format!("{}: {m}", node.cfg().name))))
         }
@@ -248,9 +233,9 @@ pub(crate) async fn bind(
 /// request (appended to the audit log); the amounts it reserves. Called
 /// only for a fresh request (claimed, not signed before) within the
 /// proposer's session quota, so a peer cannot grow the audit log with
-/// replays.
-pub(crate) async fn judge(
-    node: &Arc<Node>,
+/// replays. Blocking.
+pub(crate) fn judge(
+    node: &Node,
     from: &Party,
     ask: &Ask<'_>,
     a: &Authenticated,
@@ -258,16 +243,14 @@ pub(crate) async fn judge(
     let Some(client) = &a.client else {
         return Ok(Ok(None));
     };
-    match crate::protocol::approve::check_policy(
+    match crate::protocol::approve::decide(
         node,
         &client.name,
         &ask.record.key_id,
         ask.request_id,
         &a.decoded,
         format!("co-signer for {}", from.name),
-    )
-    .await
-    {
+    ) {
         Ok(reservation) => Ok(Ok(reservation)),
         Err(e @ ApiError::Policy { .. }) => Ok(Err(Refusal::Denied(e.to_string()))),
         Err(e) => Err(e),
@@ -276,8 +259,9 @@ pub(crate) async fn judge(
 
 /// Loads a key and checks a signer set sent by peer `from`: the key's
 /// threshold of distinct ascending indices, including both of us.
-pub(crate) async fn key_and_signers(
-    node: &Arc<Node>,
+/// Blocking.
+pub(crate) fn key_and_signers(
+    node: &Node,
     from: &Party,
     key_id: &str,
     signers: &[u32],
@@ -285,10 +269,7 @@ pub(crate) async fn key_and_signers(
     if keygen::record::check_key_id(key_id).is_err() {
         return Ok(Err("invalid key id".into()));
     }
-    let (n, k) = (node.clone(), key_id.to_owned());
-    let Some(record) =
-        blocking(move || crate::protocol::records::load_key_record(n.store(), &k)).await?
-    else {
+    let Some(record) = crate::protocol::records::load_key_record(node.store(), key_id)? else {
         return Ok(Err(format!("no key {key_id} at {}", node.cfg().name)));
     };
     let ids = record
@@ -312,4 +293,116 @@ pub(crate) async fn key_and_signers(
         return Ok(Err("signer set must be the key's threshold of distinct ascending indices, including both of us".into()));
     }
     Ok(Ok((record, signers)))
+}
+
+/// A signing request as a peer sent it (a proposal or a pool request).
+pub(crate) struct Proposed<'a> {
+    pub(crate) key_id: &'a str,
+    pub(crate) signers: &'a [u32],
+    pub(crate) request_id: &'a [u8],
+    pub(crate) message: &'a [u8],
+    pub(crate) hash: i32,
+    pub(crate) payload: Option<&'a pb::SignPayload>,
+    pub(crate) authorization: Option<&'a pb::ClientAuthorization>,
+}
+
+/// A signing request this co-signer accepted: its key and signers, who
+/// asked and what, the request claimed here, the amounts this node's
+/// policy reserved, and what the caller's step made.
+pub(crate) struct Vetted<R> {
+    pub(crate) record: keygen::record::KeyRecord,
+    pub(crate) signers: Vec<u16>,
+    pub(crate) authenticated: Authenticated,
+    pub(crate) claim: RequestClaim,
+    pub(crate) reservation: Option<crate::policy::spend::Reservation>,
+    pub(crate) made: R,
+}
+
+/// Every check a co-signer makes of a signing request from peer `from`,
+/// in order, on the calling (blocking) thread: key and signer set
+/// ([`key_and_signers`]), the client's signature and this node's own
+/// decoding ([`authenticate`]), retries and reused request ids
+/// ([`known`]), the request claimed here, then `step` (the caller's own
+/// check or session registration: within the proposer's quota, before
+/// the audit log grows), this node's policy ([`judge`]) and the request
+/// id bound ([`bind`]).
+pub(crate) fn vet<R>(
+    node: &Node,
+    from: &Party,
+    p: &Proposed<'_>,
+    presign: bool,
+    step: impl FnOnce(
+        &keygen::record::KeyRecord,
+        &[u16],
+        &Authenticated,
+    ) -> Result<Result<R, Refusal>, ApiError>,
+) -> Result<Result<Vetted<R>, Refusal>, ApiError> {
+    let (record, signers) = match key_and_signers(node, from, p.key_id, p.signers)? {
+        Ok(x) => x,
+        Err(why) => return Ok(Err(Refusal::Declined(why))),
+    };
+    let ask = Ask {
+        record: &record,
+        request_id: p.request_id,
+        message: p.message,
+        hash: p.hash,
+        payload: p.payload,
+        authorization: p.authorization,
+    };
+    let authenticated = match authenticate(node, from, &ask, presign)? {
+        Ok(a) => a,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if let Some(refusal) = known(node, &ask, &authenticated)? {
+        return Ok(Err(refusal));
+    }
+    let claim = match crate::request::retry::claim_fresh(
+        node,
+        &record.key_id,
+        &authenticated.request_id,
+        &authenticated.decoded.digest,
+    ) {
+        Ok(c) => c,
+        // Signed before, or being signed now: a known request (the
+        // coordinator fetches its signature, never signs it anew).
+        Err(e) => return Ok(Err(Refusal::AlreadySigned(e.to_string()))),
+    };
+    let made = match step(&record, &signers, &authenticated)? {
+        Ok(m) => m,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let reservation = match judge(node, from, &ask, &authenticated)? {
+        Ok(r) => r,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if let Some(refusal) = bind(node, &ask, &authenticated)? {
+        return Ok(Err(refusal));
+    }
+    Ok(Ok(Vetted {
+        record,
+        signers,
+        authenticated,
+        claim,
+        reservation,
+        made,
+    }))
+}
+
+/// Runs `f` on a blocking thread with the peer `from` (looked up there by
+/// its pinned identity): a co-signer's whole check of one request in one
+/// hand-off from the reactor.
+pub(crate) async fn off_reactor<T: Send + 'static>(
+    node: &std::sync::Arc<Node>,
+    from: &Party,
+    f: impl FnOnce(&Node, &Party) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (n, id) = (node.clone(), from.id);
+    crate::error::blocking(move || {
+        let from = n
+            .peers()
+            .party(&id)
+            .ok_or_else(|| ApiError::Internal("a calling peer left the config".into()))?;
+        f(&n, from)
+    })
+    .await
 }

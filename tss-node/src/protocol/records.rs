@@ -214,9 +214,12 @@ pub async fn load_record(node: &Arc<Node>, key_id: &str) -> Result<KeyRecord, Ap
     let (n, k) = (node.clone(), key_id.to_owned());
     blocking(move || crate::protocol::records::load_ready_record(&n, &k))
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no key {key_id:?}: create it with Keygen, or check the id"
-            ))
-        })
+        .ok_or_else(|| no_key(key_id))
+}
+
+/// NOT_FOUND for a key this node does not hold.
+pub fn no_key(key_id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no key {key_id:?}: create it with Keygen, or check the id"
+    ))
 }

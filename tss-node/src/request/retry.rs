@@ -194,11 +194,24 @@ pub async fn signed_here(
     request_id: &[u8],
     digest: &[u8; 32],
 ) -> Result<bool, ApiError> {
-    let (n, k) = (
+    let (n, k, r, d) = (
         node.clone(),
-        crate::keys::signed(key_id, request_id, digest),
+        key_id.to_owned(),
+        request_id.to_vec(),
+        *digest,
     );
-    blocking(move || Ok(n.store().contains(RecordKind::SeenExecution, &k)?)).await
+    blocking(move || is_signed(&n, &k, &r, &d)).await
+}
+
+/// [`signed_here`] on the calling (blocking) thread.
+pub fn is_signed(
+    node: &Node,
+    key_id: &str,
+    request_id: &[u8],
+    digest: &[u8; 32],
+) -> Result<bool, ApiError> {
+    let k = crate::keys::signed(key_id, request_id, digest);
+    Ok(node.store().contains(RecordKind::SeenExecution, &k)?)
 }
 
 /// Refuses, with `ALREADY_EXISTS` naming the conflict, a client request id
@@ -278,11 +291,23 @@ pub async fn stored_response_of(
         request_id.to_vec(),
         *digest,
     );
-    let Some((rs, signers)) =
+    let Some(kept) =
         blocking(move || crate::request::retry::stored_signature(n.store(), &k, &r, &d)).await?
     else {
         return Ok(None);
     };
+    kept_response(record, kept, digest, message, started).map(Some)
+}
+
+/// The response for a signature kept here, rebuilt and verified (a retry).
+/// Blocking: it verifies the signature.
+pub fn kept_response(
+    record: &KeyRecord,
+    (rs, signers): Kept,
+    digest: &[u8; 32],
+    message: &[u8],
+    started: Instant,
+) -> Result<pb::SignResponse, ApiError> {
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -293,14 +318,14 @@ pub async fn stored_response_of(
             ));
         }
         tracing::info!(key_id = %record.key_id, "a retried request: the kept signature is returned");
-        return Ok(Some(schnorr_response(
+        return Ok(schnorr_response(
             record, &rs, digest, signers, "stored", started,
-        )));
+        ));
     }
     let fin = tss_core::chain::finish_signature(&public_key, digest, &rs)
         .map_err(|e| ApiError::Internal(format!("a kept signature does not verify ({e})")))?;
     tracing::info!(key_id = %record.key_id, "a retried request: the kept signature is returned");
-    Ok(Some(signature_response(
+    Ok(signature_response(
         &fin,
         digest,
         public_key,
@@ -308,7 +333,7 @@ pub async fn stored_response_of(
         "stored",
         vec![],
         started,
-    )))
+    ))
 }
 
 /// A Sign response for the finished signature `fin` of `digest`.
@@ -371,6 +396,22 @@ pub async fn claim_fresh_request(
     request_id: &[u8],
     digest: &[u8; 32],
 ) -> Result<RequestClaim, ApiError> {
+    let (n, k, r, d) = (
+        node.clone(),
+        key_id.to_owned(),
+        request_id.to_vec(),
+        *digest,
+    );
+    blocking(move || claim_fresh(&n, &k, &r, &d)).await
+}
+
+/// [`claim_fresh_request`] on the calling (blocking) thread.
+pub fn claim_fresh(
+    node: &Node,
+    key_id: &str,
+    request_id: &[u8],
+    digest: &[u8; 32],
+) -> Result<RequestClaim, ApiError> {
     let claim = node
         .claims()
         .claim_request(session::sign_request_id(key_id, request_id, digest))
@@ -380,11 +421,7 @@ pub async fn claim_fresh_request(
                 node.cfg().name
             ))
         })?;
-    let (n, k) = (
-        node.clone(),
-        crate::keys::signed(key_id, request_id, digest),
-    );
-    if blocking(move || Ok(n.store().contains(RecordKind::SeenExecution, &k)?)).await? {
+    if is_signed(node, key_id, request_id, digest)? {
         return Err(ApiError::Conflict(
             "this request id was already used to sign this message with this key: use a new request id"
                 .into(),
@@ -396,16 +433,19 @@ pub async fn claim_fresh_request(
 /// Records an execution id as used; refuses one seen before.
 pub async fn mark_seen(node: &Arc<Node>, eid: [u8; 32]) -> Result<(), ApiError> {
     let n = node.clone();
-    let fresh = blocking(move || {
-        let fresh = n.store().insert_new(
-            RecordKind::SeenExecution,
-            crate::keys::execution(&eid),
-            &[1],
-        )?;
-        n.store().flush()?;
-        Ok(fresh)
-    })
-    .await?;
+    blocking(move || mark_seen_now(&n, eid)).await
+}
+
+/// [`mark_seen`] on the calling (blocking) thread. The record is durable
+/// with the store's next flush, which precedes the release of this node's
+/// partial signature or share: a crash before then loses it with a session
+/// that released nothing, and a rerun draws fresh randomness.
+pub fn mark_seen_now(node: &Node, eid: [u8; 32]) -> Result<(), ApiError> {
+    let fresh = node.store().insert_new(
+        RecordKind::SeenExecution,
+        crate::keys::execution(&eid),
+        &[1],
+    )?;
     if fresh {
         Ok(())
     } else {

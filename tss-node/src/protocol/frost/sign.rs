@@ -58,7 +58,18 @@ pub async fn load(node: &Arc<Node>, record: &KeyRecord) -> Result<Arc<FrostShare
         return Ok(s);
     }
     let (n, rec) = (node.clone(), record.clone());
-    let share = Arc::new(blocking(move || super::load_share(n.store(), &rec)).await?);
+    blocking(move || load_now(&n, &rec)).await
+}
+
+/// [`load`] on the calling (blocking) thread.
+pub fn load_now(node: &Node, record: &KeyRecord) -> Result<Arc<FrostShare>, ApiError> {
+    if let Some(s) = node
+        .cached_frost_share(&record.key_id)
+        .filter(|s| super::fits(s, record))
+    {
+        return Ok(s);
+    }
+    let share = Arc::new(super::load_share(node.store(), record)?);
     node.cache_frost_share(&record.key_id, share.clone());
     Ok(share)
 }

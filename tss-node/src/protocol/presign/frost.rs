@@ -3,14 +3,18 @@
 //! refill of [`super`], which leads and accepts these sessions as it does
 //! presign sessions), and a request is then answered in one round:
 //! the coordinator and the co-signer each consume their own copy of one
-//! entry durably (with the request recorded as signed, and at the
-//! co-signer its amounts) before computing a signature share with it
-//! ([`sign_from_pool`] here; the co-signer's side is
+//! entry (with the request recorded as signed) and compute a signature
+//! share with it ([`sign_from_pool`] here; the co-signer's side is
 //! [`super::sign::co_sign`], shared with presignatures).
 //!
 //! A nonce signs at most one message, ever: an entry is deleted in the
-//! same flushed transaction that records its use, before its share is
-//! computed; a crash in between loses the entry, never reuses it. Each side
+//! transaction that records its use, and that transaction is on disk
+//! before anything made with the entry leaves its node (the co-signer's
+//! share after its flush, the coordinator's inside the signature it keeps
+//! with a flush first). A crash before the flush brings the entry back
+//! with nothing made from it seen outside; once a share has left, its
+//! sender's removal is durable and the pair never signs with the entry
+//! again (see [`super::PoolRole`]). Each side
 //! signs over the commitments it stored itself when the batch was made,
 //! and over the digest it derived itself from the request: a coordinator
 //! cannot make a co-signer sign with commitments or a message of its
@@ -127,8 +131,8 @@ fn batch_edit(node: &Node) -> impl FnOnce(&mut pool::BatchMsg) {
 }
 
 /// Signs `job` from a pooled nonce this node and `cand` hold: both consume
-/// their entry ([`draw`]); ours gives our share as soon as its removal is
-/// durable, while the co-signer's share is on its way; theirs is verified
+/// their entry ([`draw`]); ours gives our share as soon as it is removed,
+/// while the co-signer's share is on its way; theirs is verified
 /// (a wrong one names it) as both aggregate to the signature.
 pub(crate) async fn sign_from_pool(
     node: &Arc<Node>,

@@ -11,9 +11,10 @@
 //!   sessions; the other accepts while it holds fewer than target + slack.
 //! - A presignature is used at most once, also across crashes: it is removed
 //!   from the sealed store, together with a record of what it signed, in one
-//!   flushed transaction before its partial signature is issued
-//!   ([`consume`]). If either party lacks it, the pair falls back to the full
-//!   protocol; a presignature is never reused and never exported.
+//!   transaction whose flush precedes the release of anything made with it
+//!   ([`consume_entry`], [`PoolRole`]). If either party lacks it, the pair
+//!   falls back to the full protocol; a presignature is never reused and
+//!   never exported.
 
 pub mod frost;
 pub mod sign;
@@ -85,14 +86,41 @@ pub fn ready_ids(node: &Node, key_id: &str, signers: &[u16]) -> Result<Vec<[u8; 
         .collect())
 }
 
+/// A party's role in a pool signature (recorded with the entry's use).
+/// Either flushes the entry's removal before anything made with the entry
+/// leaves: the co-signer while it makes its part
+/// ([`sign::co_sign`]), the coordinator when it keeps the finished
+/// signature ([`crate::request::retry::store_signature`]), the only form
+/// in which its part leaves. A crash before that flush brings the entry
+/// back with nothing made from it seen outside; a part that left means
+/// its sender's removal is durable, so the pair never signs with the
+/// entry again.
+#[derive(Clone, Copy, Debug)]
+pub enum PoolRole {
+    /// The party that returns its part to the coordinator.
+    CoSigner,
+    /// The party that combines the parts into the signature.
+    Coordinator,
+}
+
+impl PoolRole {
+    fn name(self) -> &'static str {
+        match self {
+            PoolRole::CoSigner => "co-signer",
+            PoolRole::Coordinator => "coordinator",
+        }
+    }
+}
+
 /// Consumes a pool entry (an ECDSA presignature or a FROST key's pooled
 /// nonces) for signing request (`request_id`, `digest`) of `record`'s key:
-/// removes it, logs its use and records the request as signed, durably, in
-/// one transaction (on a blocking thread), and returns what `then` makes of
-/// its bytes.
+/// removes it, logs its use and records the request as signed, in one
+/// transaction (on a blocking thread; durable with the store's next flush,
+/// which the caller makes before anything made with the entry leaves: see
+/// [`PoolRole`]), and returns what `then` makes of its bytes.
 /// `None` if this node does not hold it (never had it, or consumed it).
-/// `then` runs on the consumed entry on the same blocking thread once its
-/// removal is durable (the caller's signature share made with it).
+/// `then` runs on the consumed entry on the same blocking thread once it is
+/// removed (the coordinator's own share made with it).
 #[allow(clippy::too_many_arguments)]
 pub async fn consume_entry<T: Send + 'static>(
     node: &Arc<Node>,
@@ -101,15 +129,37 @@ pub async fn consume_entry<T: Send + 'static>(
     id: [u8; 32],
     request_id: &[u8],
     digest: [u8; 32],
-    role: &'static str,
+    role: PoolRole,
     then: impl FnOnce(SecretBytes) -> T + Send + 'static,
+) -> Result<Option<T>, ApiError> {
+    let (n, record, signers, request_id) = (
+        node.clone(),
+        record.clone(),
+        signers.to_vec(),
+        request_id.to_vec(),
+    );
+    blocking(move || consume_entry_now(&n, &record, &signers, id, &request_id, digest, role, then))
+        .await
+}
+
+/// [`consume_entry`] on the calling (blocking) thread.
+#[allow(clippy::too_many_arguments)]
+pub fn consume_entry_now<T>(
+    node: &Node,
+    record: &KeyRecord,
+    signers: &[u16],
+    id: [u8; 32],
+    request_id: &[u8],
+    digest: [u8; 32],
+    role: PoolRole,
+    then: impl FnOnce(SecretBytes) -> T,
 ) -> Result<Option<T>, ApiError> {
     let used = UsedRecord {
         id: hex::encode(id),
         key_id: record.key_id.clone(),
         signers: signers.to_vec(),
         digest: hex::encode(digest),
-        role: role.to_owned(),
+        role: role.name().to_owned(),
         at_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -117,21 +167,14 @@ pub async fn consume_entry<T: Send + 'static>(
     let used = serde_json::to_vec(&used).map_err(|e| ApiError::Internal(e.to_string()))?;
     let signed = crate::keys::signed(&record.key_id, request_id, &digest);
     let key = crate::keys::presignature(&record.key_id, signers, &id);
-    let n = node.clone();
-    let taken = blocking(move || {
-        Ok(n.store()
-            .consume(
-                (RecordKind::Presignature, &key),
-                (
-                    RecordKind::PresignatureUsed,
-                    crate::keys::presignature_used(&id),
-                    &used,
-                ),
-                &[(RecordKind::SeenExecution, &signed, &[1])],
-            )?
-            .map(then))
-    })
-    .await?;
+    let entry = (RecordKind::Presignature, key.as_slice());
+    let log = (
+        RecordKind::PresignatureUsed,
+        crate::keys::presignature_used(&id),
+        used.as_slice(),
+    );
+    let also = [(RecordKind::SeenExecution, signed.as_slice(), &[1u8][..])];
+    let taken = node.store().consume_unflushed(entry, log, &also)?.map(then);
     if taken.is_some() {
         node.metrics()
             .presignature_consumed(&record.key_id, &crate::state::pair_label(record, signers));
@@ -303,6 +346,10 @@ async fn lead_one(
     Ok(())
 }
 
+/// How long the refill loop gathers wake-ups (consumed entries) before it
+/// reads the pools' levels again.
+const REFILL_GATHER: Duration = Duration::from_millis(50);
+
 /// A key id and a signer pair.
 pub(crate) type PairKey = (String, Vec<u16>);
 
@@ -409,7 +456,12 @@ pub async fn refill_loop(node: Arc<Node>) {
             });
         }
         tokio::select! {
-            _ = node.presign_wake().notified() => {}
+            _ = node.presign_wake().notified() => {
+                // Every consumed entry wakes this loop: a burst of signing
+                // is gathered into one look at the levels (each reads every
+                // pool) instead of one per signature.
+                tokio::time::sleep(REFILL_GATHER).await;
+            }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
@@ -427,11 +479,15 @@ pub(crate) async fn accept(
             node.cfg().name
         )));
     };
-    let (record, signers) =
-        match cosign::key_and_signers(node, from, &ps.key_id, &ps.signers).await? {
-            Ok(x) => x,
-            Err(why) => return Ok(decline(why)),
-        };
+    let (key_id, asked) = (ps.key_id.clone(), ps.signers.clone());
+    let (record, signers) = match cosign::off_reactor(node, from, move |node, from| {
+        cosign::key_and_signers(node, from, &key_id, &asked)
+    })
+    .await?
+    {
+        Ok(x) => x,
+        Err(why) => return Ok(decline(why)),
+    };
     // A pool turned off for this kind of key (`target` for ECDSA keys,
     // `frost_target` for FROST keys) takes no entries, even while the
     // other kind's pool runs.

@@ -1,6 +1,7 @@
 //! Signing from a presignature, both sides: the coordinator consumes its
 //! own presignature while the co-signer consumes its own and returns its
-//! partial signature; either consumes durably before anything is issued.
+//! partial signature; either's consumption is on disk before anything made
+//! with its entry leaves it ([`super::PoolRole`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,8 @@ use proto::v1 as pb;
 
 use tss_core::ecdsa::presign::StoredPresignature;
 
-use crate::error::ApiError;
+use crate::error::{blocking, ApiError};
 use crate::protocol::cosign;
-use crate::protocol::cosign::Ask;
 use crate::protocol::job::SignJob;
 use crate::protocol::Refusal;
 use crate::state::Node;
@@ -39,8 +39,8 @@ pub(crate) struct Drawn<T> {
     pub(crate) pid: [u8; 32],
     /// The signer pair, ascending.
     pub(crate) signers: Vec<u16>,
-    /// This node's entry, consumed durably with the request recorded, as
-    /// `prepare` left it.
+    /// This node's entry, consumed with the request recorded (on disk with
+    /// the flush that keeps the signature), as `prepare` left it.
     pub(crate) ours: T,
     /// The co-signer's 32-byte partial signature or signature share.
     pub(crate) theirs: [u8; 32],
@@ -48,11 +48,12 @@ pub(crate) struct Drawn<T> {
 }
 
 /// Draws a pool entry this node and `cand` hold for `job`: consumes ours
-/// (durably, with the request recorded as signed) while the co-signer
-/// consumes its own and returns its part (ECDSA keys: a presignature's
-/// partial signature; FROST keys: a signature share from pooled nonces).
-/// `prepare` runs on our entry once its removal is durable, while the
-/// co-signer's answer is on its way (our own share, made ahead).
+/// (with the request recorded as signed; on disk with the flush that keeps
+/// the signature, before it is returned) while the co-signer consumes its
+/// own and returns its part (ECDSA keys: a presignature's partial
+/// signature; FROST keys: a signature share from pooled nonces).
+/// `prepare` runs on our entry once it is removed, while the co-signer's
+/// answer is on its way (our own share, made ahead).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn draw<T: Send + 'static>(
     node: &Arc<Node>,
@@ -87,7 +88,7 @@ pub(crate) async fn draw<T: Send + 'static>(
         pid,
         &job.request_id,
         job.digest,
-        "coordinator",
+        crate::protocol::presign::PoolRole::Coordinator,
         prepare,
     );
     let remote = tokio::time::timeout(
@@ -194,140 +195,32 @@ pub(crate) async fn sign_from_pool(
     Ok(job.response(&fin, &drawn.signers, "pool", drawn.pid.to_vec()))
 }
 
+/// The co-signer's side: checks the request and consumes its own entry
+/// ([`take`], one hand-off from the reactor), then makes its part with the
+/// entry while the store flushes the entry's removal, and releases the
+/// part only once that flush and its amounts are on disk.
 pub(crate) async fn co_sign(
     node: &Arc<Node>,
     from: &Party,
     r: pb::PresignSignRequest,
 ) -> Result<pb::PresignSignReply, ApiError> {
-    let refuse = |reason: String, missing: bool| pb::PresignSignReply {
-        reason,
-        missing,
-        ..Default::default()
-    };
-    if keygen::record::check_key_id(&r.key_id).is_err() {
-        return Ok(refuse("invalid key id".into(), false));
-    }
-    let (record, signers) = match cosign::key_and_signers(node, from, &r.key_id, &r.signers).await?
-    {
-        Ok(x) => x,
-        Err(why) => return Ok(refuse(why, false)),
-    };
-    let ask = Ask {
-        record: &record,
-        request_id: &r.request_id,
-        message: &r.message,
-        hash: r.hash,
-        payload: r.payload.as_ref(),
-        authorization: r.authorization.as_ref(),
-    };
-    let authenticated = match cosign::authenticate(node, from, &ask, true).await? {
-        Ok(a) => a,
-        Err(refusal) => return Ok(refusal.presign_reply()),
-    };
-    if let Some(refusal) = cosign::known(node, &ask, &authenticated).await? {
-        return Ok(refusal.presign_reply());
-    }
-    // ECDSA: only data this node hashed itself (never a raw digest). FROST
-    // keys sign any request from pooled nonces: the challenge hashes the
-    // message with the nonce commitments (docs in `protocol::frost::pool`).
-    let data = match (record.scheme, authenticated.decoded.data) {
-        (None, tss_core::ecdsa::sign::ToSign::Hashed(data)) => Some(data),
-        (None, _) => {
-            return Ok(refuse(
-                "raw digests are never signed from a presignature".into(),
-                false,
-            ))
-        }
-        (Some(_), _) => None,
-    };
-    let frost_share = match record.scheme {
-        Some(_) => Some(crate::protocol::frost::sign::load(node, &record).await?),
-        None => None,
-    };
-    let (digest, request_id) = (
-        authenticated.decoded.digest,
-        authenticated.request_id.clone(),
-    );
-    let Ok(pid) = <[u8; 32]>::try_from(r.presignature_id.as_slice()) else {
-        return Ok(refuse("presignature id must be 32 bytes".into(), false));
-    };
-    let _claim = match crate::request::retry::claim_fresh_request(
-        node,
-        &record.key_id,
-        &request_id,
-        &digest,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => return Ok(Refusal::AlreadySigned(e.to_string()).presign_reply()),
-    };
-    let reservation = match cosign::judge(node, from, &ask, &authenticated).await? {
-        Ok(r) => r,
-        Err(refusal) => return Ok(refusal.presign_reply()),
-    };
-    if let Some(refusal) = cosign::bind(node, &ask, &authenticated).await? {
-        return Ok(refusal.presign_reply());
-    }
-    // Our part is made on the consuming thread once the entry's removal is
-    // durable, and released below once the amounts are recorded.
-    let message = frost_share.as_ref().map(|share| {
-        crate::request::decode::schnorr_message(
-            share.scheme(),
-            r.hash,
-            r.payload.as_ref(),
-            &r.message,
-            &authenticated.decoded.digest,
-        )
-    });
-    let pair = signers.clone();
-    let part = move |entry: tss_core::secret::SecretBytes| -> Result<Vec<u8>, ApiError> {
-        match (data, frost_share, message) {
-            (Some(data), _, _) => {
-                let presig = StoredPresignature::decode(entry.expose())
-                    .ok()
-                    .filter(|p| p.signers == pair)
-                    .ok_or_else(|| ApiError::Internal("stored presignature is unusable".into()))?;
-                Ok(presig.issue(data).to_vec())
-            }
-            (None, Some(share), Some(message)) => {
-                // Our own copy of the commitments, the digest derived here.
-                let unusable =
-                    |e: String| ApiError::Internal(format!("a pooled nonce is unusable: {e}"));
-                let entry = tss_core::frost::pool::PoolEntry::decode(entry.expose())
-                    .map_err(|e| unusable(e.to_string()))?;
-                if entry.signers() != pair.as_slice() {
-                    return Err(unusable("it belongs to another signer pair".into()));
-                }
-                entry
-                    .sign_share(&share, &message)
-                    .map_err(|e| unusable(e.to_string()))
-            }
-            _ => Err(ApiError::Internal("a key without a share".into())),
-        }
-    };
-    let partial = crate::protocol::presign::consume_entry(
-        node,
-        &record,
-        &signers,
-        pid,
-        &request_id,
-        digest,
-        "co-signer",
+    let taken = cosign::off_reactor(node, from, move |node, from| take(node, from, &r)).await?;
+    let Taken {
+        record,
+        entry,
         part,
-    )
-    .await?;
-    let Some(partial) = partial else {
-        return Ok(refuse(
-            format!(
-                "{} holds no presignature {} for this pair (never made, or used)",
-                node.cfg().name,
-                hex::encode(pid)
-            ),
-            true,
-        ));
+        reservation,
+        _claim,
+    } = match taken {
+        Ok(t) => t,
+        Err(reply) => return Ok(reply),
     };
-    let partial = partial?;
+    let n = node.clone();
+    let flushed = blocking(move || Ok(n.store().flush()?));
+    let made = blocking(move || part.make(entry));
+    let (flushed, made) = tokio::join!(flushed, made);
+    flushed?;
+    let partial = made?;
     // Durably consumed: only now may the partial signature be issued.
     // Test builds only: a release build refuses a config with test hooks.
     #[cfg(debug_assertions)]
@@ -340,7 +233,10 @@ pub(crate) async fn co_sign(
             tokio::time::sleep(Duration::from_millis(h.pause_before_partial_ms)).await;
         }
     }
-    crate::protocol::approve::commit_spend(node, reservation).await?;
+    if let Some(r) = reservation {
+        let n = node.clone();
+        blocking(move || crate::protocol::approve::commit_spend(&n, Some(r))).await?;
+    }
     // Test builds only: a hostile co-signer's share.
     #[cfg(debug_assertions)]
     let partial = {
@@ -364,4 +260,147 @@ pub(crate) async fn co_sign(
         partial_signature: partial,
         ..Default::default()
     })
+}
+
+/// A co-signer's pool entry, consumed for a request it accepted (the
+/// removal not yet flushed), and what it makes its part with.
+struct Taken {
+    record: keygen::record::KeyRecord,
+    entry: tss_core::secret::SecretBytes,
+    part: Part,
+    reservation: Option<crate::policy::spend::Reservation>,
+    _claim: crate::state::claims::RequestClaim,
+}
+
+/// How a co-signer makes its part from its entry: the data it hashed
+/// itself, or a FROST key's share and the message it derived itself.
+enum Part {
+    Presignature {
+        data: cggmp24::DataToSign<tss_core::ecdsa::Curve>,
+        pair: Vec<u16>,
+    },
+    Frost {
+        share: Arc<tss_core::frost::FrostShare>,
+        message: Vec<u8>,
+        pair: Vec<u16>,
+    },
+}
+
+impl Part {
+    /// The partial signature (ECDSA) or signature share (FROST) from the
+    /// entry's bytes.
+    fn make(self, entry: tss_core::secret::SecretBytes) -> Result<Vec<u8>, ApiError> {
+        match self {
+            Part::Presignature { data, pair } => {
+                let presig = StoredPresignature::decode(entry.expose())
+                    .ok()
+                    .filter(|p| p.signers == pair)
+                    .ok_or_else(|| ApiError::Internal("stored presignature is unusable".into()))?;
+                Ok(presig.issue(data).to_vec())
+            }
+            Part::Frost {
+                share,
+                message,
+                pair,
+            } => {
+                // Our own copy of the commitments, the digest derived here.
+                let unusable =
+                    |e: String| ApiError::Internal(format!("a pooled nonce is unusable: {e}"));
+                let entry = tss_core::frost::pool::PoolEntry::decode(entry.expose())
+                    .map_err(|e| unusable(e.to_string()))?;
+                if entry.signers() != pair.as_slice() {
+                    return Err(unusable("it belongs to another signer pair".into()));
+                }
+                entry
+                    .sign_share(&share, &message)
+                    .map_err(|e| unusable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Checks a pool request ([`cosign::vet`]) and consumes this node's entry
+/// for it (blocking; not flushed: [`co_sign`] flushes before releasing
+/// anything made with it). `Err`: the reply that refuses it.
+fn take(
+    node: &Node,
+    from: &Party,
+    r: &pb::PresignSignRequest,
+) -> Result<Result<Taken, pb::PresignSignReply>, ApiError> {
+    let refuse = |reason: String, missing: bool| pb::PresignSignReply {
+        reason,
+        missing,
+        ..Default::default()
+    };
+    let Ok(pid) = <[u8; 32]>::try_from(r.presignature_id.as_slice()) else {
+        return Ok(Err(refuse(
+            "presignature id must be 32 bytes".into(),
+            false,
+        )));
+    };
+    let proposed = cosign::Proposed {
+        key_id: &r.key_id,
+        signers: &r.signers,
+        request_id: &r.request_id,
+        message: &r.message,
+        hash: r.hash,
+        payload: r.payload.as_ref(),
+        authorization: r.authorization.as_ref(),
+    };
+    // ECDSA: only data this node hashed itself (never a raw digest). FROST
+    // keys sign any request from pooled nonces: the challenge hashes the
+    // message with the nonce commitments (docs in `protocol::frost::pool`).
+    let step = |record: &keygen::record::KeyRecord, signers: &[u16], a: &cosign::Authenticated| {
+        let pair = signers.to_vec();
+        Ok(match (record.scheme, a.decoded.data) {
+            (None, tss_core::ecdsa::sign::ToSign::Hashed(data)) => {
+                Ok(Part::Presignature { data, pair })
+            }
+            (None, _) => Err(Refusal::Declined(
+                "raw digests are never signed from a presignature".into(),
+            )),
+            (Some(scheme), _) => Ok(Part::Frost {
+                share: crate::protocol::frost::sign::load_now(node, record)?,
+                message: crate::request::decode::schnorr_message(
+                    scheme,
+                    r.hash,
+                    r.payload.as_ref(),
+                    &r.message,
+                    &a.decoded.digest,
+                ),
+                pair,
+            }),
+        })
+    };
+    let v = match cosign::vet(node, from, &proposed, true, step)? {
+        Ok(v) => v,
+        Err(refusal) => return Ok(Err(refusal.presign_reply())),
+    };
+    let entry = crate::protocol::presign::consume_entry_now(
+        node,
+        &v.record,
+        &v.signers,
+        pid,
+        &v.authenticated.request_id,
+        v.authenticated.decoded.digest,
+        crate::protocol::presign::PoolRole::CoSigner,
+        |e| e,
+    )?;
+    let Some(entry) = entry else {
+        return Ok(Err(refuse(
+            format!(
+                "{} holds no presignature {} for this pair (never made, or used)",
+                node.cfg().name,
+                hex::encode(pid)
+            ),
+            true,
+        )));
+    };
+    Ok(Ok(Taken {
+        record: v.record,
+        entry,
+        part: v.made,
+        reservation: v.reservation,
+        _claim: v.claim,
+    }))
 }

@@ -10,7 +10,6 @@ use tss_core::session;
 use crate::error::{blocking, ApiError};
 use crate::protocol::accepted;
 use crate::protocol::cosign;
-use crate::protocol::cosign::Ask;
 use crate::protocol::{decline, Refusal};
 use crate::state::Node;
 use crate::transport::peers::Party;
@@ -21,64 +20,63 @@ pub(crate) async fn accept(
     id: [u8; 32],
     s: pb::SignProposal,
 ) -> Result<pb::ProposalReply, ApiError> {
-    if keygen::record::check_key_id(&s.key_id).is_err() {
-        return Ok(decline("invalid key id"));
-    }
-    let (record, signers) = match cosign::key_and_signers(node, from, &s.key_id, &s.signers).await?
-    {
+    // Every check, the session's registration and its execution id
+    // recorded, in one hand-off from the reactor.
+    let checked = cosign::off_reactor(node, from, move |node, from| {
+        let p = cosign::Proposed {
+            key_id: &s.key_id,
+            signers: &s.signers,
+            request_id: &s.request_id,
+            message: &s.message,
+            hash: s.hash,
+            payload: s.payload.as_ref(),
+            authorization: s.authorization.as_ref(),
+        };
+        // Within the proposer's session quota, before the audit log grows.
+        let register = |record: &keygen::record::KeyRecord,
+                        signers: &[u16],
+                        a: &cosign::Authenticated| {
+            let eid = session::sign_execution_id(
+                &record.key_id,
+                signers,
+                &a.request_id,
+                &a.decoded.digest,
+            );
+            if eid != id {
+                return Ok(Err(Refusal::Declined(
+                    "session id does not match the proposal".into(),
+                )));
+            }
+            let info = crate::protocol::sign::sign_session(record, signers, record.my_index, eid)?;
+            Ok(Ok(node.sessions().register(info, false, Some(from.id))?))
+        };
+        let v = match cosign::vet(node, from, &p, false, register)? {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Err(refusal.proposal_reply())),
+        };
+        if let Err(e) = crate::request::retry::mark_seen_now(node, v.made.info.id) {
+            return Ok(Err(decline(e.to_string())));
+        }
+        Ok(Ok((v, s)))
+    })
+    .await?;
+    let (v, s) = match checked {
         Ok(x) => x,
-        Err(why) => return Ok(decline(why)),
+        Err(reply) => return Ok(reply),
     };
-    let ask = Ask {
-        record: &record,
-        request_id: &s.request_id,
-        message: &s.message,
-        hash: s.hash,
-        payload: s.payload.as_ref(),
-        authorization: s.authorization.as_ref(),
-    };
-    let authenticated = match cosign::authenticate(node, from, &ask, false).await? {
-        Ok(a) => a,
-        Err(refusal) => return Ok(refusal.proposal_reply()),
-    };
-    if let Some(refusal) = cosign::known(node, &ask, &authenticated).await? {
-        return Ok(refusal.proposal_reply());
-    }
+    let cosign::Vetted {
+        record,
+        signers,
+        authenticated,
+        claim,
+        reservation,
+        made: reg,
+    } = v;
     let (data, digest, request_id) = (
         authenticated.decoded.data,
         authenticated.decoded.digest,
-        authenticated.request_id.clone(),
+        authenticated.request_id,
     );
-    let claim = match crate::request::retry::claim_fresh_request(
-        node,
-        &record.key_id,
-        &request_id,
-        &digest,
-    )
-    .await
-    {
-        Ok(c) => c,
-        // Signed before, or being signed now: a known request (the
-        // coordinator fetches its signature, never signs it anew).
-        Err(e) => return Ok(Refusal::AlreadySigned(e.to_string()).proposal_reply()),
-    };
-    let eid = session::sign_execution_id(&record.key_id, &signers, &request_id, &digest);
-    if eid != id {
-        return Ok(decline("session id does not match the proposal"));
-    }
-    let info = crate::protocol::sign::sign_session(&record, &signers, record.my_index, eid)?;
-    // Within the proposer's session quota, before the audit log grows.
-    let reg = node.sessions().register(info, false, Some(from.id))?;
-    let reservation = match cosign::judge(node, from, &ask, &authenticated).await? {
-        Ok(r) => r,
-        Err(refusal) => return Ok(refusal.proposal_reply()),
-    };
-    if let Some(refusal) = cosign::bind(node, &ask, &authenticated).await? {
-        return Ok(refusal.proposal_reply());
-    }
-    if let Err(e) = crate::request::retry::mark_seen(node, eid).await {
-        return Ok(decline(e.to_string()));
-    }
     // The amounts and the request are recorded durably before our
     // partial signature leaves; if the session ends before that, the
     // reservation is dropped (nothing was released).

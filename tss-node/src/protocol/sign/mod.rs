@@ -20,14 +20,13 @@ use tss_core::store::RecordKind;
 use crate::config::ClientEntry;
 use crate::error::{blocking, ApiError};
 use crate::metrics::SignPath;
-use crate::protocol::approve::{check_policy, Release};
+use crate::protocol::approve::{decide, Release};
 use crate::protocol::presign::sign::{sign_from_pool, PoolMiss};
-use crate::protocol::records::load_record;
 use crate::protocol::sign::retry::find_elsewhere;
 use crate::protocol::Attempt;
 use crate::request::decode::Decoded;
 use crate::request::retry::{
-    bind_request_id, check_request_id, claim_fresh_request, signed_here, stored_response_of,
+    bind, check_binding, claim_fresh, is_signed, kept_response, stored_signature,
 };
 use crate::request::{check_sign_input, hash_algo};
 use crate::session::{Registered, SessionFailure};
@@ -45,77 +44,68 @@ pub async fn sign(
     let started = Instant::now();
     let hashing = hash_algo(req.hash)?;
     check_sign_input(&node, &req.key_id, &req.message, &req.request_id)?;
-    let asked = crate::request::auth::signing_request(
-        &req.key_id,
-        &req.request_id,
-        &req.message,
-        req.hash,
-        "",
-        None,
-    );
-    let client =
-        crate::request::auth::verify_caller(&node, caller, &asked, req.authorization.as_ref())?;
-    let request = asked
-        .digest()
-        .map_err(crate::request::auth::AuthError::from)?;
-    let record = load_record(&node, &req.key_id).await?;
-    let decoded = crate::request::decode::message(hashing, &req.message, record.scheme)?;
-    check_request_id(
-        &node,
-        &record.key_id,
-        &req.request_id,
-        &client.name,
-        request,
-    )
-    .await?;
-    let signed = match record.scheme {
-        Some(scheme) => crate::request::decode::schnorr_message(
-            scheme,
-            req.hash,
-            None,
+    // The client's signature, the key, a retry, the policy and the request
+    // id's binding, in one hand-off from the reactor.
+    let (n, caller) = (node.clone(), caller.clone());
+    let checked = blocking(move || {
+        let asked = crate::request::auth::signing_request(
+            &req.key_id,
+            &req.request_id,
             &req.message,
-            &decoded.digest,
-        ),
-        None => decoded.digest.to_vec(),
-    };
-    if let Some(resp) = stored_response_of(
-        &node,
-        &record,
-        &req.request_id,
-        &decoded.digest,
-        &signed,
-        started,
-    )
-    .await?
-    {
-        return Ok(resp);
-    }
-    let reservation = check_policy(
-        &node,
-        &client.name,
-        &record.key_id,
-        &req.request_id,
-        &decoded,
-        "coordinator".into(),
-    )
+            req.hash,
+            "",
+            None,
+        );
+        let client =
+            crate::request::auth::verify_caller(&n, &caller, &asked, req.authorization.as_ref())?;
+        let request = asked
+            .digest()
+            .map_err(crate::request::auth::AuthError::from)?;
+        let record = crate::protocol::records::load_ready_record(&n, &req.key_id)?
+            .ok_or_else(|| crate::protocol::records::no_key(&req.key_id))?;
+        let decoded = crate::request::decode::message(hashing, &req.message, record.scheme)?;
+        check_binding(&n, &record.key_id, &req.request_id, &client.name, &request)?;
+        let signed = match record.scheme {
+            Some(scheme) => crate::request::decode::schnorr_message(
+                scheme,
+                req.hash,
+                None,
+                &req.message,
+                &decoded.digest,
+            ),
+            None => decoded.digest.to_vec(),
+        };
+        if let Some(kept) =
+            stored_signature(n.store(), &record.key_id, &req.request_id, &decoded.digest)?
+        {
+            return kept_response(&record, kept, &decoded.digest, &signed, started).map(Err);
+        }
+        let reservation = decide(
+            &n,
+            &client.name,
+            &record.key_id,
+            &req.request_id,
+            &decoded,
+            "coordinator".into(),
+        )?;
+        bind(&n, &record.key_id, &req.request_id, &client.name, &request)?;
+        let wire = Wire {
+            request_id: req.request_id,
+            message: req.message,
+            hash: req.hash,
+            payload: None,
+            authorization: req.authorization,
+        };
+        let prepared = prepare(&n, &record, &wire.request_id, &wire, &decoded, started)?;
+        Ok(Ok((record, decoded, reservation, wire, prepared)))
+    })
     .await?;
-    bind_request_id(
-        &node,
-        &record.key_id,
-        &req.request_id,
-        &client.name,
-        request,
-    )
-    .await?;
-    let request_id = req.request_id.clone();
-    let wire = Wire {
-        request_id: req.request_id,
-        message: req.message,
-        hash: req.hash,
-        payload: None,
-        authorization: req.authorization,
+    let (record, decoded, reservation, wire, prepared) = match checked {
+        Ok(fresh) => fresh,
+        Err(kept) => return Ok(kept),
     };
-    sign_decoded(
+    let request_id = wire.request_id.clone();
+    sign_prepared(
         &node,
         record,
         &request_id,
@@ -123,6 +113,7 @@ pub async fn sign(
         &decoded,
         Release::new(reservation),
         started,
+        prepared,
     )
     .await
 }
@@ -139,33 +130,39 @@ pub async fn sign_decoded(
     release: Release,
     started: Instant,
 ) -> Result<pb::SignResponse, ApiError> {
+    // A retry, the request claimed, every pair's ready entries and a FROST
+    // key's share, in one hand-off from the reactor.
+    let (n, rid, d) = (node.clone(), request_id.to_vec(), decoded.clone());
+    let (record, wire, prepared) = blocking(move || {
+        let p = prepare(&n, &record, &rid, &wire, &d, started)?;
+        Ok((record, wire, p))
+    })
+    .await?;
+    sign_prepared(
+        node, record, request_id, wire, decoded, release, started, prepared,
+    )
+    .await
+}
+
+/// [`sign_decoded`] once [`prepare`]d.
+#[allow(clippy::too_many_arguments)]
+async fn sign_prepared(
+    node: &Arc<Node>,
+    record: KeyRecord,
+    request_id: &[u8],
+    wire: Wire,
+    decoded: &Decoded,
+    release: Release,
+    started: Instant,
+    prepared: Prepared,
+) -> Result<pb::SignResponse, ApiError> {
     let node = node.clone();
     let (data, digest) = (decoded.data, decoded.digest);
-    // What a FROST key signs (the digest, or an Ed25519 key's message).
-    let message = match record.scheme {
-        Some(scheme) => crate::request::decode::schnorr_message(
-            scheme,
-            wire.hash,
-            wire.payload.as_ref(),
-            &wire.message,
-            &digest,
-        ),
-        None => digest.to_vec(),
-    };
-    // A retry: the signature kept here, or, if this node released its part
-    // before without keeping the signature, the one a peer kept.
-    if let Some(resp) =
-        stored_response_of(&node, &record, request_id, &digest, &message, started).await?
-    {
-        return Ok(resp);
-    }
-    if signed_here(&node, &record.key_id, request_id, &digest).await? {
-        return find_elsewhere(
-            &node, &record, request_id, &wire, &digest, &message, started,
-        )
-        .await;
-    }
-    let _claim = claim_fresh_request(&node, &record.key_id, request_id, &digest).await?;
+    let Prepared {
+        message,
+        others,
+        standing,
+    } = prepared;
     let me = record.my_index;
     let ids = record
         .party_ids()
@@ -173,6 +170,22 @@ pub async fn sign_decoded(
     let public_key = record
         .public_key_bytes()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (_claim, ready, frost_share) = match standing {
+        Standing::Kept(resp) => return Ok(*resp),
+        // This node released its part before without keeping the
+        // signature: the one a peer kept.
+        Standing::SignedHere => {
+            return find_elsewhere(
+                &node, &record, request_id, &wire, &digest, &message, started,
+            )
+            .await
+        }
+        Standing::Fresh {
+            claim,
+            ready,
+            frost_share,
+        } => (claim, ready, frost_share),
+    };
     let job = SignJob {
         record,
         public_key,
@@ -185,33 +198,6 @@ pub async fn sign_decoded(
         started,
     };
     let record = &job.record;
-    // Co-signers with presignatures ready first, the fullest pool first
-    // (counting up to `2 * READY_AT_ENDS`, not those our other requests
-    // hold right now); on a tie, pairs
-    // this node leads, so that the two parties of a pair seldom draw from
-    // its pool at the same moment.
-    let others: Vec<u16> = (0..ids.len() as u16).filter(|&c| c != me).collect();
-    // ECDSA keys draw presignatures only for data this node hashed;
-    // FROST keys draw pooled nonces for any request.
-    let pooled = node.cfg().presign.target_for(record.scheme) > 0
-        && (record.scheme.is_some() || matches!(data, ToSign::Hashed(_)));
-    let ready: Vec<Vec<[u8; 32]>> = if pooled {
-        // Every pair's ready entries in one trip off the reactor.
-        let (n, k, others) = (node.clone(), record.key_id.clone(), others.clone());
-        blocking(move || {
-            others
-                .iter()
-                .map(|&cand| {
-                    let mut pair = vec![me, cand];
-                    pair.sort_unstable();
-                    crate::protocol::presign::ready_ids(&n, &k, &pair)
-                })
-                .collect()
-        })
-        .await?
-    } else {
-        vec![vec![]; others.len()]
-    };
     let mut candidates = Vec::new();
     for (cand, ready) in others.into_iter().zip(ready) {
         let leads = me < cand;
@@ -223,7 +209,6 @@ pub async fn sign_decoded(
     }
     candidates.sort_by_key(|(_, ready, leads)| std::cmp::Reverse((ready.len(), *leads)));
     let mut share: Option<Arc<tss_core::ecdsa::KeyShare>> = None;
-    let mut frost_share: Option<Arc<tss_core::frost::FrostShare>> = None;
     let mut failures = Vec::new();
     let mut denials = Vec::new();
     let mut busy = Vec::new();
@@ -241,9 +226,6 @@ pub async fn sign_decoded(
                 failures.push(format!("{name}: not in this node's config"));
                 continue;
             };
-            if record.scheme.is_some() && frost_share.is_none() {
-                frost_share = Some(crate::protocol::frost::sign::load(&node, record).await?);
-            }
             if !ready.is_empty() {
                 let pooled = match (&frost_share, data) {
                     (Some(fs), _) => Some(
@@ -426,6 +408,99 @@ pub async fn sign_decoded(
             Err(e)
         }
     }
+}
+
+/// What a coordinator signs for a request, with whom it may, and where
+/// the request stands ([`prepare`]).
+struct Prepared {
+    /// What a FROST key signs (the digest, or an Ed25519 key's message);
+    /// an ECDSA key's digest.
+    message: Vec<u8>,
+    /// The key's other parties: candidate co-signers.
+    others: Vec<u16>,
+    standing: Standing,
+}
+
+/// Where a coordinator's request stands before it picks a co-signer.
+enum Standing {
+    /// A retry of a request signed here: the kept signature.
+    Kept(Box<pb::SignResponse>),
+    /// This node released its part before without keeping the signature.
+    SignedHere,
+    /// A fresh request, claimed here: each other party's ready pool
+    /// entries (in `others` order) and a FROST key's share.
+    Fresh {
+        claim: crate::state::claims::RequestClaim,
+        ready: Vec<Vec<[u8; 32]>>,
+        frost_share: Option<Arc<tss_core::frost::FrostShare>>,
+    },
+}
+
+/// [`Prepared`] for a request the policy allowed, on the calling
+/// (blocking) thread.
+fn prepare(
+    node: &Node,
+    record: &KeyRecord,
+    request_id: &[u8],
+    wire: &Wire,
+    decoded: &Decoded,
+    started: Instant,
+) -> Result<Prepared, ApiError> {
+    let digest = &decoded.digest;
+    let message = match record.scheme {
+        Some(scheme) => crate::request::decode::schnorr_message(
+            scheme,
+            wire.hash,
+            wire.payload.as_ref(),
+            &wire.message,
+            digest,
+        ),
+        None => digest.to_vec(),
+    };
+    let me = record.my_index;
+    let others: Vec<u16> = (0..record.parties.len() as u16)
+        .filter(|&c| c != me)
+        .collect();
+    let standing = 'standing: {
+        if let Some(kept) = stored_signature(node.store(), &record.key_id, request_id, digest)? {
+            break 'standing Standing::Kept(Box::new(kept_response(
+                record, kept, digest, &message, started,
+            )?));
+        }
+        if is_signed(node, &record.key_id, request_id, digest)? {
+            break 'standing Standing::SignedHere;
+        }
+        let claim = claim_fresh(node, &record.key_id, request_id, digest)?;
+        // ECDSA keys draw presignatures only for data this node hashed;
+        // FROST keys draw pooled nonces for any request.
+        let pooled = node.cfg().presign.target_for(record.scheme) > 0
+            && (record.scheme.is_some() || matches!(decoded.data, ToSign::Hashed(_)));
+        let ready = others
+            .iter()
+            .map(|&cand| {
+                if !pooled {
+                    return Ok(Vec::new());
+                }
+                let mut pair = vec![me, cand];
+                pair.sort_unstable();
+                crate::protocol::presign::ready_ids(node, &record.key_id, &pair)
+            })
+            .collect::<Result<_, ApiError>>()?;
+        let frost_share = match record.scheme {
+            Some(_) => Some(crate::protocol::frost::sign::load_now(node, record)?),
+            None => None,
+        };
+        Standing::Fresh {
+            claim,
+            ready,
+            frost_share,
+        }
+    };
+    Ok(Prepared {
+        message,
+        others,
+        standing,
+    })
 }
 
 /// `r || s` of a response.

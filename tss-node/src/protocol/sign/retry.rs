@@ -126,6 +126,17 @@ pub(crate) async fn find_signature(
     from: &Party,
     r: pb::FindSignatureRequest,
 ) -> Result<pb::FindSignatureReply, ApiError> {
+    cosign::off_reactor(node, from, move |node, from| {
+        find_signature_now(node, from, &r)
+    })
+    .await
+}
+
+fn find_signature_now(
+    node: &Node,
+    from: &Party,
+    r: &pb::FindSignatureRequest,
+) -> Result<pb::FindSignatureReply, ApiError> {
     let refused = |reason: String| pb::FindSignatureReply {
         reason,
         ..Default::default()
@@ -133,10 +144,7 @@ pub(crate) async fn find_signature(
     if keygen::record::check_key_id(&r.key_id).is_err() {
         return Ok(refused("invalid key id".into()));
     }
-    let (n, k) = (node.clone(), r.key_id.clone());
-    let Some(record) =
-        blocking(move || crate::protocol::records::load_key_record(n.store(), &k)).await?
-    else {
+    let Some(record) = crate::protocol::records::load_key_record(node.store(), &r.key_id)? else {
         return Ok(refused(format!(
             "no key {} at {}",
             r.key_id,
@@ -151,25 +159,22 @@ pub(crate) async fn find_signature(
         payload: r.payload.as_ref(),
         authorization: r.authorization.as_ref(),
     };
-    let a = match cosign::authenticate(node, from, &ask, false).await? {
+    let a = match cosign::authenticate(node, from, &ask, false)? {
         Ok(a) => a,
         Err(refusal) => return Ok(refused(refusal.flags().0)),
     };
-    if let Some(Refusal::Conflict(m)) = cosign::known(node, &ask, &a).await? {
+    if let Some(Refusal::Conflict(m)) = cosign::known(node, &ask, &a)? {
         return Ok(pb::FindSignatureReply {
             conflict: true,
             ..refused(m)
         });
     }
-    let (n, k, rid, d) = (
-        node.clone(),
-        record.key_id.clone(),
-        a.request_id.clone(),
-        a.decoded.digest,
-    );
-    if let Some((rs, signers)) =
-        blocking(move || crate::request::retry::stored_signature(n.store(), &k, &rid, &d)).await?
-    {
+    if let Some((rs, signers)) = crate::request::retry::stored_signature(
+        node.store(),
+        &record.key_id,
+        &a.request_id,
+        &a.decoded.digest,
+    )? {
         tracing::info!(caller = %from.name, key_id = %record.key_id, "handed out a kept signature for a retried request");
         return Ok(pb::FindSignatureReply {
             signed: true,
@@ -179,8 +184,7 @@ pub(crate) async fn find_signature(
         });
     }
     let signed =
-        crate::request::retry::signed_here(node, &record.key_id, &a.request_id, &a.decoded.digest)
-            .await?;
+        crate::request::retry::is_signed(node, &record.key_id, &a.request_id, &a.decoded.digest)?;
     Ok(pb::FindSignatureReply {
         signed,
         ..Default::default()
