@@ -4,7 +4,8 @@
 //!
 //! Rules this module serves (the node enforces them around it):
 //! - a presignature is used at most once: [`StoredPresignature::issue`]
-//!   consumes it, and the store removes it durably before that is called;
+//!   consumes it, and the store removes it before that is called (durably
+//!   before the partial signature leaves the node);
 //! - only for data the node hashed itself: [`StoredPresignature::issue`]
 //!   takes [`cggmp24::DataToSign`], which only exists for a known preimage;
 //!   raw digests go through the full protocol.
@@ -119,7 +120,8 @@ impl StoredPresignature {
     }
 
     /// Issues this signer's partial signature. Call only after the
-    /// presignature was durably removed from the store, and at most once.
+    /// presignature was removed from the store, at most once, and release
+    /// the result only once the removal is durable.
     pub fn issue(&self, data: cggmp24::DataToSign<Curve>) -> [u8; 32] {
         let p = self.presig.clone().issue_partial_signature(data);
         let mut out = [0u8; 32];

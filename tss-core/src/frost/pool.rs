@@ -5,10 +5,11 @@
 //! sends the commitments of `count` fresh nonce pairs; each signer ends with
 //! `count` [`PoolEntry`]s: its own secret nonces and every signer's
 //! commitments, under ids both derive from the session id ([`entry_id`]).
-//! A signer seals its entries; to sign, it deletes an entry durably and only
-//! then computes its signature share with it ([`PoolEntry::sign_share`]
-//! consumes the entry), so a nonce signs at most one message, ever, also
-//! across crashes. Each signer keeps its own copy of every commitment: a
+//! A signer seals its entries; to sign, it deletes an entry and only then
+//! computes its signature share with it ([`PoolEntry::sign_share`]
+//! consumes the entry), releasing the share only once the deletion is
+//! durable, so a nonce signs at most one message, ever, also across
+//! crashes. Each signer keeps its own copy of every commitment: a
 //! co-signer signs over the commitments it stored, never over ones a
 //! coordinator sends with a request.
 

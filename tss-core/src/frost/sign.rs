@@ -10,8 +10,10 @@
 //! pooled nonce is left.
 //!
 //! A nonce signs at most one message, ever: [`Nonces`] is consumed by
-//! [`sign_share`], and a caller that stores nonces deletes them durably
-//! before calling it (a crash then loses the nonce, never reuses it).
+//! [`sign_share`], and a caller that stores nonces deletes them before
+//! calling it and releases the share only once the deletion is durable (a
+//! crash then loses the nonce, or brings it back with nothing made from it
+//! seen: never a reuse that shows).
 //!
 //! `signers` are keygen indices in increasing order; a culprit is reported
 //! as a position in `signers` (the session index, as the engines use).

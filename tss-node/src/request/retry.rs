@@ -436,16 +436,16 @@ pub async fn mark_seen(node: &Arc<Node>, eid: [u8; 32]) -> Result<(), ApiError> 
     blocking(move || mark_seen_now(&n, eid)).await
 }
 
-/// [`mark_seen`] on the calling (blocking) thread. The record is durable
-/// with the store's next flush, which precedes the release of this node's
-/// partial signature or share: a crash before then loses it with a session
-/// that released nothing, and a rerun draws fresh randomness.
+/// [`mark_seen`] on the calling (blocking) thread, flushed before the
+/// session runs: an execution id never runs twice, also across crashes
+/// (its first rounds' messages leave before any partial signature).
 pub fn mark_seen_now(node: &Node, eid: [u8; 32]) -> Result<(), ApiError> {
     let fresh = node.store().insert_new(
         RecordKind::SeenExecution,
         crate::keys::execution(&eid),
         &[1],
     )?;
+    node.store().flush()?;
     if fresh {
         Ok(())
     } else {

@@ -9,12 +9,12 @@
 //!
 //! A nonce signs at most one message, ever: an entry is deleted in the
 //! transaction that records its use, and that transaction is on disk
-//! before anything made with the entry leaves its node (the co-signer's
-//! share after its flush, the coordinator's inside the signature it keeps
-//! with a flush first). A crash before the flush brings the entry back
-//! with nothing made from it seen outside; once a share has left, its
-//! sender's removal is durable and the pair never signs with the entry
-//! again (see [`super::PoolRole`]). Each side
+//! before anything made with the entry leaves its node (the coordinator
+//! flushes before it makes its share, the co-signer while it makes its
+//! share and before releasing it: [`super::PoolRole`]). A crash before the
+//! flush brings the entry back with nothing made from it seen outside;
+//! once a share has left, its sender's removal is durable and the pair
+//! never signs with the entry again. Each side
 //! signs over the commitments it stored itself when the batch was made,
 //! and over the digest it derived itself from the request: a coordinator
 //! cannot make a co-signer sign with commitments or a message of its
@@ -131,8 +131,8 @@ fn batch_edit(node: &Node) -> impl FnOnce(&mut pool::BatchMsg) {
 }
 
 /// Signs `job` from a pooled nonce this node and `cand` hold: both consume
-/// their entry ([`draw`]); ours gives our share as soon as it is removed,
-/// while the co-signer's share is on its way; theirs is verified
+/// their entry ([`draw`]); ours gives our share as soon as its removal is
+/// durable, while the co-signer's share is on its way; theirs is verified
 /// (a wrong one names it) as both aggregate to the signature.
 pub(crate) async fn sign_from_pool(
     node: &Arc<Node>,

@@ -11,8 +11,8 @@
 //!   sessions; the other accepts while it holds fewer than target + slack.
 //! - A presignature is used at most once, also across crashes: it is removed
 //!   from the sealed store, together with a record of what it signed, in one
-//!   transaction whose flush precedes the release of anything made with it
-//!   ([`consume_entry`], [`PoolRole`]). If either party lacks it, the pair
+//!   transaction that is flushed before anything made with it leaves the
+//!   node ([`consume_entry`], [`PoolRole`]). If either party lacks it, the pair
 //!   falls back to the full protocol; a presignature is never reused and
 //!   never exported.
 
@@ -86,20 +86,21 @@ pub fn ready_ids(node: &Node, key_id: &str, signers: &[u16]) -> Result<Vec<[u8; 
         .collect())
 }
 
-/// A party's role in a pool signature (recorded with the entry's use).
-/// Either flushes the entry's removal before anything made with the entry
-/// leaves: the co-signer while it makes its part
-/// ([`sign::co_sign`]), the coordinator when it keeps the finished
-/// signature ([`crate::request::retry::store_signature`]), the only form
-/// in which its part leaves. A crash before that flush brings the entry
-/// back with nothing made from it seen outside; a part that left means
-/// its sender's removal is durable, so the pair never signs with the
-/// entry again.
+/// A party's role in a pool signature (recorded with the entry's use),
+/// which decides when its removal of the entry is flushed. Either way
+/// nothing made with the entry leaves the node before that flush, so a
+/// crash can bring an entry back only with nothing made from it seen
+/// outside, and an entry whose part left is gone for good.
 #[derive(Clone, Copy, Debug)]
 pub enum PoolRole {
-    /// The party that returns its part to the coordinator.
+    /// The party that returns its part to the coordinator: the removal is
+    /// flushed by the caller while it makes its part, before the part is
+    /// released ([`sign::co_sign`]).
     CoSigner,
-    /// The party that combines the parts into the signature.
+    /// The party that combines the parts into the signature: the removal
+    /// is flushed before its own part is made (while the co-signer's is on
+    /// its way), so the signature, kept for retries as soon as it is made,
+    /// never carries a part of an entry that could come back.
     Coordinator,
 }
 
@@ -115,12 +116,11 @@ impl PoolRole {
 /// Consumes a pool entry (an ECDSA presignature or a FROST key's pooled
 /// nonces) for signing request (`request_id`, `digest`) of `record`'s key:
 /// removes it, logs its use and records the request as signed, in one
-/// transaction (on a blocking thread; durable with the store's next flush,
-/// which the caller makes before anything made with the entry leaves: see
-/// [`PoolRole`]), and returns what `then` makes of its bytes.
+/// transaction (on a blocking thread; flushed as [`PoolRole`] says), and
+/// returns what `then` makes of its bytes.
 /// `None` if this node does not hold it (never had it, or consumed it).
 /// `then` runs on the consumed entry on the same blocking thread once it is
-/// removed (the coordinator's own share made with it).
+/// removed (the coordinator's own share made with it, after the flush).
 #[allow(clippy::too_many_arguments)]
 pub async fn consume_entry<T: Send + 'static>(
     node: &Arc<Node>,
@@ -174,7 +174,11 @@ pub fn consume_entry_now<T>(
         used.as_slice(),
     );
     let also = [(RecordKind::SeenExecution, signed.as_slice(), &[1u8][..])];
-    let taken = node.store().consume_unflushed(entry, log, &also)?.map(then);
+    let taken = match role {
+        PoolRole::Coordinator => node.store().consume(entry, log, &also)?,
+        PoolRole::CoSigner => node.store().consume_unflushed(entry, log, &also)?,
+    }
+    .map(then);
     if taken.is_some() {
         node.metrics()
             .presignature_consumed(&record.key_id, &crate::state::pair_label(record, signers));

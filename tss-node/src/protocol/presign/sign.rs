@@ -39,8 +39,8 @@ pub(crate) struct Drawn<T> {
     pub(crate) pid: [u8; 32],
     /// The signer pair, ascending.
     pub(crate) signers: Vec<u16>,
-    /// This node's entry, consumed with the request recorded (on disk with
-    /// the flush that keeps the signature), as `prepare` left it.
+    /// This node's entry, consumed durably with the request recorded, as
+    /// `prepare` left it.
     pub(crate) ours: T,
     /// The co-signer's 32-byte partial signature or signature share.
     pub(crate) theirs: [u8; 32],
@@ -48,12 +48,11 @@ pub(crate) struct Drawn<T> {
 }
 
 /// Draws a pool entry this node and `cand` hold for `job`: consumes ours
-/// (with the request recorded as signed; on disk with the flush that keeps
-/// the signature, before it is returned) while the co-signer consumes its
-/// own and returns its part (ECDSA keys: a presignature's partial
-/// signature; FROST keys: a signature share from pooled nonces).
-/// `prepare` runs on our entry once it is removed, while the co-signer's
-/// answer is on its way (our own share, made ahead).
+/// (durably, with the request recorded as signed) while the co-signer
+/// consumes its own and returns its part (ECDSA keys: a presignature's
+/// partial signature; FROST keys: a signature share from pooled nonces).
+/// `prepare` runs on our entry once its removal is durable, while the
+/// co-signer's answer is on its way (our own share, made ahead).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn draw<T: Send + 'static>(
     node: &Arc<Node>,
