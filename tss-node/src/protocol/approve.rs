@@ -44,50 +44,48 @@ pub fn decide(
     decoded: &Decoded,
     role: String,
 ) -> Result<Option<crate::policy::spend::Reservation>, ApiError> {
-    {
-        let policy = n.policy();
-        let intent = decoded.intent();
-        let (d, reservation) = n
-            .ledger()
-            .decide(n.store(), key_id, decoded.tx_id, |usage| {
-                policy.evaluate(client, key_id, &intent, usage)
-            });
-        let body = crate::policy::audit::AuditBody {
-            seq: 0,
-            unix_ms: 0,
-            node: n.cfg().name.clone(),
-            role,
-            client: client.to_owned(),
-            key_id: key_id.to_owned(),
-            request_id: hex::encode(request_id),
-            decision: if d.allow { "allow" } else { "deny" }.into(),
-            rule: d.rule.clone(),
-            reason: d.reason.clone(),
-            intent: crate::policy::intent_json(&intent),
-        };
-        // A denial is flushed now (nothing else will be); an allowed
-        // request's entry goes to disk with the flush that precedes any
-        // release of a part of its signature.
-        if d.allow {
-            n.audit().append_unflushed(n.store(), body)?;
-        } else {
-            n.audit().append(n.store(), body)?;
-        }
-        if d.allow {
-            tracing::info!(client, key_id, reason = %d.reason, "policy allows");
-            Ok(reservation)
-        } else {
-            tracing::warn!(client, key_id, rule = %d.rule, reason = %d.reason, "policy denies");
-            Err(ApiError::Policy {
-                message: format!(
-                    "{} policy denies (rule {}): {}",
-                    n.cfg().name,
-                    d.rule,
-                    d.reason
-                ),
-                rule: d.rule,
-            })
-        }
+    let policy = n.policy();
+    let intent = decoded.intent();
+    let (d, reservation) = n
+        .ledger()
+        .decide(n.store(), key_id, decoded.tx_id, |usage| {
+            policy.evaluate(client, key_id, &intent, usage)
+        });
+    let body = crate::policy::audit::AuditBody {
+        seq: 0,
+        unix_ms: 0,
+        node: n.cfg().name.clone(),
+        role,
+        client: client.to_owned(),
+        key_id: key_id.to_owned(),
+        request_id: hex::encode(request_id),
+        decision: if d.allow { "allow" } else { "deny" }.into(),
+        rule: d.rule.clone(),
+        reason: d.reason.clone(),
+        intent: crate::policy::intent_json(&intent),
+    };
+    // A denial is flushed now (nothing else will be); an allowed
+    // request's entry goes to disk with the flush that precedes any
+    // release of a part of its signature.
+    if d.allow {
+        n.audit().append_unflushed(n.store(), body)?;
+    } else {
+        n.audit().append(n.store(), body)?;
+    }
+    if d.allow {
+        tracing::info!(client, key_id, reason = %d.reason, "policy allows");
+        Ok(reservation)
+    } else {
+        tracing::warn!(client, key_id, rule = %d.rule, reason = %d.reason, "policy denies");
+        Err(ApiError::Policy {
+            message: format!(
+                "{} policy denies (rule {}): {}",
+                n.cfg().name,
+                d.rule,
+                d.reason
+            ),
+            rule: d.rule,
+        })
     }
 }
 
