@@ -15,7 +15,7 @@
 //!   produced it.
 //!
 //! All functions here block (store access). Whether this node released its
-//! part of a signature is [`crate::request::retry::signed_here`].
+//! part of a signature is [`crate::request::retry::is_signed`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -188,22 +188,6 @@ pub fn stored_signature(
 
 /// Whether this node released its part of a signature for the session
 /// (key, session request id, digest): it was recorded as signed.
-pub async fn signed_here(
-    node: &Arc<Node>,
-    key_id: &str,
-    request_id: &[u8],
-    digest: &[u8; 32],
-) -> Result<bool, ApiError> {
-    let (n, k, r, d) = (
-        node.clone(),
-        key_id.to_owned(),
-        request_id.to_vec(),
-        *digest,
-    );
-    blocking(move || is_signed(&n, &k, &r, &d)).await
-}
-
-/// [`signed_here`] on the calling (blocking) thread.
 pub fn is_signed(
     node: &Node,
     key_id: &str,
@@ -263,8 +247,8 @@ pub(crate) async fn request_id_binding(
     .await
 }
 
-/// The signature of a session this node kept, rebuilt and verified, as
-/// the response to a retry.
+/// The signature of a session this node kept, rebuilt and verified (off
+/// the reactor), as the response to a retry.
 pub async fn stored_response(
     node: &Arc<Node>,
     record: &KeyRecord,
@@ -272,31 +256,13 @@ pub async fn stored_response(
     digest: &[u8; 32],
     started: Instant,
 ) -> Result<Option<pb::SignResponse>, ApiError> {
-    stored_response_of(node, record, request_id, digest, digest, started).await
-}
-
-/// [`stored_response`] of a request whose FROST signature is over
-/// `message` (an Ed25519 key's message bytes; else the digest).
-pub async fn stored_response_of(
-    node: &Arc<Node>,
-    record: &KeyRecord,
-    request_id: &[u8],
-    digest: &[u8; 32],
-    message: &[u8],
-    started: Instant,
-) -> Result<Option<pb::SignResponse>, ApiError> {
-    let (n, k, r, d) = (
-        node.clone(),
-        record.key_id.clone(),
-        request_id.to_vec(),
-        *digest,
-    );
-    let Some(kept) =
-        blocking(move || crate::request::retry::stored_signature(n.store(), &k, &r, &d)).await?
-    else {
-        return Ok(None);
-    };
-    kept_response(record, kept, digest, message, started).map(Some)
+    let (n, rec, r, d) = (node.clone(), record.clone(), request_id.to_vec(), *digest);
+    blocking(move || {
+        stored_signature(n.store(), &rec.key_id, &r, &d)?
+            .map(|kept| kept_response(&rec, kept, &d, &d, started))
+            .transpose()
+    })
+    .await
 }
 
 /// The response for a signature kept here, rebuilt and verified (a retry).

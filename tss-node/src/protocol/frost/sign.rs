@@ -51,22 +51,22 @@ pub async fn run_engine(
 /// record once (off the reactor), then kept decoded in memory (zeroized on
 /// drop like the store's copy) while it still matches the record.
 pub async fn load(node: &Arc<Node>, record: &KeyRecord) -> Result<Arc<FrostShare>, ApiError> {
-    if let Some(s) = node
-        .cached_frost_share(&record.key_id)
-        .filter(|s| super::fits(s, record))
-    {
+    if let Some(s) = cached(node, record) {
         return Ok(s);
     }
     let (n, rec) = (node.clone(), record.clone());
     blocking(move || load_now(&n, &rec)).await
 }
 
+/// The share kept in memory, while it still matches the record.
+fn cached(node: &Node, record: &KeyRecord) -> Option<Arc<FrostShare>> {
+    node.cached_frost_share(&record.key_id)
+        .filter(|s| super::fits(s, record))
+}
+
 /// [`load`] on the calling (blocking) thread.
 pub fn load_now(node: &Node, record: &KeyRecord) -> Result<Arc<FrostShare>, ApiError> {
-    if let Some(s) = node
-        .cached_frost_share(&record.key_id)
-        .filter(|s| super::fits(s, record))
-    {
+    if let Some(s) = cached(node, record) {
         return Ok(s);
     }
     let share = Arc::new(super::load_share(node.store(), record)?);
