@@ -19,6 +19,7 @@
 
 pub mod keygen;
 pub mod pool;
+mod round2;
 mod share;
 pub mod sign;
 

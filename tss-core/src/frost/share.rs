@@ -47,6 +47,8 @@ pub struct FrostShare {
 pub(crate) struct Packages<C: Ciphersuite> {
     pub(crate) key: KeyPackage<C>,
     pub(crate) public: PublicKeyPackage<C>,
+    /// The key package a share is computed with ([`Suite::for_signing`]).
+    pub(crate) signing: KeyPackage<C>,
 }
 
 impl<C: Ciphersuite> Clone for Packages<C> {
@@ -54,6 +56,7 @@ impl<C: Ciphersuite> Clone for Packages<C> {
         Packages {
             key: self.key.clone(),
             public: self.public.clone(),
+            signing: self.signing.clone(),
         }
     }
 }
@@ -84,6 +87,16 @@ pub(crate) trait Suite: Ciphersuite {
     /// `k * G` by the suite's precomputed table of the generator (the
     /// crate's generic product does without one).
     fn mul_generator(k: &Scalar<Self>) -> Element<Self>;
+    /// The key package a signature share is computed with, as the crate's
+    /// `pre_sign` makes it (Taproot: BIP340's even-y key).
+    fn for_signing(kp: &KeyPackage<Self>) -> KeyPackage<Self>;
+    /// Whether a share for group commitment `r` negates its nonces
+    /// (Taproot: an odd y, as BIP340 signs with the even one).
+    fn negates_nonces(r: &Element<Self>) -> bool;
+    /// Whether `sig` is a valid signature of `message` under the 32-byte
+    /// `public_key` ([`FrostShare::public_key`]), by a verifier outside
+    /// the FROST crates.
+    fn verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool;
 }
 
 /// [`Suite::commitments_header`], computed from an encoding of the
@@ -101,6 +114,15 @@ fn commitments_header_of<C: Suite>() -> Vec<u8> {
 
 impl Suite for Ed {
     const ELEMENT_LEN: usize = 32;
+    fn for_signing(kp: &KeyPackage<Self>) -> KeyPackage<Self> {
+        kp.clone()
+    }
+    fn negates_nonces(_: &Element<Self>) -> bool {
+        false
+    }
+    fn verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
+        super::round2::ed25519_verifies(public_key, message, sig)
+    }
     fn mul_generator(k: &Scalar<Self>) -> Element<Self> {
         curve25519_dalek::EdwardsPoint::mul_base(k)
     }
@@ -126,6 +148,17 @@ impl Suite for Ed {
 
 impl Suite for Tr {
     const ELEMENT_LEN: usize = 33;
+    fn for_signing(kp: &KeyPackage<Self>) -> KeyPackage<Self> {
+        use frost_secp256k1_tr::keys::EvenY;
+        kp.clone().into_even_y(None)
+    }
+    fn negates_nonces(r: &Element<Self>) -> bool {
+        use k256::elliptic_curve::point::AffineCoordinates;
+        r.to_affine().y_is_odd().into()
+    }
+    fn verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
+        super::round2::bip340_verifies(public_key, message, sig)
+    }
     fn mul_generator(k: &Scalar<Self>) -> Element<Self> {
         use k256::elliptic_curve::ops::MulByGenerator;
         k256::ProjectivePoint::mul_by_generator(k)
@@ -167,7 +200,12 @@ fn decode_packages(scheme: Scheme, key: &[u8], public: &[u8]) -> Result<Decoded,
             PublicKeyPackage::<C>::serialize,
         )
         .ok_or_else(|| EngineError::InvalidInput("the public package does not decode".into()))?;
-        Ok(C::wrap(Packages { key, public }))
+        let signing = C::for_signing(&key);
+        Ok(C::wrap(Packages {
+            key,
+            public,
+            signing,
+        }))
     }
     with_suite!(scheme, C => as_suite::<C>(key, public))
 }
@@ -384,6 +422,12 @@ impl FrostShare {
     /// The key package, decoded (checked to be canonical when loaded).
     pub(crate) fn key_package<C: Suite>(&self) -> Result<&KeyPackage<C>, EngineError> {
         self.packages::<C>().map(|p| &p.key)
+    }
+
+    /// The key package a signature share is computed with
+    /// ([`Suite::for_signing`]).
+    pub(crate) fn signing_package<C: Suite>(&self) -> Result<&KeyPackage<C>, EngineError> {
+        self.packages::<C>().map(|p| &p.signing)
     }
 
     /// The public package, decoded (checked to be canonical when loaded).

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use frost_core::round1::{Nonce, NonceCommitment, SigningCommitments, SigningNonces};
 use frost_core::round2::SignatureShare;
-use frost_core::{Ciphersuite, Identifier, SigningPackage};
+use frost_core::{Ciphersuite, Field, Group, Identifier, Scalar, SigningPackage};
 use futures::SinkExt;
 use round_based::rounds_router::simple_store::RoundInput;
 use round_based::rounds_router::RoundsRouter;
@@ -30,7 +30,7 @@ use round_based::{Delivery, Mpc, MpcParty, Outgoing, ProtocolMessage};
 use serde::{Deserialize, Serialize};
 
 use super::share::Suite;
-use super::{decode_canonical, engine_error, identifier, with_suite, FrostShare};
+use super::{decode_canonical, engine_error, identifier, round2, with_suite, FrostShare};
 use crate::ecdsa::sign::BeforeRelease;
 use crate::ecdsa::EngineError;
 use crate::secret::SecretBytes;
@@ -117,17 +117,17 @@ fn commit_as<C: Suite>(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineEr
 /// Length of an encoded nonce scalar (both suites).
 const NONCE_LEN: usize = 32;
 
-/// Decodes a signer's nonces: the two scalars [`commit`] writes (their
-/// commitments recomputed), or the crate's `SigningNonces` encoding of
-/// pool entries made before (its commitments checked against the scalars).
-fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<SigningNonces<C>> {
+/// Decodes a signer's two nonce scalars (hiding, binding): as [`commit`]
+/// writes them, or in the crate's `SigningNonces` encoding of pool
+/// entries made before (its commitments checked against the scalars).
+/// [`round2::share`] checks them against the signer's listed commitments.
+fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<(Scalar<C>, Scalar<C>)> {
     if bytes.len() == 2 * NONCE_LEN {
         let (h, b) = bytes.split_at(NONCE_LEN);
-        let (h, b) = (
-            Nonce::<C>::deserialize(h).ok()?,
-            Nonce::<C>::deserialize(b).ok()?,
-        );
-        return Some(SigningNonces::from_nonces(h, b));
+        return Some((
+            Nonce::<C>::deserialize(h).ok()?.to_scalar(),
+            Nonce::<C>::deserialize(b).ok()?.to_scalar(),
+        ));
     }
     decode_canonical(
         bytes,
@@ -137,10 +137,11 @@ fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<SigningNonces<C>> {
     .filter(|n| {
         SigningNonces::from_nonces(*n.hiding(), *n.binding()).commitments() == n.commitments()
     })
+    .map(|n| (n.hiding().to_scalar(), n.binding().to_scalar()))
 }
 
 /// Each signer's position in `signers`, by identifier (to name a culprit).
-type Positions<C> = BTreeMap<Identifier<C>, u16>;
+pub(crate) type Positions<C> = BTreeMap<Identifier<C>, u16>;
 
 /// What every signer signs over: the signers, their round-1 commitments
 /// (one per signer, in `signers` order) and the message.
@@ -313,7 +314,10 @@ fn sign_share_as<C: Suite>(
     } else {
         signing.package::<C>(share)?
     };
-    sign_with(share, &package, &by_id, nonces)
+    let own = sign_with(share, &package, &by_id, nonces)?;
+    Ok(<<C::Group as Group>::Field as Field>::serialize(&own.z)
+        .as_ref()
+        .to_vec())
 }
 
 /// [`sign_share`] with commitments this node checked when they were made
@@ -326,19 +330,17 @@ pub fn sign_share_checked_before(
     with_suite!(share.scheme(), C => sign_share_as::<C>(share, signing, nonces, true))
 }
 
-/// [`sign_share`] over an already decoded signing package.
+/// [`sign_share`] over an already decoded signing package: the share
+/// and the group commitment it was made for ([`round2::share`]).
 fn sign_with<C: Suite>(
     share: &FrostShare,
     package: &SigningPackage<C>,
     by_id: &Positions<C>,
     nonces: Nonces,
-) -> Result<Vec<u8>, EngineError> {
-    let nonces = decode_nonces::<C>(nonces.expose())
+) -> Result<round2::Computed<C>, EngineError> {
+    let (hiding, binding) = decode_nonces::<C>(nonces.expose())
         .ok_or_else(|| EngineError::InvalidInput("stored nonces are unusable".into()))?;
-    let kp = share.key_package::<C>()?;
-    let s = frost_core::round2::sign(package, &nonces, kp)
-        .map_err(|e| engine_error(e, by_id, "signature share"))?;
-    Ok(s.serialize())
+    round2::share(share, package, by_id, hiding, binding)
 }
 
 /// Checks signer `position`'s signature share over `signing` under its
@@ -466,7 +468,8 @@ struct Own<C: Ciphersuite> {
     me: usize,
     package: SigningPackage<C>,
     by_id: Positions<C>,
-    mine: Vec<u8>,
+    /// Our share and the group commitment it was made for.
+    mine: round2::Computed<C>,
 }
 
 impl std::fmt::Debug for OwnShare {
@@ -494,10 +497,10 @@ impl OwnSuite for super::Tr {
 
 /// With pooled nonces, as the signer that collects the shares: this
 /// signer's share with `nonces` over `signing`, the commitments decoded
-/// once for this share and the aggregate ([`OwnShare::aggregate`]), so that
-/// the share can be made while the other signers' shares are on their way.
-/// The commitments are a pool entry's, checked when they were made and
-/// kept sealed since.
+/// and the group commitment computed once for this share and the
+/// aggregate ([`OwnShare::aggregate`]), so that the share can be made
+/// while the other signers' shares are on their way. The commitments are
+/// a pool entry's, checked when they were made and kept sealed since.
 pub fn sign_own(
     share: &FrostShare,
     signing: &Signing<'_>,
@@ -524,19 +527,25 @@ pub fn sign_own(
 
 impl OwnShare {
     /// The signature: this share and the other signers' `theirs` (in
-    /// signer order, without ours), checked under `share`'s key (a wrong
-    /// share names its signer).
+    /// signer order, without ours), checked under `share`'s key by a
+    /// verifier outside the FROST crates (a wrong share names its signer).
+    /// The sum is made with the group commitment our share was computed
+    /// for; only if it does not verify does the crate's aggregation run,
+    /// to find the wrong share.
     pub fn aggregate(self, share: &FrostShare, theirs: &[&[u8]]) -> Result<[u8; 64], EngineError> {
         fn as_suite<C: Suite>(
             o: &Own<C>,
             share: &FrostShare,
             theirs: &[&[u8]],
         ) -> Result<[u8; 64], EngineError> {
+            let mine = <<C::Group as Group>::Field as Field>::serialize(&o.mine.z)
+                .as_ref()
+                .to_vec();
             let mut others = theirs.iter();
             let shares: Vec<Vec<u8>> = (0..o.signers.len())
                 .map(|pos| {
                     if pos == o.me {
-                        Ok(o.mine.clone())
+                        Ok(mine.clone())
                     } else {
                         others.next().map(|s| s.to_vec()).ok_or_else(|| {
                             EngineError::InvalidInput("fewer signature shares than signers".into())
@@ -544,7 +553,29 @@ impl OwnShare {
                     }
                 })
                 .collect::<Result<_, _>>()?;
-            aggregate_with::<C>(share, &o.signers, &o.package, &o.by_id, &shares)
+            let mut zs = Vec::with_capacity(shares.len());
+            for (pos, s) in shares.iter().enumerate() {
+                let pos = u16::try_from(pos).unwrap_or(u16::MAX);
+                let (_, s) = decode_share::<C>(&o.signers, pos, s)?;
+                zs.push(round2::scalar::<C>(&s.serialize())?);
+            }
+            let (public_key, message) = (share.public_key(), o.package.message());
+            if let Some(sig) =
+                round2::signature::<C>(o.mine.group_commitment, &zs, &public_key, message)?
+            {
+                return Ok(sig);
+            }
+            // A wrong share: the crate's aggregation names it. Should it
+            // accept the shares, its signature is returned only if it
+            // verifies here too.
+            let sig = aggregate_with::<C>(share, &o.signers, &o.package, &o.by_id, &shares)?;
+            if C::verifies(&public_key, message, &sig) {
+                Ok(sig)
+            } else {
+                Err(EngineError::Protocol(
+                    "the aggregate signature does not verify".into(),
+                ))
+            }
         }
         match (&self.0, share.scheme()) {
             (OwnInner::Ed25519(o), super::Scheme::Ed25519) => as_suite(o, share, theirs),

@@ -3,6 +3,8 @@
 //! signature is checked by an independent verifier (ed25519-dalek strict
 //! verification, rust-bitcoin's BIP340 verification).
 
+use std::collections::BTreeMap;
+
 use futures::SinkExt;
 use round_based::{Delivery, Mpc, MpcParty, Outgoing};
 
@@ -466,5 +468,96 @@ fn frost_pool__should_sign_with_either_nonce_encoding_and_refuse_stored_commitme
         let junk = sign::Nonces::from_stored(crate::secret::SecretBytes::new(vec![7u8; 50]));
         let e = sign::sign_share_checked_before(&shares[0], &signing, junk).unwrap_err();
         assert!(e.to_string().contains("unusable"), "{scheme}: {e}");
+    }
+}
+
+#[test]
+fn frost_round2__should_make_the_crates_shares_and_signatures_once_per_signature() {
+    fn as_suite<C: share::Suite>(shares: &[FrostShare]) -> [usize; 2] {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        let mut parities = [0usize; 2];
+        for round in 0..48 {
+            // Given a random pair, fresh nonces from the crate and a message
+            let pair: [u16; 2] = [[0, 1], [0, 2], [1, 2]][round % 3];
+            let msg: [u8; 32] = rng.gen();
+            let mut nonces = Vec::new();
+            let mut map = BTreeMap::new();
+            let mut by_id = BTreeMap::new();
+            for (pos, &i) in pair.iter().enumerate() {
+                let kp = shares[usize::from(i)].key_package::<C>().unwrap();
+                let (n, c) = frost_core::round1::commit(kp.signing_share(), &mut rand_core::OsRng);
+                map.insert(*kp.identifier(), c);
+                by_id.insert(*kp.identifier(), pos as u16);
+                nonces.push(n);
+            }
+            let package = frost_core::SigningPackage::new(map, &msg);
+            // When each signer computes its share here and with the crate
+            let mut ours = Vec::new();
+            let mut theirs = BTreeMap::new();
+            for (n, &i) in nonces.iter().zip(&pair) {
+                let share = &shares[usize::from(i)];
+                let c = round2::share::<C>(
+                    share,
+                    &package,
+                    &by_id,
+                    n.hiding().to_scalar(),
+                    n.binding().to_scalar(),
+                )
+                .unwrap();
+                let kp = share.key_package::<C>().unwrap();
+                let crate_share = frost_core::round2::sign(&package, n, kp).unwrap();
+                // Then the shares are the crate's
+                assert_eq!(
+                    <<C::Group as frost_core::Group>::Field as frost_core::Field>::serialize(&c.z)
+                        .as_ref(),
+                    crate_share.serialize().as_slice(),
+                    "{round}: share of {i}"
+                );
+                theirs.insert(*kp.identifier(), crate_share);
+                ours.push(c);
+            }
+            // And both signers found the same group commitment
+            assert!(ours[0].group_commitment == ours[1].group_commitment);
+            parities[usize::from(C::negates_nonces(&ours[0].group_commitment))] += 1;
+            // And the signature from it is the crate's aggregate, verified
+            let pkp = shares[0].public_package::<C>().unwrap();
+            let crate_sig = frost_core::aggregate(&package, &theirs, pkp)
+                .unwrap()
+                .serialize()
+                .unwrap();
+            let zs: Vec<_> = ours.iter().map(|c| c.z).collect();
+            let sig = round2::signature::<C>(
+                ours[0].group_commitment,
+                &zs,
+                &shares[0].public_key(),
+                &msg,
+            )
+            .unwrap()
+            .expect("the signature verifies");
+            assert_eq!(sig.as_slice(), crate_sig.as_slice(), "{round}");
+            verify_independently(&shares[0], &msg, &sig);
+            // And a sum with one share changed does not verify
+            let one = <<C::Group as frost_core::Group>::Field as frost_core::Field>::one();
+            let wrong = [zs[0], zs[1] + one];
+            let refused = round2::signature::<C>(
+                ours[0].group_commitment,
+                &wrong,
+                &shares[0].public_key(),
+                &msg,
+            )
+            .unwrap();
+            assert!(refused.is_none(), "{round}: a wrong share verified");
+        }
+        parities
+    }
+    for scheme in SCHEMES {
+        let net = Net::new(3);
+        let shares = keygen(&net, scheme, [21u8; 32]);
+        let parities = with_suite!(scheme, C => as_suite::<C>(&shares));
+        if scheme == Scheme::Taproot {
+            // Both BIP340 cases ran: an even and an odd group commitment
+            assert!(parities[0] > 0 && parities[1] > 0, "{parities:?}");
+        }
     }
 }
