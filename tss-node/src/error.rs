@@ -134,6 +134,28 @@ where
         .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
 }
 
+/// Runs short blocking work (a few store reads and writes, a signature
+/// check) on the calling worker thread, after tokio hands that worker's
+/// other tasks to another thread (`block_in_place`): the reactor still
+/// never waits on it, and a request on the signing path saves the two
+/// thread wake-ups of a [`blocking`] hand-off. Only for a task that awaits
+/// nothing else meanwhile: a future joined with this one would wait too
+/// (use [`blocking`] there). On a current-thread runtime (some tests),
+/// [`blocking`].
+pub async fn in_place<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        blocking(f).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(non_snake_case)]

@@ -397,7 +397,7 @@ pub(crate) async fn off_reactor<T: Send + 'static>(
     f: impl FnOnce(&Node, &Party) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (n, id) = (node.clone(), from.id);
-    crate::error::blocking(move || {
+    crate::error::in_place(move || {
         let from = n
             .peers()
             .party(&id)

@@ -164,7 +164,7 @@ pub(crate) async fn sign_from_pool(
     let own = drawn.ours.map_err(unusable)?;
     let theirs_at = drawn.signers.iter().position(|&s| s == cand);
     let theirs = drawn.theirs;
-    let aggregated = blocking(move || Ok(own.aggregate(&share, &[&theirs])))
+    let aggregated = crate::error::in_place(move || Ok(own.aggregate(&share, &[&theirs])))
         .await
         .map_err(|e| unusable(e.to_string()))?;
     let sig = aggregated.map_err(|e| match e {

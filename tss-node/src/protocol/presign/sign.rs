@@ -10,7 +10,7 @@ use proto::v1 as pb;
 
 use tss_core::ecdsa::presign::StoredPresignature;
 
-use crate::error::{blocking, ApiError};
+use crate::error::{in_place, ApiError};
 use crate::protocol::cosign;
 use crate::protocol::job::SignJob;
 use crate::protocol::Refusal;
@@ -214,11 +214,13 @@ pub(crate) async fn co_sign(
         Ok(t) => t,
         Err(reply) => return Ok(reply),
     };
+    // The flush starts on a blocking thread while the part is made here.
     let n = node.clone();
-    let flushed = blocking(move || Ok(n.store().flush()?));
-    let made = blocking(move || part.make(entry));
-    let (flushed, made) = tokio::join!(flushed, made);
-    flushed?;
+    let flushed = tokio::task::spawn_blocking(move || n.store().flush());
+    let made = in_place(move || part.make(entry)).await;
+    flushed
+        .await
+        .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))??;
     let partial = made?;
     // Durably consumed: only now may the partial signature be issued.
     // Test builds only: a release build refuses a config with test hooks.
@@ -234,7 +236,7 @@ pub(crate) async fn co_sign(
     }
     if let Some(r) = reservation {
         let n = node.clone();
-        blocking(move || crate::protocol::approve::commit_spend(&n, Some(r))).await?;
+        in_place(move || crate::protocol::approve::commit_spend(&n, Some(r))).await?;
     }
     // Test builds only: a hostile co-signer's share.
     #[cfg(debug_assertions)]

@@ -18,7 +18,7 @@ use tss_core::ecdsa::{self, KeyShare};
 use tss_core::store::RecordKind;
 
 use crate::config::ClientEntry;
-use crate::error::{blocking, ApiError};
+use crate::error::{blocking, in_place, ApiError};
 use crate::metrics::SignPath;
 use crate::protocol::approve::{decide, Release};
 use crate::protocol::presign::sign::{sign_from_pool, PoolMiss};
@@ -47,7 +47,7 @@ pub async fn sign(
     // The client's signature, the key, a retry, the policy and the request
     // id's binding, in one hand-off from the reactor.
     let (n, caller) = (node.clone(), caller.clone());
-    let checked = blocking(move || {
+    let checked = in_place(move || {
         let asked = crate::request::auth::signing_request(
             &req.key_id,
             &req.request_id,
@@ -133,7 +133,7 @@ pub async fn sign_decoded(
     // A retry, the request claimed, every pair's ready entries and a FROST
     // key's share, in one hand-off from the reactor.
     let (n, rid, d) = (node.clone(), request_id.to_vec(), decoded.clone());
-    let (record, wire, prepared) = blocking(move || {
+    let (record, wire, prepared) = in_place(move || {
         let p = prepare(&n, &record, &rid, &wire, &d, started)?;
         Ok((record, wire, p))
     })
@@ -376,7 +376,7 @@ async fn sign_prepared(
                 rs_of(&resp)?,
                 resp.signers.clone(),
             );
-            blocking(move || {
+            in_place(move || {
                 release.commit(n.store()).map_err(|e| {
                     tracing::error!(error = %e, "cannot record a released amount");
                     ApiError::Internal(format!(
