@@ -150,7 +150,11 @@ where
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_thread {
-        tokio::task::block_in_place(f)
+        // A panic in `f` fails the request, as it does on a blocking thread.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(f)
+        }))
+        .unwrap_or_else(|_| Err(ApiError::Internal("worker failed: a step panicked".into())))
     } else {
         blocking(f).await
     }

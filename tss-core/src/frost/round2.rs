@@ -1,7 +1,8 @@
-//! Round 2 of a FROST signature computed once per signature, for the
-//! pooled path: a signer's share from its two nonce scalars ([`share`]),
-//! and the collecting signer's signature from the group commitment that
-//! share was computed with ([`signature`]).
+//! Round 2 of a FROST signature computed once per signature: a signer's
+//! share from its two nonces ([`share`], for pooled nonces and the
+//! two-round protocol alike), and, on the pooled path, the collecting
+//! signer's signature from the group commitment its own share was computed
+//! with ([`signature`]; the two-round protocol aggregates with the crate).
 //!
 //! The crate's `round2::sign` takes its nonces as `SigningNonces`, whose
 //! only constructors recompute both commitments by a scalar multiplication
@@ -18,8 +19,9 @@
 //! keys, messages and nonces of both suites.
 
 use frost_core::keys::KeyPackage;
-use frost_core::round1::{NonceCommitment, SigningCommitments};
+use frost_core::round1::{Nonce, NonceCommitment, SigningCommitments};
 use frost_core::{Ciphersuite, Element, Field, Group, Scalar, Signature, SigningPackage};
+use zeroize::Zeroizing;
 
 use super::share::Suite;
 use super::sign::Positions;
@@ -43,18 +45,25 @@ pub(crate) fn share<C: Suite>(
     share: &FrostShare,
     package: &SigningPackage<C>,
     by_id: &Positions<C>,
-    hiding: Scalar<C>,
-    binding: Scalar<C>,
+    hiding: &Nonce<C>,
+    binding: &Nonce<C>,
 ) -> Result<Computed<C>, EngineError> {
     let bug = |e: frost_core::Error<C>| engine_error(e, by_id, "signature share");
-    let kp: &KeyPackage<C> = share.signing_package::<C>()?;
+    let kp: &KeyPackage<C> = share.signing_key_package::<C>()?;
+    if package.signing_commitments().len() < usize::from(*kp.min_signers()) {
+        return Err(EngineError::InvalidInput(format!(
+            "{} commitments for a key that needs {} signers",
+            package.signing_commitments().len(),
+            kp.min_signers()
+        )));
+    }
     let id = *kp.identifier();
     let listed = package
         .signing_commitment(&id)
         .ok_or_else(|| EngineError::InvalidInput("no commitments for this signer".into()))?;
     let committed = SigningCommitments::<C>::new(
-        NonceCommitment::new(C::mul_generator(&hiding)),
-        NonceCommitment::new(C::mul_generator(&binding)),
+        NonceCommitment::new(C::mul_generator(&hiding.to_scalar())),
+        NonceCommitment::new(C::mul_generator(&binding.to_scalar())),
     );
     if committed != listed {
         return Err(EngineError::InvalidInput(
@@ -74,13 +83,19 @@ pub(crate) fn share<C: Suite>(
     let c = C::challenge(&r, kp.verifying_key(), package.message())
         .map_err(bug)?
         .to_scalar();
-    let mut k = hiding + binding * rho;
+    // The nonce part, BIP340-negated for an odd R (Taproot), kept in a
+    // zeroizing `Nonce`: it and the share would give away the signing share.
+    let mut k = Zeroizing::new(Nonce::<C>::from_scalar(
+        hiding.to_scalar() + binding.to_scalar() * rho,
+    ));
     if C::negates_nonces(&r) {
-        k = <<C::Group as Group>::Field as Field>::zero() - k;
+        k = Zeroizing::new(Nonce::<C>::from_scalar(
+            <<C::Group as Group>::Field as Field>::zero() - k.to_scalar(),
+        ));
     }
     Ok(Computed {
         group_commitment: r,
-        z: k + lambda * kp.signing_share().to_scalar() * c,
+        z: k.to_scalar() + lambda * kp.signing_share().to_scalar() * c,
     })
 }
 
@@ -126,6 +141,9 @@ pub(crate) fn ed25519_verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]
 /// Whether `sig` is a valid BIP340 signature of `message` under the
 /// x-only `public_key` (k256).
 pub(crate) fn bip340_verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
+    if public_key.len() != 32 {
+        return false;
+    }
     let Ok(vk) = k256::schnorr::VerifyingKey::from_bytes(public_key) else {
         return false;
     };

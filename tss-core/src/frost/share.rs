@@ -47,8 +47,9 @@ pub struct FrostShare {
 pub(crate) struct Packages<C: Ciphersuite> {
     pub(crate) key: KeyPackage<C>,
     pub(crate) public: PublicKeyPackage<C>,
-    /// The key package a share is computed with ([`Suite::for_signing`]).
-    pub(crate) signing: KeyPackage<C>,
+    /// The key package a share is computed with, where it is not `key`
+    /// ([`Suite::for_signing`]).
+    pub(crate) signing: Option<KeyPackage<C>>,
 }
 
 impl<C: Ciphersuite> Clone for Packages<C> {
@@ -88,8 +89,9 @@ pub(crate) trait Suite: Ciphersuite {
     /// crate's generic product does without one).
     fn mul_generator(k: &Scalar<Self>) -> Element<Self>;
     /// The key package a signature share is computed with, as the crate's
-    /// `pre_sign` makes it (Taproot: BIP340's even-y key).
-    fn for_signing(kp: &KeyPackage<Self>) -> KeyPackage<Self>;
+    /// `pre_sign` makes it (Taproot: BIP340's even-y key), if it is not
+    /// `kp` itself.
+    fn for_signing(kp: &KeyPackage<Self>) -> Option<KeyPackage<Self>>;
     /// Whether a share for group commitment `r` negates its nonces
     /// (Taproot: an odd y, as BIP340 signs with the even one).
     fn negates_nonces(r: &Element<Self>) -> bool;
@@ -114,8 +116,8 @@ fn commitments_header_of<C: Suite>() -> Vec<u8> {
 
 impl Suite for Ed {
     const ELEMENT_LEN: usize = 32;
-    fn for_signing(kp: &KeyPackage<Self>) -> KeyPackage<Self> {
-        kp.clone()
+    fn for_signing(_: &KeyPackage<Self>) -> Option<KeyPackage<Self>> {
+        None
     }
     fn negates_nonces(_: &Element<Self>) -> bool {
         false
@@ -148,9 +150,9 @@ impl Suite for Ed {
 
 impl Suite for Tr {
     const ELEMENT_LEN: usize = 33;
-    fn for_signing(kp: &KeyPackage<Self>) -> KeyPackage<Self> {
+    fn for_signing(kp: &KeyPackage<Self>) -> Option<KeyPackage<Self>> {
         use frost_secp256k1_tr::keys::EvenY;
-        kp.clone().into_even_y(None)
+        (!kp.has_even_y()).then(|| kp.clone().into_even_y(Some(false)))
     }
     fn negates_nonces(r: &Element<Self>) -> bool {
         use k256::elliptic_curve::point::AffineCoordinates;
@@ -426,8 +428,9 @@ impl FrostShare {
 
     /// The key package a signature share is computed with
     /// ([`Suite::for_signing`]).
-    pub(crate) fn signing_package<C: Suite>(&self) -> Result<&KeyPackage<C>, EngineError> {
-        self.packages::<C>().map(|p| &p.signing)
+    pub(crate) fn signing_key_package<C: Suite>(&self) -> Result<&KeyPackage<C>, EngineError> {
+        self.packages::<C>()
+            .map(|p| p.signing.as_ref().unwrap_or(&p.key))
     }
 
     /// The public package, decoded (checked to be canonical when loaded).

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use frost_core::round1::{Nonce, NonceCommitment, SigningCommitments, SigningNonces};
 use frost_core::round2::SignatureShare;
-use frost_core::{Ciphersuite, Field, Group, Identifier, Scalar, SigningPackage};
+use frost_core::{Ciphersuite, Field, Group, Identifier, SigningPackage};
 use futures::SinkExt;
 use round_based::rounds_router::simple_store::RoundInput;
 use round_based::rounds_router::RoundsRouter;
@@ -34,6 +34,7 @@ use super::{decode_canonical, engine_error, identifier, round2, with_suite, Fros
 use crate::ecdsa::sign::BeforeRelease;
 use crate::ecdsa::EngineError;
 use crate::secret::SecretBytes;
+use zeroize::Zeroizing;
 
 /// A FROST signing message.
 #[derive(Clone, Debug, Serialize, Deserialize, ProtocolMessage)]
@@ -60,8 +61,9 @@ pub struct ShareMsg {
     pub share: Vec<u8>,
 }
 
-/// A signer's single-use nonce pair (secret: the crate's `SigningNonces`
-/// encoding). Consumed by [`sign_share`].
+/// A signer's single-use nonce pair (secret: the two scalars [`commit`]
+/// writes, or the crate's `SigningNonces` encoding in pool entries made
+/// before). Consumed by [`sign_share`].
 pub struct Nonces(SecretBytes);
 
 impl std::fmt::Debug for Nonces {
@@ -117,16 +119,19 @@ fn commit_as<C: Suite>(share: &FrostShare) -> Result<(Nonces, Vec<u8>), EngineEr
 /// Length of an encoded nonce scalar (both suites).
 const NONCE_LEN: usize = 32;
 
+/// A signer's hiding and binding nonces, zeroized on drop.
+type NoncePair<C> = (Zeroizing<Nonce<C>>, Zeroizing<Nonce<C>>);
+
 /// Decodes a signer's two nonce scalars (hiding, binding): as [`commit`]
 /// writes them, or in the crate's `SigningNonces` encoding of pool
 /// entries made before (its commitments checked against the scalars).
 /// [`round2::share`] checks them against the signer's listed commitments.
-fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<(Scalar<C>, Scalar<C>)> {
+fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<NoncePair<C>> {
     if bytes.len() == 2 * NONCE_LEN {
         let (h, b) = bytes.split_at(NONCE_LEN);
         return Some((
-            Nonce::<C>::deserialize(h).ok()?.to_scalar(),
-            Nonce::<C>::deserialize(b).ok()?.to_scalar(),
+            Zeroizing::new(Nonce::<C>::deserialize(h).ok()?),
+            Zeroizing::new(Nonce::<C>::deserialize(b).ok()?),
         ));
     }
     decode_canonical(
@@ -137,7 +142,7 @@ fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<(Scalar<C>, Scalar<C>)> {
     .filter(|n| {
         SigningNonces::from_nonces(*n.hiding(), *n.binding()).commitments() == n.commitments()
     })
-    .map(|n| (n.hiding().to_scalar(), n.binding().to_scalar()))
+    .map(|n| (Zeroizing::new(*n.hiding()), Zeroizing::new(*n.binding())))
 }
 
 /// Each signer's position in `signers`, by identifier (to name a culprit).
@@ -340,7 +345,7 @@ fn sign_with<C: Suite>(
 ) -> Result<round2::Computed<C>, EngineError> {
     let (hiding, binding) = decode_nonces::<C>(nonces.expose())
         .ok_or_else(|| EngineError::InvalidInput("stored nonces are unusable".into()))?;
-    round2::share(share, package, by_id, hiding, binding)
+    round2::share(share, package, by_id, &hiding, &binding)
 }
 
 /// Checks signer `position`'s signature share over `signing` under its
@@ -538,6 +543,13 @@ impl OwnShare {
             share: &FrostShare,
             theirs: &[&[u8]],
         ) -> Result<[u8; 64], EngineError> {
+            if theirs.len() + 1 != o.signers.len() {
+                return Err(EngineError::InvalidInput(format!(
+                    "{} other signature shares for {} signers",
+                    theirs.len(),
+                    o.signers.len()
+                )));
+            }
             let mine = <<C::Group as Group>::Field as Field>::serialize(&o.mine.z)
                 .as_ref()
                 .to_vec();

@@ -497,14 +497,8 @@ fn frost_round2__should_make_the_crates_shares_and_signatures_once_per_signature
             let mut theirs = BTreeMap::new();
             for (n, &i) in nonces.iter().zip(&pair) {
                 let share = &shares[usize::from(i)];
-                let c = round2::share::<C>(
-                    share,
-                    &package,
-                    &by_id,
-                    n.hiding().to_scalar(),
-                    n.binding().to_scalar(),
-                )
-                .unwrap();
+                let c =
+                    round2::share::<C>(share, &package, &by_id, n.hiding(), n.binding()).unwrap();
                 let kp = share.key_package::<C>().unwrap();
                 let crate_share = frost_core::round2::sign(&package, n, kp).unwrap();
                 // Then the shares are the crate's
@@ -551,13 +545,76 @@ fn frost_round2__should_make_the_crates_shares_and_signatures_once_per_signature
         }
         parities
     }
+    // An Ed25519 key, and Taproot keys until one with an even and one with
+    // an odd output key (BIP340 signs with the even one: the odd key's
+    // shares are negated) have both been checked.
+    let net = Net::new(3);
+    let shares = keygen(&net, Scheme::Ed25519, [21u8; 32]);
+    as_suite::<Ed>(&shares);
+    let mut key_parities = [false; 2];
+    for sid in 0u8..64 {
+        let shares = keygen(&Net::new(3), Scheme::Taproot, [sid; 32]);
+        let odd = shares[0].group_key()[0] == 0x03;
+        if key_parities[usize::from(odd)] {
+            continue;
+        }
+        key_parities[usize::from(odd)] = true;
+        let parities = as_suite::<Tr>(&shares);
+        // Both BIP340 cases ran: an even and an odd group commitment
+        assert!(parities[0] > 0 && parities[1] > 0, "{parities:?}");
+        if key_parities == [true; 2] {
+            break;
+        }
+    }
+    assert_eq!(key_parities, [true; 2], "an even and an odd Taproot key");
+}
+
+#[test]
+fn frost_own_share__should_aggregate_a_pooled_signature_and_name_a_wrong_share() {
     for scheme in SCHEMES {
         let net = Net::new(3);
-        let shares = keygen(&net, scheme, [21u8; 32]);
-        let parities = with_suite!(scheme, C => as_suite::<C>(&shares));
-        if scheme == Scheme::Taproot {
-            // Both BIP340 cases ran: an even and an odd group commitment
-            assert!(parities[0] > 0 && parities[1] > 0, "{parities:?}");
+        let shares = keygen(&net, scheme, [22u8; 32]);
+        // Ed25519 signs messages of any length; Taproot a 32-byte one
+        let messages: Vec<Vec<u8>> = match scheme {
+            Scheme::Ed25519 => vec![vec![], b"vapor".to_vec(), vec![0xa5; 300]],
+            Scheme::Taproot => vec![vec![0x33; 32]],
+        };
+        for msg in messages {
+            // Given signers 0 and 2 with pooled nonces
+            let (n0, c0) = sign::commit(&shares[0]).unwrap();
+            let (n2, c2) = sign::commit(&shares[2]).unwrap();
+            let commitments = vec![c0, c2];
+            let signing = Signing {
+                signers: &[0, 2],
+                commitments: &commitments,
+                message: &msg,
+            };
+            let s2 = sign::sign_share_checked_before(&shares[2], &signing, n2).unwrap();
+            // (the test reuses signer 0's nonces: a node never does)
+            let n0 = n0.expose().to_vec();
+            let own = || {
+                let n = sign::Nonces::from_stored(crate::secret::SecretBytes::new(n0.clone()));
+                sign::sign_own(&shares[0], &signing, n).unwrap()
+            };
+            // When signer 0 aggregates the honest share, the signature
+            // verifies independently
+            let sig = own().aggregate(&shares[0], &[&s2]).unwrap();
+            verify_independently(&shares[0], &msg, &sig);
+            // And a wrong share is refused naming its signer (position 1)
+            let mut bad = s2.clone();
+            bad[5] ^= 1;
+            for wrong in [bad, vec![0u8; 32], vec![1, 2, 3]] {
+                match own().aggregate(&shares[0], &[&wrong]) {
+                    Err(EngineError::Misbehaved { culprit: 1, .. }) => {}
+                    other => panic!("{scheme}: expected signer 1 blamed, got {other:?}"),
+                }
+            }
+            // And a missing or an extra share is refused
+            assert!(own().aggregate(&shares[0], &[]).is_err(), "{scheme}");
+            assert!(
+                own().aggregate(&shares[0], &[&s2, &s2]).is_err(),
+                "{scheme}"
+            );
         }
     }
 }
