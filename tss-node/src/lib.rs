@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(non_snake_case))]
 
+pub mod backup;
 pub mod client;
 pub mod cluster;
 pub mod config;

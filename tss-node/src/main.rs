@@ -45,12 +45,68 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Back up this party, encrypted to an offline recovery key (stop the
+    /// node first): `tss-node backup --config node.toml --to age1... --out
+    /// FILE`. Holds everything the party needs to come back except
+    /// presignatures and pooled nonces (docs/FORMATS.md, "Party backup").
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        #[command(subcommand)]
+        action: Option<BackupCmd>,
+        /// The party's node.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The recovery key's age X25519 recipient (age1...), or a file
+        /// holding it.
+        #[arg(long)]
+        to: Option<String>,
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Restore a party from a backup into a new folder; the new store is
+    /// sealed under the passphrase from --passphrase-file or TSS_PASSPHRASE.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The recovery key (age identity file, AGE-SECRET-KEY-1...).
+        #[arg(long)]
+        identity: PathBuf,
+        /// The new party folder (must not exist, or be empty).
+        #[arg(long)]
+        dir: PathBuf,
+        /// File holding the new store's passphrase.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Audit presignatures offline (stop the node first): prints JSON with
     /// the ids ready per key and pair and every consumed presignature with
     /// the digest it was used for. No secret is printed.
     Presignatures {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCmd {
+    /// Check a backup without the recovery key: it is the backup of a
+    /// party of parties.toml, and each of its keys' transcripts passes the
+    /// audit with that party in it.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+        /// The auditor's parties.toml (as for tss-audit).
+        #[arg(long)]
+        parties: PathBuf,
+    },
+    /// Make a recovery key: writes an age X25519 identity (keep it offline)
+    /// and prints its recipient, for --to.
+    NewRecoveryKey {
+        /// Where to write the identity (must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -66,6 +122,18 @@ fn main() -> std::process::ExitCode {
             insecure_test_primes,
         } => init(dir, name, listen, passphrase_file, insecure_test_primes),
         Cmd::Presignatures { config } => presignatures(config),
+        Cmd::Backup {
+            action,
+            config,
+            to,
+            out,
+        } => backup(action, config, to, out),
+        Cmd::Restore {
+            from,
+            identity,
+            dir,
+            passphrase_file,
+        } => restore(&from, &identity, &dir, passphrase_file.as_deref()),
         Cmd::Run { config } => tss_node::config::NodeConfig::load(&config).and_then(|cfg| {
             // Read, and removed from the environment, before any other
             // thread starts.
@@ -111,6 +179,77 @@ fn init(
     println!(
         "  public entry: {} (give it to the other parties)",
         done.party_path.display()
+    );
+    Ok(())
+}
+
+fn backup(
+    action: Option<BackupCmd>,
+    config: Option<PathBuf>,
+    to: Option<String>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    match action {
+        Some(BackupCmd::Verify { file, parties }) => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&parties)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", parties.display()))?;
+            for line in tss_node::backup::verify(&bytes, &text)? {
+                println!("pass  {line}");
+            }
+            println!("backup {} verified", file.display());
+            Ok(())
+        }
+        Some(BackupCmd::NewRecoveryKey { out }) => {
+            let recipient = tss_node::backup::new_recovery_key(&out)?;
+            eprintln!(
+                "recovery key written to {} (keep it offline); back up with --to {recipient}",
+                out.display()
+            );
+            println!("{recipient}");
+            Ok(())
+        }
+        None => {
+            let (Some(config), Some(to), Some(out)) = (config, to, out) else {
+                anyhow::bail!(
+                    "backup needs --config node.toml --to RECIPIENT --out FILE \
+                     (or a subcommand: verify, new-recovery-key)"
+                );
+            };
+            let w = tss_node::backup::backup(&config, &to, &out)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "backup": out.display().to_string(),
+                    "party": w.header.party,
+                    "party_id": hex::encode(&w.header.party_id),
+                    "keys": w.header.keys.iter().map(|k| &k.key_id).collect::<Vec<_>>(),
+                    "records": w.records,
+                    "bytes": w.bytes,
+                })
+            );
+            Ok(())
+        }
+    }
+}
+
+fn restore(
+    from: &std::path::Path,
+    identity: &std::path::Path,
+    dir: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let pass = tss_node::config::read_passphrase(passphrase_file)?;
+    let r = tss_node::backup::restore(from, identity, dir, &pass)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "restored": dir.display().to_string(),
+            "party": r.header.party,
+            "keys": r.header.keys.iter().map(|k| &k.key_id).collect::<Vec<_>>(),
+            "records": r.records,
+        })
     );
     Ok(())
 }

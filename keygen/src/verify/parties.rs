@@ -64,7 +64,9 @@ pub enum PartiesError {
 }
 
 impl AuditorParty {
-    pub(super) fn fingerprint(&self) -> Result<[u8; 32], PartiesError> {
+    /// SHA-256 of the party's TLS certificate (DER), from `cert` or
+    /// `tls_fingerprint` (which must agree when both are given).
+    pub fn fingerprint(&self) -> Result<[u8; 32], PartiesError> {
         use rustls_pki_types::pem::PemObject;
         use sha2::Digest;
         let from_cert = match &self.cert {
