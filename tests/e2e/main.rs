@@ -11,6 +11,7 @@
 mod harness;
 
 mod auth;
+mod backup;
 mod bad_input;
 mod btc_consensus;
 mod cli;

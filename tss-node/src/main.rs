@@ -79,6 +79,9 @@ enum Cmd {
         /// File holding the new store's passphrase.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+        /// Refuse a backup of any other party than this one.
+        #[arg(long)]
+        party: Option<String>,
     },
     /// Audit presignatures offline (stop the node first): prints JSON with
     /// the ids ready per key and pair and every consumed presignature with
@@ -100,6 +103,9 @@ enum BackupCmd {
         /// The auditor's parties.toml (as for tss-audit).
         #[arg(long)]
         parties: PathBuf,
+        /// Refuse a backup of any other party than this one.
+        #[arg(long)]
+        party: Option<String>,
     },
     /// Make a recovery key: writes an age X25519 identity (keep it offline)
     /// and prints its recipient, for --to.
@@ -133,7 +139,14 @@ fn main() -> std::process::ExitCode {
             identity,
             dir,
             passphrase_file,
-        } => restore(&from, &identity, &dir, passphrase_file.as_deref()),
+            party,
+        } => restore(
+            &from,
+            &identity,
+            &dir,
+            passphrase_file.as_deref(),
+            party.as_deref(),
+        ),
         Cmd::Run { config } => tss_node::config::NodeConfig::load(&config).and_then(|cfg| {
             // Read, and removed from the environment, before any other
             // thread starts.
@@ -190,12 +203,16 @@ fn backup(
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     match action {
-        Some(BackupCmd::Verify { file, parties }) => {
+        Some(BackupCmd::Verify {
+            file,
+            parties,
+            party,
+        }) => {
             let bytes = std::fs::read(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let text = std::fs::read_to_string(&parties)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", parties.display()))?;
-            for line in tss_node::backup::verify(&bytes, &text)? {
+            for line in tss_node::backup::verify(&bytes, &text, party.as_deref())? {
                 println!("pass  {line}");
             }
             println!("backup {} verified", file.display());
@@ -239,9 +256,13 @@ fn restore(
     identity: &std::path::Path,
     dir: &std::path::Path,
     passphrase_file: Option<&std::path::Path>,
+    party: Option<&str>,
 ) -> anyhow::Result<()> {
     let pass = tss_node::config::read_passphrase(passphrase_file)?;
-    let r = tss_node::backup::restore(from, identity, dir, &pass)?;
+    let r = tss_node::backup::restore(from, identity, dir, &pass, party)?;
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
     println!(
         "{}",
         serde_json::json!({

@@ -88,6 +88,9 @@ macro_rules! with_suite {
 }
 pub(crate) use with_suite;
 
+/// Each signer's position in `signers`, by identifier (to name a culprit).
+pub(crate) type Positions<C> = std::collections::BTreeMap<Identifier<C>, u16>;
+
 /// FROST identifier of party index `i`.
 pub(crate) fn identifier<C: Ciphersuite>(i: u16) -> Result<Identifier<C>, EngineError> {
     i.checked_add(1)

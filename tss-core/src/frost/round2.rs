@@ -24,8 +24,7 @@ use frost_core::{Ciphersuite, Element, Field, Group, Scalar, Signature, SigningP
 use zeroize::Zeroizing;
 
 use super::share::Suite;
-use super::sign::Positions;
-use super::{engine_error, FrostShare};
+use super::{engine_error, FrostShare, Positions};
 use crate::ecdsa::EngineError;
 
 /// A signer's share over a signing package and the group commitment it
@@ -124,28 +123,4 @@ pub(crate) fn scalar<C: Ciphersuite>(bytes: &[u8]) -> Result<Scalar<C>, EngineEr
     let bad = || EngineError::Protocol("a scalar that does not decode".into());
     let ser = bytes.try_into().map_err(|_| bad())?;
     <<C::Group as Group>::Field as Field>::deserialize(&ser).map_err(|_| bad())
-}
-
-/// Whether `sig` is a valid signature of `message` under `public_key` by
-/// ed25519-dalek's strict verification.
-pub(crate) fn ed25519_verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
-    let Ok(pk) = <[u8; 32]>::try_from(public_key) else {
-        return false;
-    };
-    ed25519_dalek::VerifyingKey::from_bytes(&pk).is_ok_and(|vk| {
-        vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(sig))
-            .is_ok()
-    })
-}
-
-/// Whether `sig` is a valid BIP340 signature of `message` under the
-/// x-only `public_key` (k256).
-pub(crate) fn bip340_verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
-    if public_key.len() != 32 {
-        return false;
-    }
-    let Ok(vk) = k256::schnorr::VerifyingKey::from_bytes(public_key) else {
-        return false;
-    };
-    k256::schnorr::Signature::try_from(&sig[..]).is_ok_and(|s| vk.verify_raw(message, &s).is_ok())
 }

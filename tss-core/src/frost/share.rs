@@ -123,7 +123,7 @@ impl Suite for Ed {
         false
     }
     fn verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
-        super::round2::ed25519_verifies(public_key, message, sig)
+        ed25519_verifies(public_key, message, sig)
     }
     fn mul_generator(k: &Scalar<Self>) -> Element<Self> {
         curve25519_dalek::EdwardsPoint::mul_base(k)
@@ -159,7 +159,7 @@ impl Suite for Tr {
         r.to_affine().y_is_odd().into()
     }
     fn verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
-        super::round2::bip340_verifies(public_key, message, sig)
+        bip340_verifies(public_key, message, sig)
     }
     fn mul_generator(k: &Scalar<Self>) -> Element<Self> {
         use k256::elliptic_curve::ops::MulByGenerator;
@@ -442,4 +442,28 @@ impl FrostShare {
         C::packages(&self.decoded)
             .ok_or_else(|| EngineError::InvalidInput("the share is of another scheme".into()))
     }
+}
+
+/// Whether `sig` is a valid signature of `message` under `public_key` by
+/// ed25519-dalek's strict verification.
+fn ed25519_verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
+    let Ok(pk) = <[u8; 32]>::try_from(public_key) else {
+        return false;
+    };
+    ed25519_dalek::VerifyingKey::from_bytes(&pk).is_ok_and(|vk| {
+        vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(sig))
+            .is_ok()
+    })
+}
+
+/// Whether `sig` is a valid BIP340 signature of `message` under the
+/// x-only `public_key` (k256).
+fn bip340_verifies(public_key: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
+    if public_key.len() != 32 {
+        return false;
+    }
+    let Ok(vk) = k256::schnorr::VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    k256::schnorr::Signature::try_from(&sig[..]).is_ok_and(|s| vk.verify_raw(message, &s).is_ok())
 }

@@ -30,7 +30,9 @@ use round_based::{Delivery, Mpc, MpcParty, Outgoing, ProtocolMessage};
 use serde::{Deserialize, Serialize};
 
 use super::share::Suite;
-use super::{decode_canonical, engine_error, identifier, round2, with_suite, FrostShare};
+use super::{
+    decode_canonical, engine_error, identifier, round2, with_suite, FrostShare, Positions,
+};
 use crate::ecdsa::sign::BeforeRelease;
 use crate::ecdsa::EngineError;
 use crate::secret::SecretBytes;
@@ -144,9 +146,6 @@ fn decode_nonces<C: Suite>(bytes: &[u8]) -> Option<NoncePair<C>> {
     })
     .map(|n| (Zeroizing::new(*n.hiding()), Zeroizing::new(*n.binding())))
 }
-
-/// Each signer's position in `signers`, by identifier (to name a culprit).
-pub(crate) type Positions<C> = BTreeMap<Identifier<C>, u16>;
 
 /// What every signer signs over: the signers, their round-1 commitments
 /// (one per signer, in `signers` order) and the message.

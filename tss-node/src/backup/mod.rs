@@ -25,7 +25,7 @@ mod restore;
 
 pub use restore::restore;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,9 @@ struct Payload {
     /// Files of the party's folder: name (relative to the folder) and
     /// bytes: `node.toml`, its TLS certificate and policy, `party.toml`.
     files: Vec<(String, ByteBuf)>,
+    /// The `node.toml` fields (`tls_cert`, `policy`) naming a file, and the
+    /// name of that file in `files`.
+    paths: Vec<(String, String)>,
     /// Sealed records in plaintext: kind tag, key, value.
     records: Vec<(String, ByteBuf, ByteBuf)>,
 }
@@ -137,7 +140,7 @@ pub fn backup(config: &Path, to: &str, out: &Path) -> anyhow::Result<Written> {
         )
     })?;
     let folder = config.parent().unwrap_or(Path::new("."));
-    let files = folder_files(config, &cfg, folder)?;
+    let (files, paths) = folder_files(config, &cfg, folder)?;
     let identity = store
         .get(RecordKind::NodeSecret, IDENTITY_KEY)?
         .context("the store holds no identity key")?;
@@ -173,6 +176,7 @@ pub fn backup(config: &Path, to: &str, out: &Path) -> anyhow::Result<Written> {
         format: FORMAT.into(),
         header_sha256: ByteBuf::from(Sha256::digest(&header_bytes).to_vec()),
         files,
+        paths,
         records,
     };
     let n_records = payload.records.len();
@@ -216,45 +220,53 @@ fn header_keys(store: &Store) -> anyhow::Result<Vec<HeaderKey>> {
     Ok(keys)
 }
 
+/// Files and the `node.toml` fields naming them ([`Payload::paths`]).
+type FolderFiles = (Vec<(String, ByteBuf)>, Vec<(String, String)>);
+
 /// The party folder's files a restore writes back: `node.toml`, the TLS
-/// certificate and policy it names (by paths relative to its folder) and
-/// `party.toml` if present.
-fn folder_files(
-    config: &Path,
-    cfg: &NodeConfig,
-    folder: &Path,
-) -> anyhow::Result<Vec<(String, ByteBuf)>> {
+/// certificate and policy it names, and `party.toml` if present. A file
+/// named by a path inside the folder keeps that path; one outside it is
+/// kept under its file name, and a restore points `node.toml` at it.
+fn folder_files(config: &Path, cfg: &NodeConfig, folder: &Path) -> anyhow::Result<FolderFiles> {
     let text = std::fs::read(config)?;
-    let raw: toml::Value = toml::from_str(std::str::from_utf8(&text)?)?;
     let mut files = vec![("node.toml".to_owned(), ByteBuf::from(text))];
-    let named = |field: &str| raw.get(field).and_then(|v| v.as_str()).map(PathBuf::from);
-    for (field, resolved) in [
+    let mut paths = Vec::new();
+    let folder = folder.canonicalize()?;
+    for (field, path) in [
         ("tls_cert", Some(cfg.tls_cert.clone())),
         ("policy", cfg.policy.clone()),
     ] {
-        let (Some(rel), Some(path)) = (named(field), resolved) else {
-            continue;
-        };
-        let name = relative_name(&rel).with_context(|| {
-            format!(
-                "node.toml names its {field} {} outside its folder: make the path relative to the folder to back it up",
-                rel.display()
-            )
-        })?;
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        files.push((name, ByteBuf::from(bytes)));
+        let Some(path) = path else { continue };
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .strip_prefix(&folder)
+            .ok()
+            .and_then(relative_name)
+            .or_else(|| path.file_name().and_then(|n| relative_name(Path::new(n))))
+            .with_context(|| format!("{field} {} has no file name", path.display()))?;
+        if files.iter().any(|(n, _)| *n == name) {
+            bail!("two files of the party would be restored as {name}: rename one");
+        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        files.push((name.clone(), ByteBuf::from(bytes)));
+        paths.push((field.to_owned(), name));
     }
     if let Ok(p) = std::fs::read(folder.join("party.toml")) {
-        files.push(("party.toml".to_owned(), ByteBuf::from(p)));
+        if !files.iter().any(|(n, _)| n == "party.toml") {
+            files.push(("party.toml".to_owned(), ByteBuf::from(p)));
+        }
     }
-    Ok(files)
+    Ok((files, paths))
 }
 
 /// `p` as a plain relative path inside a folder (no root, no `..`).
 pub(crate) fn relative_name(p: &Path) -> Option<String> {
     use std::path::Component;
-    let plain = !p.as_os_str().is_empty()
-        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let plain =
+        !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
     plain.then(|| p.to_str().map(str::to_owned)).flatten()
 }
 
@@ -281,7 +293,10 @@ fn pem_fingerprint(pem: &str) -> anyhow::Result<[u8; 32]> {
 /// The key certificate of a transcript file (its first party's).
 fn certificate_of(transcript: &[u8]) -> anyhow::Result<keygen::transcript::KeyCertificate> {
     let f = keygen::transcript::TranscriptFile::decode(transcript)?;
-    let c = f.certificates.first().context("a transcript without certificates")?;
+    let c = f
+        .certificates
+        .first()
+        .context("a transcript without certificates")?;
     Ok(keygen::transcript::KeyCertificate::decode(&c.body)?)
 }
 
@@ -342,7 +357,10 @@ pub fn parse(file: &[u8]) -> anyhow::Result<Parsed<'_>> {
     let header: Header = ciborium::from_reader(header_bytes)
         .map_err(|e| anyhow::anyhow!("the backup's header does not decode: {e}"))?;
     if header.format != FORMAT {
-        bail!("unknown backup format {:?} (this tss-node reads {FORMAT})", header.format);
+        bail!(
+            "unknown backup format {:?} (this tss-node reads {FORMAT})",
+            header.format
+        );
     }
     if encode_cbor(&header) != header_bytes {
         bail!("the backup's header is not canonically encoded");
@@ -362,9 +380,10 @@ pub fn parse(file: &[u8]) -> anyhow::Result<Parsed<'_>> {
 /// identity and TLS fingerprint are the auditor's, and each key's
 /// transcript passes the full audit (`tss-audit verify`) with this party
 /// at the key's index and the key's public key. Returns one line per check.
-pub fn verify(file: &[u8], parties_toml: &str) -> anyhow::Result<Vec<String>> {
+pub fn verify(file: &[u8], parties_toml: &str, party: Option<&str>) -> anyhow::Result<Vec<String>> {
     let parsed = parse(file)?;
     let h = &parsed.header;
+    check_party(h, party)?;
     let parties = keygen::verify::parse_parties(parties_toml)?;
     let me = parties
         .iter()
@@ -428,6 +447,14 @@ pub fn verify(file: &[u8], parties_toml: &str) -> anyhow::Result<Vec<String>> {
         ));
     }
     Ok(lines)
+}
+
+/// Refuses a backup of another party than `party` (if given).
+pub(crate) fn check_party(h: &Header, party: Option<&str>) -> anyhow::Result<()> {
+    match party {
+        Some(p) if p != h.party => bail!("this is a backup of {}, not of {p}", h.party),
+        _ => Ok(()),
+    }
 }
 
 /// Makes a new recovery key: writes the age X25519 identity to `out`

@@ -30,19 +30,23 @@ pub struct Restored {
     pub header: Header,
     /// Records written to the new store.
     pub records: usize,
+    /// What the operator still has to do.
+    pub notes: Vec<String>,
 }
 
 /// Restores the backup `file` into the new folder `dir` (which must not
 /// exist, or be empty), with the age identity in `identity_file` and a
-/// new store sealed under `pass`.
+/// new store sealed under `pass`; `party`: refuse a backup of any other.
 pub fn restore(
     file: &Path,
     identity_file: &Path,
     dir: &Path,
     pass: &Passphrase,
+    party: Option<&str>,
 ) -> anyhow::Result<Restored> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let parsed = parse(&bytes)?;
+    super::check_party(&parsed.header, party)?;
     let identity = recovery_key(identity_file)?;
     let plain = age::decrypt(&identity, parsed.sealed);
     let plain = zeroize::Zeroizing::new(plain.map_err(|e| match e {
@@ -57,7 +61,10 @@ pub fn restore(
     check(&parsed.header, parsed.header_bytes, &payload)?;
 
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!("{} exists and is not empty: restore into a new folder", dir.display());
+        bail!(
+            "{} exists and is not empty: restore into a new folder",
+            dir.display()
+        );
     }
     let parent = dir
         .parent()
@@ -73,16 +80,33 @@ pub fn restore(
         .tempdir_in(parent)
         .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
     let records = write_folder(staging.path(), &payload, pass)?;
+    let named = crate::config::NodeConfig::load(&staging.path().join("node.toml"))?
+        .passphrase_file
+        .filter(|f| !f.exists());
+    let notes = named
+        .and_then(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|n| {
+            format!(
+                "node.toml names the passphrase file {n:?}, which a backup never holds: \
+                 put the new store's passphrase there (or edit passphrase_file) before `tss-node run`"
+            )
+        })
+        .into_iter()
+        .collect();
     if dir.exists() {
         std::fs::remove_dir(dir)?;
     }
     let staged = staging.keep();
     std::fs::rename(&staged, dir).with_context(|| {
-        format!("cannot move the restored folder into place at {}", dir.display())
+        format!(
+            "cannot move the restored folder into place at {}",
+            dir.display()
+        )
     })?;
     Ok(Restored {
         header: parsed.header,
         records,
+        notes,
     })
 }
 
@@ -105,6 +129,35 @@ fn recovery_key(path: &Path) -> anyhow::Result<age::x25519::Identity> {
         })
 }
 
+/// Rewrites the restored `node.toml` where a field names its file by
+/// another path than the one restored beside it (an absolute path, or one
+/// outside the old folder); untouched (comments and all) otherwise.
+fn point_config_at_files(dir: &Path, paths: &[(String, String)]) -> anyhow::Result<()> {
+    let file = dir.join("node.toml");
+    let text = std::fs::read_to_string(&file)?;
+    let mut raw: toml::Table = toml::from_str(&text)?;
+    let mut changed = false;
+    for (field, name) in paths {
+        if !matches!(field.as_str(), "tls_cert" | "policy") {
+            bail!("the backup names a file for node.toml field {field:?}");
+        }
+        if raw.get(field).and_then(|v| v.as_str()) != Some(name.as_str()) {
+            raw.insert(field.clone(), toml::Value::String(name.clone()));
+            changed = true;
+        }
+    }
+    if changed {
+        std::fs::remove_file(&file)?;
+        let text = format!(
+            "# Restored by tss-node restore: tls_cert and policy name the files\n\
+             # restored beside this one.\n{}",
+            toml::to_string(&raw)?
+        );
+        super::write_new(&file, text.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Every check of a decrypted backup against its header.
 fn check(header: &Header, header_bytes: &[u8], p: &Payload) -> anyhow::Result<()> {
     if p.format != FORMAT {
@@ -119,8 +172,8 @@ fn check(header: &Header, header_bytes: &[u8], p: &Payload) -> anyhow::Result<()
             .find(|(t, k, _)| t == kind.tag() && k.as_slice() == key)
             .map(|(_, _, v)| v)
     };
-    let id = record(RecordKind::NodeSecret, IDENTITY_KEY)
-        .context("the backup holds no identity key")?;
+    let id =
+        record(RecordKind::NodeSecret, IDENTITY_KEY).context("the backup holds no identity key")?;
     let id = IdentityKey::from_secret(&SecretBytes::new(id.to_vec()))?;
     if id.party_id().0.as_slice() != header.party_id.as_slice() {
         bail!("the backup's identity key is not the party its header names");
@@ -133,12 +186,19 @@ fn check(header: &Header, header_bytes: &[u8], p: &Payload) -> anyhow::Result<()
         }
     }
     for k in &header.keys {
-        if record(RecordKind::KeyShare, &crate::keys::key(&k.key_id)).is_none() {
+        if record(RecordKind::KeyShare, crate::keys::key(&k.key_id)).is_none() {
             bail!("the backup holds no share of key {}", k.key_id);
         }
-        let stored = record(RecordKind::Transcript, &crate::keys::transcript_file(&k.key_id));
-        if !k.transcript.is_empty() && stored.map(|t| t.as_slice()) != Some(k.transcript.as_slice()) {
-            bail!("key {}: the transcript in the header is not the party's own", k.key_id);
+        let stored = record(
+            RecordKind::Transcript,
+            &crate::keys::transcript_file(&k.key_id),
+        );
+        if !k.transcript.is_empty() && stored.map(|t| t.as_slice()) != Some(k.transcript.as_slice())
+        {
+            bail!(
+                "key {}: the transcript in the header is not the party's own",
+                k.key_id
+            );
         }
     }
     for (name, _) in &p.files {
@@ -162,6 +222,7 @@ fn write_folder(dir: &Path, p: &Payload, pass: &Passphrase) -> anyhow::Result<us
         }
         super::write_new(&path, bytes)?;
     }
+    point_config_at_files(dir, &p.paths)?;
     let cfg: crate::config::NodeConfig = crate::config::NodeConfig::load(&dir.join("node.toml"))
         .context("the backup's node.toml does not load")?;
     let store = Store::create(&cfg.store_dir, pass)?;
