@@ -11,7 +11,9 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use crate::frost::assert_frost_valid;
-use crate::harness::{presignature_audit, ready, sign_request, sign_sha256_ok, step, Cluster};
+use crate::harness::{
+    presignature_audit, ready, sign_request, sign_sha256_ok, step, wait_pool, Cluster,
+};
 
 fn tss_node<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tss-node"))
@@ -48,7 +50,12 @@ fn refused(args: &[String], dir: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup__should_restore_a_wiped_party_that_signs_again_and_refuse_bad_backups() {
     let t0 = Instant::now();
-    let mut cluster = Cluster::start().await;
+    // ECDSA presignature pools off (the full protocol), FROST nonce pools on
+    let mut cluster = Cluster::start_with(|_, cfg| {
+        cfg.presign.target = 0;
+        cfg.presign.frost_target = 8;
+    })
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let t = |p: &str| tmp.path().join(p).to_string_lossy().into_owned();
 
@@ -67,11 +74,25 @@ async fn backup__should_restore_a_wiped_party_that_signs_again_and_refuse_bad_ba
         .into_inner();
     assert_frost_valid("ed25519", &ed.public_key, b"before", &r);
 
+    let names = tss_node::cluster::NAMES;
+    wait_pool(
+        &cluster,
+        2,
+        "bk-ed",
+        &[[names[0], names[2]], [names[1], names[2]]],
+        1,
+    )
+    .await;
+
     step(
         t0,
         "When node 2 is stopped and backed up to a new recovery key",
     );
     cluster.kill(2);
+    assert!(
+        !ready(&presignature_audit(&cluster, 2)).is_empty(),
+        "node 2 held pooled nonces"
+    );
     let party = cluster.dirs.parties[2].clone();
     let config = party.join("node.toml").to_string_lossy().into_owned();
     let recipient = ok(
@@ -150,6 +171,8 @@ async fn backup__should_restore_a_wiped_party_that_signs_again_and_refuse_bad_ba
             d.clone(),
             "--passphrase-file".into(),
             t("pass"),
+            "--parties".into(),
+            parties.clone(),
         ]
     };
     let run_refused = |v: Vec<String>| refused(&v, &dir);
@@ -164,19 +187,36 @@ async fn backup__should_restore_a_wiped_party_that_signs_again_and_refuse_bad_ba
     std::fs::write(t("short.backup"), &backup[..backup.len() - 100]).unwrap();
     let e = run_refused(restore(&t("short.backup"), &t("recovery.key")));
     assert!(e.contains("damaged"), "{e}");
-    // A tampered ciphertext (the last byte) and a tampered header (a byte
-    // of the party's identity, after the magic and the length)
+    // A tampered ciphertext (the last byte) and a tampered header (the
+    // backup's time, the one header field no other check covers)
     let mut tampered = backup.clone();
     *tampered.last_mut().unwrap() ^= 1;
     std::fs::write(t("tampered.backup"), &tampered).unwrap();
     let e = run_refused(restore(&t("tampered.backup"), &t("recovery.key")));
     assert!(e.contains("damaged"), "{e}");
-    let header_at = backup
-        .windows(32)
-        .position(|w| w == hex::decode(party_id_in(&report)).unwrap().as_slice())
-        .expect("the identity is in the header");
+    // (which backup verify sees without the key: the party's signature
+    // covers the ciphertext)
+    let out = tss_node(&[
+        "backup",
+        "verify",
+        &t("tampered.backup"),
+        "--parties",
+        &parties,
+    ]);
+    assert!(
+        !out.status.success(),
+        "verify accepted an altered ciphertext"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not signed by"));
+    let key = b"\x6ccreated_unix\x1a";
+    let at = backup
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the backup time is in the header")
+        + key.len()
+        + 3;
     let mut tampered = backup.clone();
-    tampered[header_at] ^= 1;
+    tampered[at] ^= 1;
     std::fs::write(t("header.backup"), &tampered).unwrap();
     let e = run_refused(restore(&t("header.backup"), &t("recovery.key")));
     assert!(e.contains("header was altered"), "{e}");
@@ -240,14 +280,4 @@ async fn backup__should_restore_a_wiped_party_that_signs_again_and_refuse_bad_ba
         r.signers
     );
     cluster.assert_no_panics();
-}
-
-/// The party id `backup verify` printed.
-fn party_id_in(report: &str) -> String {
-    report
-        .split("identity ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("an identity in the report")
-        .to_owned()
 }

@@ -79,6 +79,11 @@ enum Cmd {
         /// File holding the new store's passphrase.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+        /// The parties.toml an auditor uses: the backup must be of one of
+        /// these parties, with their identity and TLS certificate, and of
+        /// keys whose transcripts pass the audit.
+        #[arg(long)]
+        parties: PathBuf,
         /// Refuse a backup of any other party than this one.
         #[arg(long)]
         party: Option<String>,
@@ -139,12 +144,14 @@ fn main() -> std::process::ExitCode {
             identity,
             dir,
             passphrase_file,
+            parties,
             party,
         } => restore(
             &from,
             &identity,
             &dir,
             passphrase_file.as_deref(),
+            &parties,
             party.as_deref(),
         ),
         Cmd::Run { config } => tss_node::config::NodeConfig::load(&config).and_then(|cfg| {
@@ -256,10 +263,13 @@ fn restore(
     identity: &std::path::Path,
     dir: &std::path::Path,
     passphrase_file: Option<&std::path::Path>,
+    parties: &std::path::Path,
     party: Option<&str>,
 ) -> anyhow::Result<()> {
     let pass = tss_node::config::read_passphrase(passphrase_file)?;
-    let r = tss_node::backup::restore(from, identity, dir, &pass, party)?;
+    let parties = std::fs::read_to_string(parties)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", parties.display()))?;
+    let r = tss_node::backup::restore(from, identity, dir, &pass, &parties, party)?;
     for n in &r.notes {
         eprintln!("note: {n}");
     }

@@ -1,11 +1,16 @@
 //! `tss-node restore`: a fresh party folder from a backup ([`super`]).
 //!
-//! Everything is checked before anything is written: the file decodes, the
+//! Everything is checked before anything is written: the file decodes; its
+//! header passes `backup verify` against the operator's `parties.toml`
+//! (the party, its identity and TLS certificate are the ones named there,
+//! and every key's transcript passes the audit with this party in it); the
 //! recovery key opens it (age authenticates every chunk: a truncated or
-//! altered ciphertext fails), the header is the one the payload names by
-//! its hash, the identity key in it is the header's party, and every key
-//! of the header has its share and, where the header has a transcript, the
-//! same certificate. The folder is built under a temporary name beside the
+//! altered ciphertext fails); the header is the one the payload names by
+//! its hash; the identity key in it is the party's in `parties.toml`; and
+//! every key of the header has its share and the same transcript. Age
+//! encryption needs only the public recipient, so anyone who knows it can
+//! make a file that decrypts: the identity key is what ties a backup to
+//! the party, since only the party (and its backups) hold it. The folder is built under a temporary name beside the
 //! target and renamed into place only once complete: a failed restore
 //! leaves nothing. No presignature or pooled nonce comes back (a backup
 //! never holds one): the restored party's pools start empty, and pairs
@@ -20,7 +25,7 @@ use tss_core::identity::IdentityKey;
 use tss_core::secret::{Passphrase, SecretBytes};
 use tss_core::store::{RecordKind, Store};
 
-use super::{parse, relative_name, Header, Payload, FORMAT, NOT_BACKED_UP};
+use super::{backed_up, parse, Header, Payload, FORMAT};
 use crate::keys::IDENTITY_KEY;
 
 /// What a restore wrote.
@@ -36,12 +41,14 @@ pub struct Restored {
 
 /// Restores the backup `file` into the new folder `dir` (which must not
 /// exist, or be empty), with the age identity in `identity_file` and a
-/// new store sealed under `pass`; `party`: refuse a backup of any other.
+/// new store sealed under `pass`, once it passes `backup verify` against
+/// `parties_toml`; `party`: refuse a backup of any other.
 pub fn restore(
     file: &Path,
     identity_file: &Path,
     dir: &Path,
     pass: &Passphrase,
+    parties_toml: &str,
     party: Option<&str>,
 ) -> anyhow::Result<Restored> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -56,10 +63,23 @@ pub fn restore(
         ),
         e => anyhow::anyhow!("the backup's encrypted part is damaged (truncated or altered): {e}"),
     })?);
-    let payload: Payload = ciborium::from_reader(plain.as_slice())
+    let mut rest = plain.as_slice();
+    let payload: Payload = ciborium::from_reader(&mut rest)
         .map_err(|e| anyhow::anyhow!("the backup's encrypted part does not decode: {e}"))?;
+    if !rest.is_empty() {
+        bail!("the backup's encrypted part has bytes after its end");
+    }
     check(&parsed.header, parsed.header_bytes, &payload)?;
+    // Last, as the slowest (each transcript's full audit): the party and
+    // its keys are the ones parties.toml and the certificates name.
+    super::verify(&bytes, parties_toml, party)?;
 
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "{} is a symbolic link: restore into a plain new folder",
+            dir.display()
+        );
+    }
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!(
             "{} exists and is not empty: restore into a new folder",
@@ -70,7 +90,9 @@ pub fn restore(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
+    if !parent.is_dir() {
+        bail!("{} does not exist: create it first", parent.display());
+    }
     let name = dir
         .file_name()
         .context("--dir must name a folder")?
@@ -93,16 +115,16 @@ pub fn restore(
         })
         .into_iter()
         .collect();
-    if dir.exists() {
-        std::fs::remove_dir(dir)?;
-    }
-    let staged = staging.keep();
-    std::fs::rename(&staged, dir).with_context(|| {
+    // rename(2) replaces an empty folder; the staging folder is kept (not
+    // removed on drop) only once it is in place.
+    std::fs::rename(staging.path(), dir).with_context(|| {
         format!(
             "cannot move the restored folder into place at {}",
             dir.display()
         )
     })?;
+    let _ = staging.keep();
+    std::fs::File::open(parent).and_then(|d| d.sync_all())?;
     Ok(Restored {
         header: parsed.header,
         records,
@@ -137,6 +159,15 @@ fn point_config_at_files(dir: &Path, paths: &[(String, String)]) -> anyhow::Resu
     let text = std::fs::read_to_string(&file)?;
     let mut raw: toml::Table = toml::from_str(&text)?;
     let mut changed = false;
+    let store_dir = raw.get("store_dir").and_then(|v| v.as_str());
+    if store_dir
+        .and_then(|d| super::relative_name(Path::new(d)))
+        .is_none()
+        || store_dir.is_some_and(|d| d.contains('/'))
+    {
+        raw.insert("store_dir".into(), toml::Value::String("store".into()));
+        changed = true;
+    }
     for (field, name) in paths {
         if !matches!(field.as_str(), "tls_cert" | "policy") {
             bail!("the backup names a file for node.toml field {field:?}");
@@ -149,8 +180,8 @@ fn point_config_at_files(dir: &Path, paths: &[(String, String)]) -> anyhow::Resu
     if changed {
         std::fs::remove_file(&file)?;
         let text = format!(
-            "# Restored by tss-node restore: tls_cert and policy name the files\n\
-             # restored beside this one.\n{}",
+            "# Restored by tss-node restore: store_dir, tls_cert and policy name\n\
+             # the store and files restored beside this one.\n{}",
             toml::to_string(&raw)?
         );
         super::write_new(&file, text.as_bytes())?;
@@ -178,37 +209,126 @@ fn check(header: &Header, header_bytes: &[u8], p: &Payload) -> anyhow::Result<()
     if id.party_id().0.as_slice() != header.party_id.as_slice() {
         bail!("the backup's identity key is not the party its header names");
     }
-    for (tag, _, _) in &p.records {
-        let kind = RecordKind::ALL.iter().find(|k| k.tag() == tag);
-        match kind {
-            Some(k) if !NOT_BACKED_UP.contains(k) => {}
+    let mut seen = std::collections::BTreeSet::new();
+    for (tag, key, _) in &p.records {
+        match RecordKind::ALL.iter().find(|k| k.tag() == tag) {
+            Some(&k) if backed_up(k) => {}
             _ => bail!("the backup holds records of kind {tag:?}, which no backup holds"),
+        }
+        if !seen.insert((tag.as_str(), key.as_slice())) {
+            bail!("the backup holds a {tag} record twice");
+        }
+    }
+    let in_header = |key: &[u8]| header.keys.iter().any(|k| k.key_id.as_bytes() == key);
+    for (tag, key, _) in &p.records {
+        let unknown = (tag == RecordKind::KeyInfo.tag() && !in_header(key))
+            || (tag == RecordKind::KeyShare.tag()
+                && !in_header(key)
+                && !key.starts_with(b"retired/"));
+        if unknown {
+            bail!(
+                "the backup holds a {tag} record of a key its header does not name ({:?})",
+                String::from_utf8_lossy(key)
+            );
         }
     }
     for k in &header.keys {
-        if record(RecordKind::KeyShare, crate::keys::key(&k.key_id)).is_none() {
-            bail!("the backup holds no share of key {}", k.key_id);
-        }
+        let share = record(RecordKind::KeyShare, crate::keys::key(&k.key_id))
+            .with_context(|| format!("the backup holds no share of key {:?}", k.key_id))?;
         let stored = record(
             RecordKind::Transcript,
             &crate::keys::transcript_file(&k.key_id),
         );
-        if !k.transcript.is_empty() && stored.map(|t| t.as_slice()) != Some(k.transcript.as_slice())
-        {
+        if stored.map(|t| t.as_slice()) != Some(k.transcript.as_slice()) {
             bail!(
-                "key {}: the transcript in the header is not the party's own",
+                "key {:?}: the transcript in the header is not the party's own",
                 k.key_id
             );
         }
+        share_matches(k, share)?;
     }
+    check_files(header, p, |kind, key| record(kind, key).map(|v| v.to_vec()))?;
+    Ok(())
+}
+
+/// Checks that `k`'s share is a share of the certified key at the header's
+/// index: its public key and public shares are the certificate's.
+fn share_matches(k: &super::HeaderKey, share: &[u8]) -> anyhow::Result<()> {
+    let cert = super::certificate_of(&k.transcript)?;
+    let (public_key, shares): (Vec<u8>, Vec<Vec<u8>>) = match k.scheme.as_str() {
+        "ecdsa" => {
+            let s = tss_core::ecdsa::decode_share(share).map_err(|e| {
+                anyhow::anyhow!("the share of key {:?} does not decode: {e}", k.key_id)
+            })?;
+            let shares = s
+                .core
+                .key_info
+                .public_shares
+                .iter()
+                .map(|p| p.to_bytes(true).to_vec())
+                .collect();
+            (tss_core::ecdsa::public_key(&s).to_vec(), shares)
+        }
+        _ => {
+            let s = tss_core::frost::FrostShare::decode(share).map_err(|e| {
+                anyhow::anyhow!("the share of key {:?} does not decode: {e}", k.key_id)
+            })?;
+            (s.public_key(), s.verifying_shares())
+        }
+    };
+    let certified: Vec<Vec<u8>> = cert.public_shares.iter().map(|s| s.to_vec()).collect();
+    if public_key != cert.public_key.as_slice() || shares != certified {
+        bail!(
+            "the share of key {:?} is not a share of the certified key",
+            k.key_id
+        );
+    }
+    Ok(())
+}
+
+/// Checks the party folder's files: only `node.toml`, `party.toml` and the
+/// files `node.toml` names (single names, never inside the store), and the
+/// TLS certificate is the one the header names, of the TLS key in the
+/// backup.
+fn check_files(
+    header: &Header,
+    p: &Payload,
+    record: impl Fn(RecordKind, &[u8]) -> Option<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let mut names = std::collections::BTreeSet::new();
     for (name, _) in &p.files {
-        if relative_name(Path::new(name)).as_deref() != Some(name.as_str()) {
-            bail!("the backup names a file {name:?} outside the party folder");
+        let named = p.paths.iter().any(|(_, n)| n == name);
+        let allowed = matches!(name.as_str(), "node.toml" | "party.toml") || named;
+        let plain = !name.contains('/')
+            && super::relative_name(Path::new(name)).as_deref() == Some(name.as_str());
+        if !allowed || !plain || name == "store" || !names.insert(name.as_str()) {
+            bail!("the backup holds a file {name:?} a party folder does not have");
         }
     }
-    if !p.files.iter().any(|(n, _)| n == "node.toml") {
+    for (field, name) in &p.paths {
+        if !matches!(field.as_str(), "tls_cert" | "policy") || !names.contains(name.as_str()) {
+            bail!("the backup names {name:?} for node.toml's {field:?}");
+        }
+    }
+    if !names.contains("node.toml") {
         bail!("the backup holds no node.toml");
     }
+    let cert = p
+        .paths
+        .iter()
+        .find(|(f, _)| f == "tls_cert")
+        .and_then(|(_, n)| p.files.iter().find(|(m, _)| m == n))
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .context("the backup holds no TLS certificate")?;
+    if super::pem_fingerprint(&cert)?.as_slice() != header.tls_fingerprint.as_slice() {
+        bail!("the backup's TLS certificate is not the one its header names");
+    }
+    let key = record(RecordKind::NodeSecret, crate::keys::TLS_KEY)
+        .context("the backup holds no TLS key")?;
+    let key = zeroize::Zeroizing::new(key);
+    let key_pem = std::str::from_utf8(&key).context("the backup's TLS key is not PEM")?;
+    crate::transport::TlsIdentity::from_pem(&cert, key_pem)
+        .context("the backup's TLS certificate is not of the TLS key in it")?;
     Ok(())
 }
 
